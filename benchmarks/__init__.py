@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m benchmarks <name> [--quick]`; see ../shared/BENCHMARKS.md conventions."""

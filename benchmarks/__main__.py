@@ -1,0 +1,23 @@
+"""Entry point: python -m benchmarks {layernorm_gelu,attention,adam,all} [--quick]."""
+import argparse
+import importlib
+
+BENCHES = {
+    "layernorm_gelu": "benchmarks.bench_layernorm_gelu",
+    "attention": "benchmarks.bench_attention",
+    "adam": "benchmarks.bench_adam",
+}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    ap.add_argument("name", choices=[*BENCHES, "all"], help="which benchmark to run ('all' runs every one)")
+    ap.add_argument("--quick", action="store_true", help="small sizes: finishes on a 2-core CPU in seconds")
+    args = ap.parse_args(argv)
+    names = list(BENCHES) if args.name == "all" else [args.name]
+    for name in names:
+        importlib.import_module(BENCHES[name]).main(quick=args.quick)
+
+
+if __name__ == "__main__":
+    main()

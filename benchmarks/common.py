@@ -1,0 +1,156 @@
+"""Shared benchmark plumbing: timing, device ceilings, results files (../shared/BENCHMARKS.md).
+
+Each benchmark module exposes `main(quick: bool)`, builds a list of row dicts with `row(...)`,
+and calls `write_results(name, rows, ceilings)`.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def triton_version() -> str | None:
+    try:
+        import triton
+
+        return triton.__version__
+    except Exception:
+        return None
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+def device_slug(device: torch.device) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", device_name(device).lower()).strip("-")
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).resolve().parent, timeout=10)
+        commit = out.stdout.strip() or None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, cwd=Path(__file__).resolve().parent, timeout=10).stdout.strip()
+        return f"{commit}-dirty" if commit and dirty else commit
+    except Exception:
+        return None
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def bench(fn, device: torch.device, *, warmup_ms: float = 25, rep_ms: float = 100, min_runs: int = 5) -> float:
+    """Median milliseconds of `fn()`. CUDA: triton.testing.do_bench (CUDA events, L2 flushed between
+    runs); CPU: time.perf_counter around each call, median of >= min_runs after one warm-up call."""
+    if device.type == "cuda":
+        import triton.testing
+
+        return float(triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median"))
+    fn()
+    times = []
+    t_end = time.perf_counter() + rep_ms / 1e3
+    while len(times) < min_runs or time.perf_counter() < t_end:
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+        if len(times) >= 200:
+            break
+    return statistics.median(times)
+
+
+def measure_ceilings(device: torch.device, quick: bool = False) -> dict:
+    """Measured copy bandwidth (bytes read + written) and bf16 matmul rate (fp32 on CPU)."""
+    n = (1 << 22) if (quick or device.type == "cpu") else (1 << 28)  # 4M or 256M fp32 elements
+    src = torch.randn(n, device=device)
+    dst = torch.empty_like(src)
+    ms = bench(lambda: dst.copy_(src), device)
+    copy_gbps = 2 * src.numel() * src.element_size() / ms / 1e6
+    m = 512 if (quick or device.type == "cpu") else 8192
+    dt = torch.bfloat16 if device.type == "cuda" else torch.float32
+    a = torch.randn(m, m, device=device, dtype=dt)
+    b = torch.randn(m, m, device=device, dtype=dt)
+    ms = bench(lambda: a @ b, device)
+    matmul_tflops = 2 * m**3 / ms / 1e9
+    del src, dst, a, b
+    return {"copy_gbps": round(copy_gbps, 1), "matmul_tflops": round(matmul_tflops, 2),
+            "matmul_dtype": str(dt).replace("torch.", "")}
+
+
+def row(case: str, shape, dtype, impl: str, ms: float, *, nbytes: float | None = None,
+        flops: float | None = None, ceilings: dict | None = None, baseline: str | None = None,
+        baseline_ms: float | None = None, **extra) -> dict:
+    """One results row. Give `nbytes` for memory-bound ops (-> gbps) or `flops` (-> tflops)."""
+    r = {"case": case, "shape": list(shape) if not isinstance(shape, str) else shape,
+         "dtype": str(dtype).replace("torch.", ""), "impl": impl, "ms": round(ms, 5)}
+    if nbytes is not None:
+        r["gbps"] = round(nbytes / ms / 1e6, 1)
+        if ceilings:
+            r["fraction_of_ceiling"] = round(r["gbps"] / ceilings["copy_gbps"], 3)
+    if flops is not None:
+        r["tflops"] = round(flops / ms / 1e9, 2)
+        if ceilings:
+            r["fraction_of_ceiling"] = round(r["tflops"] / ceilings["matmul_tflops"], 3)
+    if baseline is not None and baseline_ms:
+        r["baseline"] = baseline
+        r["ratio"] = round(ms / baseline_ms, 3)
+    r.update(extra)
+    return r
+
+
+def write_results(name: str, rows: list[dict], ceilings: dict, device: torch.device, notes: str = "") -> Path:
+    """Write benchmarks/results/<name>-<device-slug>.json and the .md table beside it; print the table."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "bench": name,
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "triton": triton_version(),
+        "cuda": torch.version.cuda,
+        "commit": git_commit(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "ceilings": ceilings,
+    }
+    if device.type == "cpu":
+        notes = ("CPU results: for development only, not a performance claim. " + notes).strip()
+    if notes:
+        meta["notes"] = notes
+    out = {**meta, "rows": rows}
+    path = RESULTS_DIR / f"{name}-{device_slug(device)}.json"
+    path.write_text(json.dumps(out, indent=1) + "\n")
+    md = markdown_table(out)
+    path.with_suffix(".md").write_text(md)
+    print(md)
+    print(f"wrote {path} and {path.with_suffix('.md').name}")
+    return path
+
+
+def markdown_table(out: dict) -> str:
+    lines = [f"# {out['bench']} on {out['device']}", "",
+             f"torch {out['torch']}, triton {out['triton']}, cuda {out['cuda']}, commit {out['commit']}, {out['date']}",
+             f"ceilings: copy {out['ceilings'].get('copy_gbps')} GB/s, matmul {out['ceilings'].get('matmul_tflops')} TFLOP/s",
+             ""]
+    if out.get("notes"):
+        lines += [out["notes"], ""]
+    lines += ["| case | shape | dtype | impl | ms | GB/s or TFLOP/s | of ceiling | vs | ratio |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for r in out["rows"]:
+        rate = f"{r['gbps']} GB/s" if "gbps" in r else (f"{r['tflops']} TFLOP/s" if "tflops" in r else "")
+        lines.append(f"| {r['case']} | {r['shape']} | {r['dtype']} | {r['impl']} | {r['ms']:.4f} | {rate} | "
+                     f"{r.get('fraction_of_ceiling', '')} | {r.get('baseline', '')} | {r.get('ratio', '')} |")
+    return "\n".join(lines) + "\n"
