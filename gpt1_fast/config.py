@@ -1,0 +1,28 @@
+"""Model configuration. `DEFAULT_CONFIG` is GPT-1 as released (and the seed's name for it)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+
+@dataclass
+class GPTConfig:
+    n_embd: int = 768
+    n_head: int = 12
+    n_layer: int = 12
+    embd_pdrop: float = 0.1
+    attn_pdrop: float = 0.1
+    resid_pdrop: float = 0.1
+    afn: str = "gelu"  # 'gelu' (tanh form), 'relu' or 'swish', as the seed
+    clf_pdrop: float = 0.1
+    # Which implementation every compute op uses (gpt1_fast.ops): 'torch' is the literal reference
+    # math, 'triton' the fused kernels, 'auto' picks Triton for CUDA tensors and torch otherwise.
+    backend: str = "auto"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def replace(self, **kw) -> "GPTConfig":
+        return replace(self, **kw)
+
+
+DEFAULT_CONFIG = GPTConfig()

@@ -1,0 +1,285 @@
+"""GPT-1 (Radford et al. 2018): the model, with the seed port's public names and parameter names.
+
+Post-LayerNorm blocks: a = attn(x); n = ln_1(x + a); m = mlp(n); h = ln_2(n + m).
+Every compute op goes through gpt1_fast.ops, whose backend ('torch' reference, 'triton' fused,
+'auto') is `cfg.backend`, or set later with `set_backend(model, name)`.
+
+Inputs: the seed's packed `[..., n_ctx, 2]` tensor (token ids, position ids), or plain token ids via
+`model(input_ids=ids)` (positions implied: the last `n_ctx` rows of the embedding table).
+Embedding dropout drops the looked-up vectors, as the PyTorch port does (the TF release drops rows
+of the table; both are allowed by the spec).
+"""
+from __future__ import annotations
+
+import collections.abc
+import copy
+
+import torch
+import torch.nn as nn
+
+from . import ops
+from .config import DEFAULT_CONFIG, GPTConfig  # noqa: F401  (DEFAULT_CONFIG re-exported)
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm with the original's parameter names (g, b) and eps 1e-5 inside the sqrt."""
+
+    def __init__(self, n_state: int, e: float = 1e-5, backend: str = "auto"):
+        super().__init__()
+        self.g = nn.Parameter(torch.ones(n_state))
+        self.b = nn.Parameter(torch.zeros(n_state))
+        self.e = e
+        self.backend = backend
+
+    def forward(self, x, residual=None):
+        return ops.layer_norm(x, self.g, self.b, self.e, residual=residual, backend=self.backend)
+
+
+class Conv1D(nn.Module):
+    """The original's 1x1 convolution: y = x @ w + b, w stored [in, out]."""
+
+    def __init__(self, nf: int, rf: int, nx: int):
+        super().__init__()
+        if rf != 1:
+            raise NotImplementedError("only rf == 1 (a linear layer), as in GPT-1")
+        self.rf, self.nf = rf, nf
+        self.w = nn.Parameter(torch.empty(nx, nf).normal_(std=0.02))
+        self.b = nn.Parameter(torch.zeros(nf))
+
+    def forward(self, x, with_bias: bool = True):
+        return ops.linear(x, self.w, self.b if with_bias else None)
+
+
+class Attention(nn.Module):
+    def __init__(self, nx: int, n_ctx: int, cfg: GPTConfig, scale: bool = True):
+        super().__init__()
+        if nx % cfg.n_head:
+            raise ValueError(f"n_embd {nx} is not divisible by n_head {cfg.n_head}")
+        if not scale:
+            raise NotImplementedError("GPT-1 always scales scores by 1/sqrt(head_dim)")
+        self.n_head = cfg.n_head
+        self.split_size = nx
+        self.backend = cfg.backend
+        # The original's mask buffer, kept (persistent) so seed checkpoints load with strict=True.
+        self.register_buffer("b", ops.causal_mask(n_ctx, None))
+        self.c_attn = Conv1D(nx * 3, 1, nx)
+        self.c_proj = Conv1D(nx, 1, nx)
+        self.attn_dropout = nn.Dropout(cfg.attn_pdrop)
+        self.resid_dropout = nn.Dropout(cfg.resid_pdrop)
+
+    def forward(self, x):
+        qkv = self.c_attn(x)
+        a = ops.attention(qkv, self.n_head, self.attn_dropout.p, self.training, mask_b=self.b, backend=self.backend)
+        return self.resid_dropout(self.c_proj(a))
+
+
+class MLP(nn.Module):
+    def __init__(self, n_state: int, cfg: GPTConfig):
+        super().__init__()
+        nx = cfg.n_embd
+        self.c_fc = Conv1D(n_state, 1, nx)
+        self.c_proj = Conv1D(nx, 1, n_state)
+        self.afn = cfg.afn
+        self.backend = cfg.backend
+        self.dropout = nn.Dropout(cfg.resid_pdrop)
+
+    def forward(self, x):
+        # Bias + activation in one pass after a bias-free GEMM.
+        h = ops.bias_act(self.c_fc(x, with_bias=False), self.c_fc.b, self.afn, backend=self.backend)
+        return self.dropout(self.c_proj(h))
+
+
+class Block(nn.Module):
+    def __init__(self, n_ctx: int, cfg: GPTConfig, scale: bool = True):
+        super().__init__()
+        nx = cfg.n_embd
+        self.attn = Attention(nx, n_ctx, cfg, scale)
+        self.ln_1 = LayerNorm(nx, backend=cfg.backend)
+        self.mlp = MLP(4 * nx, cfg)
+        self.ln_2 = LayerNorm(nx, backend=cfg.backend)
+
+    def forward(self, x):
+        a = self.attn(x)
+        n = self.ln_1(x, residual=a)
+        m = self.mlp(n)
+        return self.ln_2(n, residual=m)
+
+
+class TransformerModel(nn.Module):
+    """The GPT-1 transformer: embeddings + blocks -> hidden states [B, T, n_embd] (packed input:
+    [..., T, n_embd] with the leading dims flattened to one, as the seed)."""
+
+    def __init__(self, cfg: GPTConfig = DEFAULT_CONFIG, vocab: int = 40990, n_ctx: int = 512):
+        super().__init__()
+        if cfg.backend not in ops.BACKENDS:
+            raise ValueError(f"unknown backend {cfg.backend!r}; expected one of {ops.BACKENDS}")
+        self.vocab, self.n_ctx, self.n_embd = vocab, n_ctx, cfg.n_embd
+        self.embed = nn.Embedding(vocab, cfg.n_embd)
+        self.drop = nn.Dropout(cfg.embd_pdrop)
+        block = Block(n_ctx, cfg, scale=True)
+        self.h = nn.ModuleList([copy.deepcopy(block) for _ in range(cfg.n_layer)])
+        nn.init.normal_(self.embed.weight, std=0.02)
+
+    @property
+    def pos_offset(self) -> int:
+        """Row of position 0 in the embedding table (n_vocab + n_special)."""
+        return self.vocab - self.n_ctx
+
+    def forward(self, x: torch.Tensor | None = None, *, input_ids: torch.Tensor | None = None):
+        if (x is None) == (input_ids is None):
+            raise TypeError("pass exactly one of: a packed [..., T, 2] tensor, or input_ids=[..., T]")
+        if x is not None:
+            if x.dim() < 2 or x.size(-1) != 2:
+                raise ValueError(f"packed input must have shape [..., T, 2], got {tuple(x.shape)}; "
+                                 "for plain token ids call model(input_ids=ids)")
+            x = x.view(-1, x.size(-2), x.size(-1))
+            h = self.drop(self.embed(x)).sum(dim=2)  # token + position vectors
+        else:
+            T = input_ids.size(-1)
+            if T > self.n_ctx:
+                raise ValueError(f"sequence length {T} exceeds n_ctx {self.n_ctx}")
+            ids = input_ids.reshape(-1, T)
+            pos = torch.arange(self.pos_offset, self.pos_offset + T, device=ids.device)
+            h = self.drop(self.embed(ids)) + self.drop(self.embed(pos))
+        for block in self.h:
+            h = block(h)
+        return h
+
+
+class LMHead(nn.Module):
+    """Language-model head tied to the embedding table: logits over every row (positions and
+    special tokens included, as the original)."""
+
+    def __init__(self, model: TransformerModel, cfg: GPTConfig, trunc_and_reshape: bool = True):
+        super().__init__()
+        self.n_embd = cfg.n_embd
+        embed_shape = model.embed.weight.shape
+        self.decoder = nn.Linear(embed_shape[1], embed_shape[0], bias=False)
+        self.decoder.weight = model.embed.weight  # tied
+        self.trunc_and_reshape = trunc_and_reshape  # drop the last position, flatten to [N, vocab]
+
+    def forward(self, h):
+        h_trunc = h[:, :-1].contiguous().view(-1, self.n_embd) if self.trunc_and_reshape else h
+        return self.decoder(h_trunc)
+
+
+def _clf_states(h, x, clf_token: int, n_embd: int):
+    """Hidden states at the classify token of each sequence: the first occurrence (TF: argmax)."""
+    tokens = x[..., 0].reshape(-1, x.size(-2))
+    idx = (tokens == clf_token).int().argmax(dim=-1)
+    return h.reshape(-1, x.size(-2), n_embd)[torch.arange(tokens.size(0), device=h.device), idx]
+
+
+class MultipleChoiceHead(nn.Module):
+    """Story Cloze head: classify-token states [B, n_choices, C] -> dropout with one mask shared by all
+    choices of an example (TF noise_shape [B, 1, C]) -> linear C -> 1 -> logits [B, n_choices]."""
+
+    def __init__(self, clf_token: int, cfg: GPTConfig):
+        super().__init__()
+        self.n_embd = cfg.n_embd
+        self.clf_token = clf_token
+        self.dropout = nn.Dropout(cfg.clf_pdrop)  # applied to a [B, 1, C] mask, see forward
+        self.linear = nn.Linear(cfg.n_embd, 1)
+        nn.init.normal_(self.linear.weight, std=0.02)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, h, x):
+        clf_h = _clf_states(h, x, self.clf_token, self.n_embd).view(-1, x.size(1), self.n_embd)
+        if self.training and self.dropout.p > 0:
+            keep = self.dropout(torch.ones_like(clf_h[:, :1]))  # 0 or 1/(1-p), shared across choices
+            clf_h = clf_h * keep
+        return self.linear(clf_h).view(-1, x.size(1))
+
+
+class ClfHead(nn.Module):
+    """Classification head: classify-token state -> dropout -> linear C -> n_class."""
+
+    def __init__(self, clf_token: int, cfg: GPTConfig, n_class: int):
+        super().__init__()
+        self.n_embd = cfg.n_embd
+        self.clf_token = clf_token
+        self.dropout = nn.Dropout(cfg.clf_pdrop)
+        self.linear = nn.Linear(cfg.n_embd, n_class)
+        nn.init.normal_(self.linear.weight, std=0.02)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, h, x):
+        return self.linear(self.dropout(_clf_states(h, x, self.clf_token, self.n_embd)))
+
+
+class SimilarityHead(nn.Module):
+    """Similarity head: x is [B, 2, T, 2] (both orderings); their classify states are summed -> linear C -> 1."""
+
+    def __init__(self, clf_token: int, cfg: GPTConfig):
+        super().__init__()
+        self.n_embd = cfg.n_embd
+        self.clf_token = clf_token
+        self.dropout = nn.Dropout(cfg.clf_pdrop)
+        self.linear = nn.Linear(cfg.n_embd, 1)
+        nn.init.normal_(self.linear.weight, std=0.02)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, h, x):
+        sim_h = _clf_states(h, x, self.clf_token, self.n_embd).view(-1, x.size(1), self.n_embd)
+        sim_h = self.dropout(sim_h).sum(dim=1)
+        return self.linear(sim_h).view(-1)
+
+
+class LMModel(nn.Module):
+    """Transformer + tied LM head. `return_probs` gives softmax probabilities with the position
+    columns masked (-1e12), for sampling."""
+
+    def __init__(self, cfg: GPTConfig = DEFAULT_CONFIG, vocab: int = 40990, n_ctx: int = 512, return_probs: bool = False):
+        super().__init__()
+        self.transformer = TransformerModel(cfg, vocab=vocab, n_ctx=n_ctx)
+        self.lm_head = LMHead(self.transformer, cfg, trunc_and_reshape=False)
+        self.return_probs = return_probs
+        if return_probs:
+            pos_emb_mask = torch.zeros(1, 1, vocab)
+            pos_emb_mask[:, :, -n_ctx:] = -1e12
+            self.register_buffer("pos_emb_mask", pos_emb_mask)
+
+    def forward(self, x=None, *, input_ids=None):
+        lm_logits = self.lm_head(self.transformer(x, input_ids=input_ids))
+        if self.return_probs:
+            lm_logits = torch.softmax(lm_logits + self.pos_emb_mask, dim=-1)
+        return lm_logits
+
+
+class DoubleHeadModel(nn.Module):
+    """Transformer + LM head + a task head. forward(x) -> (lm_logits, task_logits), as the seed.
+
+    task_head_type: 'multiple_choice', 'similarity', 'inference' (3 classes), or
+    ('classification', n_class).
+    """
+
+    def __init__(self, cfg: GPTConfig, clf_token: int, task_head_type, vocab: int = 40990, n_ctx: int = 512):
+        super().__init__()
+        self.transformer = TransformerModel(cfg, vocab=vocab, n_ctx=n_ctx)
+        self.lm_head = LMHead(self.transformer, cfg)
+        if task_head_type == "multiple_choice":
+            self.task_head = MultipleChoiceHead(clf_token, cfg)
+        elif task_head_type == "similarity":
+            self.task_head = SimilarityHead(clf_token, cfg)
+        elif task_head_type == "inference":  # entailment, contradiction, neutral
+            self.task_head = ClfHead(clf_token, cfg, 3)
+        elif (isinstance(task_head_type, collections.abc.Sequence) and not isinstance(task_head_type, str)
+              and len(task_head_type) == 2 and task_head_type[0] == "classification"):
+            self.task_head = ClfHead(clf_token, cfg, int(task_head_type[1]))
+        else:
+            raise ValueError("task_head_type should be 'multiple_choice', 'similarity', 'inference' "
+                             f"or ('classification', n_class), got {task_head_type!r}")
+
+    def forward(self, x):
+        h = self.transformer(x)
+        return self.lm_head(h), self.task_head(h, x)
+
+
+def set_backend(model: nn.Module, backend: str) -> nn.Module:
+    """Switch every op of `model` to another backend ('torch', 'triton', 'auto') in place."""
+    if backend not in ops.BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {ops.BACKENDS}")
+    for m in model.modules():
+        if hasattr(m, "backend"):
+            m.backend = backend
+    return model
