@@ -1,0 +1,160 @@
+"""OpenAIAdam: Adam with the decoupled weight-decay fix, exactly as GPT-1's TF release computes it
+(SPEC §5), with **global** gradient-norm clipping (the PyTorch port clipped each parameter on its own,
+a bug not copied here).
+
+One step, t = steps done before it:
+    g *= max_grad_norm / max(||all grads||, max_grad_norm)            (if max_grad_norm > 0)
+    lrt = lr * schedule(t / t_total, warmup) * sqrt(1 - b2^(t+1)) / (1 - b1^(t+1))
+    m = b1 m + (1 - b1) g ;  v = b2 v + (1 - b2) g^2
+    p -= lrt * (m / (sqrt(v) + e) + l2 p)     (l2 term for >1-D params, or all with vector_l2)
+
+The unfused path here is multi-tensor (`torch._foreach_*`): a handful of launches for all parameters,
+no per-parameter Python arithmetic, no host synchronisation (the step counter lives on the CPU).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch.optim import Optimizer
+
+
+def warmup_cosine(x, warmup=0.002):
+    s = 1.0 if x <= warmup else 0.0
+    return s * (x / warmup) + (1 - s) * (0.5 * (1 + math.cos(math.pi * x)))
+
+
+def warmup_constant(x, warmup=0.002):
+    s = 1.0 if x <= warmup else 0.0
+    return s * (x / warmup) + (1 - s) * 1.0
+
+
+def warmup_linear(x, warmup=0.002):
+    s = 1.0 if x <= warmup else 0.0
+    return (s * (x / warmup) + (1 - s)) * (1 - x)
+
+
+SCHEDULES: dict[str, Callable[[float, float], float]] = {
+    "warmup_cosine": warmup_cosine,
+    "warmup_constant": warmup_constant,
+    "warmup_linear": warmup_linear,
+}
+
+
+def lr_at(group: dict, t: int) -> float:
+    """The effective step size lrt of SPEC §5 for a group at step index t (0 for the first step)."""
+    sched = SCHEDULES[group["schedule"]]
+    factor = sched(t / group["t_total"], group["warmup"]) if group["t_total"] > 0 else 1.0
+    return group["lr"] * factor * math.sqrt(1 - group["b2"] ** (t + 1)) / (1 - group["b1"] ** (t + 1))
+
+
+def _fused_unavailable_reason() -> str | None:
+    """None when the fused extension can be used, else why not."""
+    return "the fused extension gpt1_fast._C is not built in this version"
+
+
+class OpenAIAdam(Optimizer):
+    """OpenAI's Adam (see module docstring). Signature of the seed port, plus `fused`.
+
+    max_grad_norm applies to the global norm over every parameter of every group (it is read from
+    the constructor, not per group). Groups may set their own lr, l2, vector_l2, schedule, warmup.
+    fused: None = the fused extension when available, else the multi-tensor path; True = require it;
+    False = the multi-tensor path.
+    """
+
+    def __init__(self, params, lr, schedule="warmup_linear", warmup=0.002, t_total=-1, b1=0.9, b2=0.999,
+                 e=1e-8, l2=0.0, vector_l2=False, max_grad_norm=-1.0, fused: bool | None = None, **kwargs):
+        if not lr >= 0.0:
+            raise ValueError(f"invalid learning rate {lr}")
+        if schedule not in SCHEDULES:
+            raise ValueError(f"invalid schedule {schedule!r}; expected one of {sorted(SCHEDULES)}")
+        if not 0.0 <= warmup < 1.0 and warmup != -1:
+            raise ValueError(f"invalid warmup {warmup}: expected a fraction of t_total in [0, 1)")
+        if not 0.0 <= b1 < 1.0:
+            raise ValueError(f"invalid b1 {b1}")
+        if not 0.0 <= b2 < 1.0:
+            raise ValueError(f"invalid b2 {b2}")
+        if not e >= 0.0:
+            raise ValueError(f"invalid epsilon {e}")
+        if kwargs:
+            raise TypeError(f"unexpected arguments {sorted(kwargs)}")
+        defaults = dict(lr=lr, schedule=schedule, warmup=warmup, t_total=t_total, b1=b1, b2=b2, e=e, l2=l2,
+                        vector_l2=vector_l2, max_grad_norm=max_grad_norm)
+        super().__init__(params, defaults)
+        self.max_grad_norm = max_grad_norm
+        reason = _fused_unavailable_reason()
+        if fused and reason:
+            raise RuntimeError(f"OpenAIAdam(fused=True) is unavailable: {reason}. "
+                               "Use fused=None (falls back) or fused=False.")
+        self.fused = reason is None if fused is None else bool(fused)
+
+    # -------------------------------------------------------------------------------------- step
+    def _params_with_grad(self):
+        return [p for g in self.param_groups for p in g["params"] if p.grad is not None]
+
+    @torch.no_grad()
+    def clip_grad_norm_(self) -> torch.Tensor | None:
+        """Scale every gradient by max_grad_norm / max(global_norm, max_grad_norm), on the device.
+        Returns the global norm (a device tensor: reading it is the caller's sync, not ours)."""
+        grads = [p.grad for p in self._params_with_grad()]
+        if self.max_grad_norm <= 0 or not grads:
+            return None
+        by_device: dict = {}
+        for g in grads:
+            by_device.setdefault((g.device, g.dtype), []).append(g)
+        first = grads[0].device
+        sq = [torch.stack(torch._foreach_norm(gs)).float().pow(2).sum().to(first) for gs in by_device.values()]
+        total = torch.stack(sq).sum().sqrt()
+        coef = self.max_grad_norm / torch.clamp(total, min=self.max_grad_norm)
+        for (dev, _), gs in by_device.items():
+            torch._foreach_mul_(gs, coef.to(dev))
+        return total
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self.clip_grad_norm_()
+        for group in self.param_groups:
+            self._foreach_group_step(group)
+        return loss
+
+    def _foreach_group_step(self, group):
+        # Bucket by (step count, device, dtype): usually one bucket per group.
+        buckets: dict = {}
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            if p.grad.is_sparse:
+                raise RuntimeError("OpenAIAdam does not support sparse gradients")
+            state = self.state[p]
+            if not state:
+                state["step"] = torch.tensor(0.0)
+                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            decay = group["l2"] > 0 and (p.dim() > 1 or group["vector_l2"])
+            key = (int(state["step"].item()), p.device, p.dtype)
+            buckets.setdefault(key, []).append((p, state, decay))
+        b1, b2, e = group["b1"], group["b2"], group["e"]
+        for (t, _, _), items in buckets.items():
+            params = [p for p, _, _ in items]
+            grads = [p.grad if p.grad.dtype == p.dtype else p.grad.to(p.dtype) for p in params]
+            m = [s["exp_avg"] for _, s, _ in items]
+            v = [s["exp_avg_sq"] for _, s, _ in items]
+            lrt = lr_at(group, t)
+            torch._foreach_mul_(m, b1)
+            torch._foreach_add_(m, grads, alpha=1 - b1)
+            torch._foreach_mul_(v, b2)
+            torch._foreach_addcmul_(v, grads, grads, value=1 - b2)
+            denom = torch._foreach_sqrt(v)
+            torch._foreach_add_(denom, e)
+            upd = torch._foreach_div(m, denom)
+            dec = [i for i, (_, _, d) in enumerate(items) if d]
+            if dec:
+                torch._foreach_add_([upd[i] for i in dec], [params[i] for i in dec], alpha=group["l2"])
+            torch._foreach_add_(params, upd, alpha=-lrt)
+            for _, s, _ in items:
+                s["step"] += 1
