@@ -2,7 +2,45 @@
 
 --no-build-isolation matters: an isolated build env would pull a multi-GB CUDA torch.
 """
+import os
+import sys
+
 from setuptools import find_packages, setup
+
+
+# --- gpt1_fast._C (fused OpenAI-Adam, csrc/): optional. CPU always; CUDA when nvcc and a CUDA torch are
+# present. If torch is not importable here, or the build fails, the package still installs and
+# gpt1_fast/_ext.py builds the extension just in time on first use (or falls back to the unfused step).
+def _extension_build():
+    if os.environ.get("GPT1_FAST_NO_EXT"):
+        return [], {}
+    try:
+        import torch
+        from torch.utils import cpp_extension
+    except Exception:
+        return [], {}
+    cxx = ["-O3", "-fno-math-errno"]  # errno-free sqrtf lets GCC vectorise the update loop
+    sources = ["csrc/openai_adam.cpp"]
+    ext_cls = cpp_extension.CppExtension
+    extra = {"cxx": cxx}
+    if torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None:
+        sources += ["csrc/openai_adam_cuda.cpp", "csrc/openai_adam_cuda.cu"]
+        ext_cls = cpp_extension.CUDAExtension
+        extra["nvcc"] = ["-O3", "-lineinfo"]
+    ext = ext_cls("gpt1_fast._C", sources, extra_compile_args=extra)
+
+    class OptionalBuildExt(cpp_extension.BuildExtension):
+        def run(self):
+            try:
+                super().run()
+            except Exception as e:  # never fail the install over the optional extension
+                print(f"WARNING: building gpt1_fast._C failed ({type(e).__name__}: {e}); it will be built "
+                      "just in time on first use if possible", file=sys.stderr)
+
+    return [ext], {"build_ext": OptionalBuildExt}
+
+
+ext_modules, cmdclass = _extension_build()
 
 setup(
     name="gpt1_fast",
@@ -26,4 +64,6 @@ setup(
         ],
     },
     package_data={"gpt1_fast": ["py.typed"]},
+    ext_modules=ext_modules,
+    cmdclass=cmdclass,
 )
