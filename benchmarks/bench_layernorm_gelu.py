@@ -17,8 +17,9 @@ step (see gpt1_fast/kernels/layernorm_gelu.py).
 
 Timing: forward with inputs that require grad (the training regime: the reference's forward then
 also saves what its backward needs); backward = torch.autograd.grad of a retained graph (no .grad
-accumulation); fwd+bwd = both. The eager bias_gelu reference casts the fp32 bias to the activation
-dtype first so that its output has our dtype (x + b would promote bf16 to fp32 and move 2x bytes).
+accumulation); fwd+bwd = both. The references cast the fp32 parameters to the activation dtype
+first (F.layer_norm on CUDA rejects bf16 input with fp32 weight; for GELU, x + b would promote bf16 to
+fp32 and move twice the bytes), so every implementation has the same output dtype.
 On a CPU, Triton runs only under TRITON_INTERPRET=1 and torch.compile is skipped: such results are
 for development only.
 """
@@ -47,7 +48,7 @@ def gelu_bytes(M, N, s, direction):
 
 
 def ref_layer_norm(x, r, w, b):
-    return F.layer_norm(x + r, (x.shape[-1],), w, b, 1e-5)
+    return F.layer_norm(x + r, (x.shape[-1],), w.to(x.dtype), b.to(x.dtype), 1e-5)
 
 
 def ref_bias_gelu(x, b):
@@ -86,9 +87,17 @@ def main(quick: bool = False) -> None:
                                   torch.compile(ref_bias_gelu, dynamic=False))
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
 
+    notes = ("Bytes: inputs read once, outputs written once (see the module docstring); params fp32. "
+             "ratio = ours / torch.compile (below 1 is faster); ratio_vs_eager likewise.")
+    if not run_ours:
+        notes += " Triton not run (no GPU, TRITON_INTERPRET unset): reference implementations only."
+    if not run_compile:
+        notes += " torch.compile skipped on CPU."
     rows = []
     g = torch.Generator(device=device).manual_seed(0)
-    for dtype in dtypes:
+    for di, dtype in enumerate(dtypes):
+        if di:  # results so far, in case a time-limited run is cut short
+            write_results(NAME, rows, ceilings, device, notes + " (partial: dtypes so far)")
         s = torch.tensor([], dtype=dtype).element_size()
         for M in rows_list:
             for N in widths:
@@ -119,12 +128,6 @@ def main(quick: bool = False) -> None:
                             print(f"{op:20s} {direction:8s} {M:6d}x{N:<5d} {str(dtype)[6:]:9s} {name:14s} "
                                   f"{ms:8.4f} ms {r.get('gbps', 0):8.1f} GB/s {r.get('fraction_of_ceiling', '')}"
                                   f" {('ratio vs ' + base + ' ' + str(r.get('ratio'))) if base else ''}", flush=True)
-    notes = ("Bytes: inputs read once, outputs written once (see the module docstring); params fp32. "
-             "ratio = ours / torch.compile (below 1 is faster); ratio_vs_eager likewise.")
-    if not run_ours:
-        notes += " Triton not run (no GPU, TRITON_INTERPRET unset): reference implementations only."
-    if not run_compile:
-        notes += " torch.compile skipped on CPU."
     write_results(NAME, rows, ceilings, device, notes)
 
 

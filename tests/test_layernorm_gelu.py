@@ -270,19 +270,19 @@ def _aot_cases():
     cases = []
     for N in (768, 3072):
         for dt in ("fp32", "fp16", "bf16"):
-            a = "*" + dt
-            c = K.ln_fwd_config(N)
+            a, elem = "*" + dt, 4 if dt == "fp32" else 2
+            c = K.ln_fwd_config(N, elem)
             cases.append((K._ln_fwd_kernel, dict(X=a, R=a, W="*fp32", B="*fp32", Y=a, Mean="*fp32", Rstd="*fp32",
                                                  M="i32", N="i32", eps="fp32"),
                           dict(HAS_RES=True, ROWS=c["ROWS"], BLOCK_N=c["BLOCK_N"]), c["num_warps"]))
-            c = K.ln_bwd_config(N)
+            c = K.ln_bwd_config(N, elem)
             cases.append((K._ln_bwd_kernel, dict(DY=a, X=a, R=a, W="*fp32", Mean="*fp32", Rstd="*fp32", DS=a,
                                                  DWp="*fp32", DBp="*fp32", M="i32", N="i32", rows_per_prog="i32"),
                           dict(HAS_RES=True, ROWS=c["ROWS"], BLOCK_N=c["BLOCK_N"]), c["num_warps"]))
-            c = K.gelu_fwd_config(N)
+            c = K.gelu_fwd_config(N, elem)
             cases.append((K._bias_gelu_fwd_kernel, dict(X=a, B="*fp32", Y=a, M="i32", N="i32"),
                           dict(ROWS=c["ROWS"], BLOCK_N=c["BLOCK_N"]), c["num_warps"]))
-            c = K.gelu_bwd_config(N)
+            c = K.gelu_bwd_config(N, elem)
             cases.append((K._bias_gelu_bwd_kernel, dict(DY=a, X=a, B="*fp32", DX=a, DBp="*fp32", M="i32", N="i32",
                                                         rows_per_prog="i32"),
                           dict(ROWS=c["ROWS"], BLOCK_N=c["BLOCK_N"]), c["num_warps"]))

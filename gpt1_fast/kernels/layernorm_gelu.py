@@ -47,7 +47,8 @@ _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 # Launch configurations, overridable for tuning sweeps (benchmarks/gpu_check_layernorm_gelu.py):
-# CONFIG_OVERRIDES["ln_fwd"] = {"ROWS": 2, "num_warps": 4} and so on; keys as returned by *_config().
+# CONFIG_OVERRIDES["ln_fwd"] (every width), [("ln_fwd", 768)] (one width) or [("ln_fwd", 768, 2)]
+# (one width, 2-byte activations) = {"ROWS": 2, "num_warps": 4}; keys as returned by *_config().
 CONFIG_OVERRIDES: dict[str, dict] = {}
 
 
@@ -81,8 +82,11 @@ def _ln_fwd_kernel(X, R, W, B, Y, Mean, Rstd, M, N, eps,
 @triton.jit
 def _ln_bwd_kernel(DY, X, R, W, Mean, Rstd, DS, DWp, DBp, M, N, rows_per_prog,
                    HAS_RES: tl.constexpr, ROWS: tl.constexpr, BLOCK_N: tl.constexpr):
-    # Each program owns rows [pid * rows_per_prog, ...) and ROWS of them at a time; dweight/dbias
-    # accumulate in registers and leave as one fp32 partial row per program.
+    # Persistent-style: each program owns rows [pid * rows_per_prog, ...), ROWS at a time, and
+    # dweight/dbias accumulate in registers, leaving as one fp32 partial row per program.
+    # The loads of the next ROWS are issued before the current ones are reduced (kept raw, in
+    # the input dtype, and converted only when used), so every program has two blocks in flight
+    # instead of stalling on DRAM latency once per iteration.
     pid = tl.program_id(0)
     cols = tl.arange(0, BLOCK_N)
     cmask = cols < N
@@ -90,25 +94,44 @@ def _ln_bwd_kernel(DY, X, R, W, Mean, Rstd, DS, DWp, DBp, M, N, rows_per_prog,
     dw_acc = tl.zeros([ROWS, BLOCK_N], dtype=tl.float32)
     db_acc = tl.zeros([ROWS, BLOCK_N], dtype=tl.float32)
     row0 = pid * rows_per_prog
-    for i in range(0, rows_per_prog, ROWS):
-        rows = row0 + i + tl.arange(0, ROWS)
-        rmask = rows < M
-        mask = rmask[:, None] & cmask[None, :]
-        offs = rows.to(tl.int64)[:, None] * N + cols[None, :]
-        x = tl.load(X + offs, mask=mask, other=0.0).to(tl.float32)
+    row_end = tl.minimum(row0 + rows_per_prog, M)
+    rows = row0 + tl.arange(0, ROWS)
+    mask = (rows < row_end)[:, None] & cmask[None, :]
+    offs = rows.to(tl.int64)[:, None] * N + cols[None, :]
+    x = tl.load(X + offs, mask=mask, other=0.0)
+    r = x
+    if HAS_RES:
+        r = tl.load(R + offs, mask=mask, other=0.0)
+    dy = tl.load(DY + offs, mask=mask, other=0.0)
+    mean = tl.load(Mean + rows, mask=rows < row_end, other=0.0)
+    rstd = tl.load(Rstd + rows, mask=rows < row_end, other=0.0)
+    for _ in range(row0, row_end, ROWS):
+        # prefetch the next block (fully masked past the end of this program's rows)
+        n_rows = rows + ROWS
+        n_rmask = n_rows < row_end
+        n_mask = n_rmask[:, None] & cmask[None, :]
+        n_offs = n_rows.to(tl.int64)[:, None] * N + cols[None, :]
+        n_x = tl.load(X + n_offs, mask=n_mask, other=0.0)
+        n_r = n_x
         if HAS_RES:
-            x += tl.load(R + offs, mask=mask, other=0.0).to(tl.float32)
-        dy = tl.load(DY + offs, mask=mask, other=0.0).to(tl.float32)
-        mean = tl.load(Mean + rows, mask=rmask, other=0.0)
-        rstd = tl.load(Rstd + rows, mask=rmask, other=0.0)
-        xhat = tl.where(mask, (x - mean[:, None]) * rstd[:, None], 0.0)
-        wdy = w[None, :] * dy
+            n_r = tl.load(R + n_offs, mask=n_mask, other=0.0)
+        n_dy = tl.load(DY + n_offs, mask=n_mask, other=0.0)
+        n_mean = tl.load(Mean + n_rows, mask=n_rmask, other=0.0)
+        n_rstd = tl.load(Rstd + n_rows, mask=n_rmask, other=0.0)
+        # current block
+        xf = x.to(tl.float32)
+        if HAS_RES:
+            xf += r.to(tl.float32)
+        dyf = dy.to(tl.float32)
+        xhat = tl.where(mask, (xf - mean[:, None]) * rstd[:, None], 0.0)
+        wdy = w[None, :] * dyf
         c1 = tl.sum(xhat * wdy, axis=1) / N
         c2 = tl.sum(wdy, axis=1) / N
         ds = (wdy - (xhat * c1[:, None] + c2[:, None])) * rstd[:, None]
         tl.store(DS + offs, ds.to(DS.dtype.element_ty), mask=mask)
-        dw_acc += dy * xhat
-        db_acc += dy
+        dw_acc += dyf * xhat
+        db_acc += dyf
+        rows, mask, offs, x, r, dy, mean, rstd = n_rows, n_mask, n_offs, n_x, n_r, n_dy, n_mean, n_rstd
     tl.store(DWp + pid * N + cols, tl.sum(dw_acc, axis=0), mask=cmask)
     tl.store(DBp + pid * N + cols, tl.sum(db_acc, axis=0), mask=cmask)
 
@@ -161,50 +184,63 @@ def _bias_gelu_fwd_kernel(X, B, Y, M, N, ROWS: tl.constexpr, BLOCK_N: tl.constex
 def _bias_gelu_bwd_kernel(DY, X, B, DX, DBp, M, N, rows_per_prog,
                           ROWS: tl.constexpr, BLOCK_N: tl.constexpr):
     # Grid (row groups, column blocks): gelu'(x + bias) is recomputed from the saved input;
-    # dbias partials as in the LayerNorm backward.
+    # dbias partials and the one-block-ahead prefetch as in the LayerNorm backward.
     pid = tl.program_id(0)
     cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     cmask = cols < N
     b = tl.load(B + cols, mask=cmask, other=0.0).to(tl.float32)
     db_acc = tl.zeros([ROWS, BLOCK_N], dtype=tl.float32)
     row0 = pid * rows_per_prog
-    for i in range(0, rows_per_prog, ROWS):
-        rows = row0 + i + tl.arange(0, ROWS)
-        mask = (rows < M)[:, None] & cmask[None, :]
-        offs = rows.to(tl.int64)[:, None] * N + cols[None, :]
-        z = tl.load(X + offs, mask=mask, other=0.0).to(tl.float32) + b[None, :]
-        dy = tl.load(DY + offs, mask=mask, other=0.0).to(tl.float32)
+    row_end = tl.minimum(row0 + rows_per_prog, M)
+    rows = row0 + tl.arange(0, ROWS)
+    mask = (rows < row_end)[:, None] & cmask[None, :]
+    offs = rows.to(tl.int64)[:, None] * N + cols[None, :]
+    x = tl.load(X + offs, mask=mask, other=0.0)
+    dy = tl.load(DY + offs, mask=mask, other=0.0)
+    for _ in range(row0, row_end, ROWS):
+        n_rows = rows + ROWS
+        n_mask = (n_rows < row_end)[:, None] & cmask[None, :]
+        n_offs = n_rows.to(tl.int64)[:, None] * N + cols[None, :]
+        n_x = tl.load(X + n_offs, mask=n_mask, other=0.0)
+        n_dy = tl.load(DY + n_offs, mask=n_mask, other=0.0)
+        z = x.to(tl.float32) + b[None, :]
         z2 = z * z
         t = _tanh(0.7978845608028654 * z * (1.0 + 0.044715 * z2))
         # d/dz 0.5 z (1 + t) = 0.5 (1 + t) + 0.5 z (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 z^2)
         dgelu = 0.5 * (1.0 + t) + 0.5 * z * (1.0 - t * t) * 0.7978845608028654 * (1.0 + 0.134145 * z2)
-        dx = dy * dgelu
+        dx = dy.to(tl.float32) * dgelu
         tl.store(DX + offs, dx.to(DX.dtype.element_ty), mask=mask)
         db_acc += tl.where(mask, dx, 0.0)
+        rows, mask, offs, x, dy = n_rows, n_mask, n_offs, n_x, n_dy
     tl.store(DBp + pid * N + cols, tl.sum(db_acc, axis=0), mask=cmask)
 
 
 # --------------------------------------------------------------------------- launch configuration
-def _apply_overrides(name: str, cfg: dict) -> dict:
-    return {**cfg, **CONFIG_OVERRIDES.get(name, {})}
+# Chosen from a sweep on an H100 at 32768 rows (benchmarks/gpu_check_layernorm_gelu.py --sweep and
+# benchmarks/NOTES.md). `elem` is the activation element size in bytes.
+def _apply_overrides(name: str, N: int, elem: int, cfg: dict) -> dict:
+    o = CONFIG_OVERRIDES
+    return {**cfg, **o.get(name, {}), **o.get((name, N), {}), **o.get((name, N, elem), {})}
 
 
-def ln_fwd_config(N: int) -> dict:
+def ln_fwd_config(N: int, elem: int = 2) -> dict:
     block_n = triton.next_power_of_2(N)
-    # about 4096 elements per program: 4 rows of 768 (padded to 1024), 1 row of 3072 (4096)
-    rows = max(1, min(16, 4096 // block_n))
-    # 8 fp32 elements per thread per tensor (one 16-byte load of bf16); 16 spill on sm_80 in fp32
-    num_warps = min(16, max(4, rows * block_n // 256))
-    return _apply_overrides("ln_fwd", {"BLOCK_N": block_n, "ROWS": rows, "num_warps": num_warps})
+    # one row per program: several rows per program measured slower at 768 (the 2-D block's
+    # reductions), and one row of 768 already fills a 4-warp program with one 16-byte bf16 load
+    # per thread per tensor
+    num_warps = max(4, min(8, block_n // 512))
+    if elem == 4 and block_n >= 4096:
+        num_warps = 16  # 8 warps spill on sm_80 with fp32 at 4096
+    rows = max(1, 512 // block_n)  # narrow rows (< 512) only: several per program
+    return _apply_overrides("ln_fwd", N, elem, {"BLOCK_N": block_n, "ROWS": rows, "num_warps": num_warps})
 
 
-def ln_bwd_config(N: int) -> dict:
+def ln_bwd_config(N: int, elem: int = 2) -> dict:
     block_n = triton.next_power_of_2(N)
-    rows = max(1, min(16, 2048 // block_n))
-    num_warps = min(16, max(4, rows * block_n // 256))
-    # programs per SM for the persistent-style grid (CPU/interpreter: a few programs in all)
-    return _apply_overrides("ln_bwd", {"BLOCK_N": block_n, "ROWS": rows, "num_warps": num_warps,
-                                       "PROGS_PER_SM": 4})
+    num_warps = max(4, min(16, block_n // 256))
+    # PROGS_PER_SM: programs per SM of the persistent-style grid (interpreter: a few in all)
+    return _apply_overrides("ln_bwd", N, elem, {"BLOCK_N": block_n, "ROWS": max(1, 512 // block_n), "num_warps": num_warps,
+                                          "PROGS_PER_SM": max(2, 2048 // (32 * num_warps) // 2)})
 
 
 def _gelu_block_n(N: int) -> int:
@@ -212,20 +248,20 @@ def _gelu_block_n(N: int) -> int:
     return 256 if N >= 256 else triton.next_power_of_2(N)
 
 
-def gelu_fwd_config(N: int) -> dict:
+def gelu_fwd_config(N: int, elem: int = 2) -> dict:
     block_n = _gelu_block_n(N)
-    rows = max(1, 4096 // block_n)
-    return _apply_overrides("gelu_fwd", {"BLOCK_N": block_n, "ROWS": rows, "num_warps": 8})
+    return _apply_overrides("gelu_fwd", N, elem, {"BLOCK_N": block_n, "ROWS": max(1, 4096 // block_n), "num_warps": 8})
 
 
-def gelu_bwd_config(N: int) -> dict:
+def gelu_bwd_config(N: int, elem: int = 2) -> dict:
     block_n = _gelu_block_n(N)
-    rows = max(1, 2048 // block_n)
-    return _apply_overrides("gelu_bwd", {"BLOCK_N": block_n, "ROWS": rows, "num_warps": 8,
-                                         "PROGS_PER_SM": 4})
+    return _apply_overrides("gelu_bwd", N, elem, {"BLOCK_N": block_n, "ROWS": max(1, 2048 // block_n), "num_warps": 8,
+                                            "PROGS_PER_SM": 4})
 
 
-SUM_CONFIG = {"BLOCK_G": 32, "BLOCK_C": 64, "num_warps": 4}
+# [G, N] fp32 partials -> [N]: narrow column blocks so that even N = 768 spreads over 48 programs,
+# tall row blocks so that a few hundred partial rows take a few iterations
+SUM_CONFIG = {"BLOCK_G": 128, "BLOCK_C": 16, "num_warps": 4}
 
 
 @functools.lru_cache(maxsize=None)
@@ -293,7 +329,7 @@ def _layer_norm_fwd(x: torch.Tensor, residual: Optional[torch.Tensor], weight: t
     mean = torch.empty(x.shape[:-1], device=x.device, dtype=torch.float32)
     rstd = torch.empty_like(mean)
     if M > 0:
-        c = ln_fwd_config(N)
+        c = ln_fwd_config(N, x.element_size())
         _ln_fwd_kernel[(triton.cdiv(M, c["ROWS"]),)](
             x2, r2, weight.contiguous(), bias.contiguous(), y, mean, rstd, M, N, eps,
             HAS_RES=residual is not None, ROWS=c["ROWS"], BLOCK_N=c["BLOCK_N"], num_warps=c["num_warps"])
@@ -320,7 +356,7 @@ def _layer_norm_bwd(dy: torch.Tensor, x: torch.Tensor, residual: Optional[torch.
     ds = torch.empty(x.shape, device=x.device, dtype=dy.dtype)
     if M == 0:
         return ds, torch.zeros_like(weight), torch.zeros(N, device=x.device, dtype=bias_dtype)
-    c = ln_bwd_config(N)
+    c = ln_bwd_config(N, x.element_size())
     progs, rows_per_prog = _row_split(M, c["ROWS"], _num_sms(x.device) * c["PROGS_PER_SM"])
     dw_part = torch.empty(progs, N, device=x.device, dtype=torch.float32)
     db_part = torch.empty_like(dw_part)
@@ -381,7 +417,7 @@ def _bias_gelu_fwd(x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     M = x2.shape[0]
     y = torch.empty(x.shape, device=x.device, dtype=x.dtype)
     if M > 0:
-        c = gelu_fwd_config(N)
+        c = gelu_fwd_config(N, x.element_size())
         grid = (triton.cdiv(M, c["ROWS"]), triton.cdiv(N, c["BLOCK_N"]))
         _bias_gelu_fwd_kernel[grid](x2, bias.contiguous(), y, M, N, ROWS=c["ROWS"], BLOCK_N=c["BLOCK_N"],
                                     num_warps=c["num_warps"])
@@ -402,7 +438,7 @@ def _bias_gelu_bwd(dy: torch.Tensor, x: torch.Tensor, bias: torch.Tensor) -> tup
     dx = torch.empty(x.shape, device=x.device, dtype=x.dtype)
     if M == 0:
         return dx, torch.zeros_like(bias)
-    c = gelu_bwd_config(N)
+    c = gelu_bwd_config(N, x.element_size())
     col_blocks = triton.cdiv(N, c["BLOCK_N"])
     target = max(1, _num_sms(x.device) * c["PROGS_PER_SM"] // col_blocks)
     progs, rows_per_prog = _row_split(M, c["ROWS"], target)
