@@ -1,0 +1,173 @@
+"""ROCStories (Story Cloze Test, spring 2016): reading, the original split, encoding with an on-disk
+cache, and the transform into the model's packed input (SPEC §6).
+
+The CSVs are read with the csv module (no pandas) so that every problem names its file and line.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+VAL_FILE = "cloze_test_val__spring2016 - cloze_test_ALL_val.csv"
+TEST_FILE = "cloze_test_test__spring2016 - cloze_test_ALL_test.csv"
+HEADER = ["InputStoryid", "InputSentence1", "InputSentence2", "InputSentence3", "InputSentence4",
+          "RandomFifthSentenceQuiz1", "RandomFifthSentenceQuiz2", "AnswerRightEnding"]
+SPLIT_SEED = 3535999445  # random_state of the original's train_test_split
+N_VALID = 374
+SPECIALS = ("_start_", "_delimiter_", "_classify_")
+DATA_URL = "http://cs.rochester.edu/nlp/rocstories/"
+_CACHE_VERSION = b"gpt1_fast-rocstories-v1"
+
+
+class DataError(ValueError):
+    """A problem with a dataset file; the message names the file (and line)."""
+
+
+@dataclass
+class Split:
+    stories: list
+    endings1: list
+    endings2: list
+    labels: np.ndarray  # int64, 0 or 1
+
+
+def read_rocstories_csv(path) -> Split:
+    """One Story Cloze CSV: story = the four sentences joined by spaces, label = AnswerRightEnding - 1."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"ROCStories file not found: {path}\nExpected '{VAL_FILE}' and '{TEST_FILE}' in the data "
+            f"folder (--data_dir). The Story Cloze Test (spring 2016) is available from {DATA_URL} "
+            "(`python -m gpt1_fast.synthetic --out DIR` writes synthetic files in the same layout).")
+    stories, e1, e2, labels = [], [], [], []
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None:
+            raise DataError(f"{path}: the file is empty; expected a header line {','.join(HEADER)}")
+        if len(header) != len(HEADER):  # the original skips the header unread; only its width is checked
+            raise DataError(f"{path}:1: expected a header of {len(HEADER)} columns ({','.join(HEADER)}), "
+                            f"found {len(header)}: {','.join(header)}")
+        for row in reader:
+            line = reader.line_num
+            if not row:
+                continue
+            if len(row) != len(HEADER):
+                raise DataError(f"{path}:{line}: expected {len(HEADER)} columns ({','.join(HEADER)}), "
+                                f"found {len(row)}: {row!r}")
+            answer = row[7].strip()
+            if answer not in ("1", "2"):
+                raise DataError(f"{path}:{line}: AnswerRightEnding must be 1 or 2, found {row[7]!r}")
+            stories.append(" ".join(row[1:5]))
+            e1.append(row[5])
+            e2.append(row[6])
+            labels.append(int(answer) - 1)
+    if not stories:
+        raise DataError(f"{path}: no stories after the header")
+    return Split(stories, e1, e2, np.asarray(labels, dtype=np.int64))
+
+
+def split_indices(n: int, n_valid: int = N_VALID, seed: int = SPLIT_SEED):
+    """scikit-learn's train_test_split(test_size=n_valid, random_state=seed) index choice, NumPy only:
+    valid = perm[:n_valid], train = perm[n_valid:], each in permutation order."""
+    if not 0 < n_valid < n:
+        raise DataError(f"cannot hold out {n_valid} validation stories from {n}")
+    perm = np.random.RandomState(seed).permutation(n)
+    return perm[n_valid:], perm[:n_valid]
+
+
+# ------------------------------------------------------------------------------------------ encoding
+def _file_digest(h, path):
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+
+
+def _pack(lists):
+    lens = np.fromiter((len(x) for x in lists), dtype=np.int64, count=len(lists))
+    flat = np.fromiter((i for x in lists for i in x), dtype=np.int32, count=int(lens.sum()))
+    return flat, lens
+
+
+def _unpack(flat, lens):
+    offs = np.concatenate([[0], np.cumsum(lens)])
+    return [flat[offs[i]:offs[i + 1]].tolist() for i in range(len(lens))]
+
+
+def encode_csv(path, text_encoder, vocab_paths, cache_dir=None, verbose=True):
+    """Encode a CSV's stories and endings -> (x1, x2, x3, labels), token-id lists per story.
+
+    With `cache_dir`, the result is stored as `<sha256>.npz` keyed by the CSV's bytes and the
+    vocabulary files' bytes, so a second run skips encoding (no pickle: plain int arrays)."""
+    split = read_rocstories_csv(path)
+    cache_file = None
+    if cache_dir:
+        h = hashlib.sha256(_CACHE_VERSION)
+        for p in (path, *vocab_paths):
+            _file_digest(h, p)
+            h.update(b"\0")
+        cache_file = Path(cache_dir) / f"rocstories-{h.hexdigest()[:32]}.npz"
+        if cache_file.is_file():
+            try:
+                with np.load(cache_file, allow_pickle=False) as z:
+                    fields = [_unpack(z[f"f{k}"], z[f"l{k}"]) for k in range(3)]
+                if all(len(f) == len(split.stories) for f in fields):
+                    return (*fields, split.labels)
+            except (OSError, KeyError, ValueError):
+                pass  # unreadable cache: encode again and overwrite it
+    fields = [text_encoder.encode(texts, verbose=verbose) for texts in (split.stories, split.endings1, split.endings2)]
+    if cache_file is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {}
+        for k, f in enumerate(fields):
+            arrays[f"f{k}"], arrays[f"l{k}"] = _pack(f)
+        tmp = cache_file.with_name(f"{cache_file.stem}.tmp{os.getpid()}.npz")
+        np.savez(tmp, **arrays)
+        os.replace(tmp, cache_file)
+    return (*fields, split.labels)
+
+
+def load_rocstories(data_dir, text_encoder, vocab_paths, n_valid=N_VALID, cache_dir=None, verbose=True):
+    """-> (train, valid, test): each (x1, x2, x3, y) with token-id lists, split as the original."""
+    data_dir = Path(data_dir)
+    val = encode_csv(data_dir / VAL_FILE, text_encoder, vocab_paths, cache_dir, verbose)
+    test = encode_csv(data_dir / TEST_FILE, text_encoder, vocab_paths, cache_dir, verbose)
+    tr_idx, va_idx = split_indices(len(val[0]), n_valid)
+
+    def take(fields, idx):
+        return tuple([f[i] for i in idx] for f in fields[:3]) + (fields[3][idx],)
+
+    return take(val, tr_idx), take(val, va_idx), test
+
+
+# ---------------------------------------------------------------------------------------- transform
+def context_length(splits, n_ctx: int) -> tuple[int, int]:
+    """(max_len, n_ctx) of the original: max_len = n_ctx // 2 - 2; n_ctx = min(longest
+    story[:max_len] + longer ending[:max_len] + 3 over every split, n_ctx)."""
+    max_len = n_ctx // 2 - 2
+    longest = max(len(x1[:max_len]) + max(len(x2[:max_len]), len(x3[:max_len]))
+                  for split in splits for x1, x2, x3 in zip(*split[:3]))
+    return max_len, min(longest + 3, n_ctx)
+
+
+def transform_roc(X1, X2, X3, n_ctx: int, max_len: int, start: int, delimiter: int, clf_token: int,
+                  pos_offset: int):
+    """Two sequences per story, `[start] story [delimiter] ending [clf]`, zero-padded to n_ctx:
+    X [N, 2, n_ctx, 2] int64 (token ids, position ids pos_offset + t), M [N, 2, n_ctx] float32."""
+    n = len(X1)
+    xmb = np.zeros((n, 2, n_ctx, 2), dtype=np.int64)
+    mmb = np.zeros((n, 2, n_ctx), dtype=np.float32)
+    for i, (x1, x2, x3) in enumerate(zip(X1, X2, X3)):
+        for c, end in enumerate((x2, x3)):
+            seq = [start] + x1[:max_len] + [delimiter] + end[:max_len] + [clf_token]
+            if len(seq) > n_ctx:
+                raise ValueError(f"example {i} needs {len(seq)} positions, more than n_ctx {n_ctx}")
+            xmb[i, c, :len(seq), 0] = seq
+            mmb[i, c, :len(seq)] = 1
+    xmb[:, :, :, 1] = np.arange(pos_offset, pos_offset + n_ctx)
+    return xmb, mmb
