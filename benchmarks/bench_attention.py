@@ -1,0 +1,211 @@
+"""Causal attention with attention dropout: ours (Triton, gpt1_fast/kernels/attention.py) vs PyTorch SDPA
+(each of its backends; the fastest is the baseline) vs the reference math (matmul, mask, softmax,
+dropout, matmul), forward / backward / forward+backward, dropout 0 and 0.1, bf16; and the packed
+variant (c_attn's [B, T, 3C] in, [B, T, C] out) vs split + SDPA + merge.
+
+Shapes: ROCStories (B=128 sequences, H=12, T=77, D=64) and LM (B=64, H=12, T=512, D=64).
+FLOPs are causal, counted once: forward 2 matmuls x 2·B·H·T·T·D / 2; backward 2.5x forward.
+On CUDA, a bf16 correctness check (vs float32 math, dropout mask consistency forward/backward,
+packed = split, torch.compile fullgraph with Inductor) runs before timing.
+--quick on a CPU: tiny shapes, reference and SDPA only (the Triton interpreter is no timing target).
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+
+import torch
+import torch.nn.functional as F
+
+from benchmarks.common import bench, default_device, measure_ceilings, row, write_results
+
+
+def ref_attention(q, k, v, p):
+    """SPEC §3 as the original computes it (the 'torch' backend of gpt1_fast.ops)."""
+    T = q.shape[-2]
+    w = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    b = torch.tril(torch.ones(T, T, device=q.device, dtype=q.dtype))
+    w = torch.softmax(w * b + -1e9 * (1 - b), dim=-1)
+    return F.dropout(w, p, True) @ v
+
+
+def sdpa_backends(device):
+    """(name, context manager factory) for each SDPA backend to try; the automatic choice first."""
+    from contextlib import nullcontext
+
+    out = [("sdpa-auto", nullcontext)]
+    if device.type != "cuda":
+        return out
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    for name in ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION"):
+        if hasattr(SDPBackend, name):
+            be = getattr(SDPBackend, name)
+            out.append((f"sdpa-{name.split('_')[0].lower()}", lambda be=be: sdpa_kernel([be])))
+    return out
+
+
+def causal_flops(B, H, T, D):
+    return 2 * 2 * B * H * T * T * D / 2
+
+
+def gpu_check(device) -> list[str]:
+    """bf16 on the GPU: forward/grads vs float32 math, dropout mask used identically in forward and
+    backward, packed == split, Inductor fullgraph compile == eager. Returns printable lines; raises on failure."""
+    from gpt1_fast.kernels.attention import (attention_dropout_mask, causal_attention, causal_attention_packed,
+                                             draw_dropout_seed)
+
+    lines = []
+
+    def rel(a, b):
+        return ((a.float() - b.float()).norm() / b.float().norm()).item()
+
+    def ref32(q, k, v, keep=None, p=0.0):
+        q, k, v = (t.float() for t in (q, k, v))
+        T = q.shape[-2]
+        w = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+        w = w.masked_fill(~torch.ones(T, T, dtype=torch.bool, device=q.device).tril(), -1e9).softmax(-1)
+        if keep is not None:
+            w = w * keep / (1 - p)
+        return w @ v
+
+    for (B, H, T, D) in [(4, 12, 77, 64), (2, 12, 512, 64), (3, 2, 130, 32), (2, 2, 200, 128), (2, 3, 1, 64)]:
+        for p in (0.0, 0.1):
+            q, k, v = (torch.randn(B, H, T, D, device=device, dtype=torch.bfloat16, requires_grad=True)
+                       for _ in range(3))
+            torch.manual_seed(7)
+            out = causal_attention(q, k, v, p)
+            do = torch.randn_like(out)
+            gq, gk, gv = torch.autograd.grad(out, (q, k, v), do)
+            keep = None
+            if p > 0:
+                torch.manual_seed(7)
+                keep = attention_dropout_mask(draw_dropout_seed(device), B, H, T, p, device)
+                rate = keep.float().mean().item()
+                lines.append(f"  keep rate B{B} H{H} T{T}: {rate:.4f} (expect {1 - p})")
+            qr, kr, vr = (t.detach().float().requires_grad_() for t in (q, k, v))
+            ref = ref32(qr, kr, vr, keep, p)
+            rq, rk, rv = torch.autograd.grad(ref, (qr, kr, vr), do.float())
+            errs = [rel(out, ref)] + ([rel(a, b) for a, b in ((gq, rq), (gk, rk), (gv, rv))] if T > 1 else [])
+            lines.append(f"  bf16 B{B} H{H} T{T} D{D} p{p}: rel err out/dq/dk/dv " + " ".join(f"{e:.2e}" for e in errs))
+            assert all(e < 2e-2 for e in errs), (B, H, T, D, p, errs)
+    # packed == split (same seed) and Inductor compile (fullgraph) == eager
+    B, H, T, D = 8, 12, 77, 64
+    qkv = torch.randn(B, T, 3 * H * D, device=device, dtype=torch.bfloat16, requires_grad=True)
+    do = torch.randn(B, T, H * D, device=device, dtype=torch.bfloat16)
+    out_p = causal_attention_packed(qkv, H, 0.1, seed=11)
+    g_p, = torch.autograd.grad(out_p, qkv, do)
+    q, k, v = (t.reshape(B, T, H, D).transpose(1, 2) for t in qkv.split(H * D, dim=2))
+    out_s = causal_attention(q, k, v, 0.1, seed=11).transpose(1, 2).reshape(B, T, H * D)
+    g_s, = torch.autograd.grad(out_s, qkv, do)
+    assert torch.equal(out_p, out_s) and torch.equal(g_p, g_s), "packed != split"
+    lines.append("  packed == split (fwd, dqkv): bitwise")
+
+    def f(x):
+        return causal_attention_packed(x, H, 0.1)
+
+    torch.manual_seed(3)
+    out_e = f(qkv)
+    g_e, = torch.autograd.grad(out_e, qkv, do)
+    fc = torch.compile(f, fullgraph=True)
+    torch.manual_seed(3)
+    out_c = fc(qkv)
+    g_c, = torch.autograd.grad(out_c, qkv, do)
+    # Inductor draws the seed through its own RNG lowering, so compare without dropout too.
+    fc0 = torch.compile(lambda x: causal_attention_packed(x, H, 0.0), fullgraph=True)
+    out_c0 = fc0(qkv)
+    g_c0, = torch.autograd.grad(out_c0, qkv, do)
+    out_e0 = causal_attention_packed(qkv, H, 0.0)
+    g_e0, = torch.autograd.grad(out_e0, qkv, do)
+    assert torch.equal(out_c0, out_e0) and torch.equal(g_c0, g_e0), "compiled != eager"
+    lines.append(f"  torch.compile(fullgraph, inductor) == eager (p=0): bitwise; p=0.1 same seed path: "
+                 f"{'bitwise' if torch.equal(out_c, out_e) else 'different seeds (inductor RNG)'}")
+    return lines
+
+
+def _inputs(B, H, T, D, device, dtype):
+    return [torch.randn(B, H, T, D, device=device, dtype=dtype, requires_grad=True) for _ in range(3)]
+
+
+def main(quick: bool = False):
+    device = default_device()
+    on_gpu = device.type == "cuda"
+    dtype = torch.bfloat16 if on_gpu else torch.float32
+    ceilings = measure_ceilings(device, quick)
+    notes = []
+    if on_gpu:
+        print("correctness (bf16, GPU):")
+        lines = gpu_check(device)
+        print("\n".join(lines))
+        notes.append("bf16 GPU check passed before timing.")
+        from gpt1_fast.kernels.attention import causal_attention, causal_attention_packed
+    else:
+        notes.append("Triton kernels not timed on CPU (interpreter); reference and SDPA only.")
+    if quick or not on_gpu:
+        shapes = {"rocstories": (4, 12, 77, 64), "lm": (2, 12, 128, 64)}
+    else:
+        shapes = {"rocstories": (128, 12, 77, 64), "lm": (64, 12, 512, 64)}
+    rows = []
+    for case, (B, H, T, D) in shapes.items():
+        fl = causal_flops(B, H, T, D)
+        for p in (0.0, 0.1):
+            q, k, v = _inputs(B, H, T, D, device, dtype)
+            do = torch.randn(B, H, T, D, device=device, dtype=dtype)
+            impls = {}
+            if on_gpu:
+                impls["triton"] = (lambda q, k, v, p=p: causal_attention(q, k, v, p), None)
+            for name, ctx in sdpa_backends(device):
+                impls[name] = (lambda q, k, v, p=p: F.scaled_dot_product_attention(q, k, v, dropout_p=p,
+                                                                                  is_causal=True), ctx)
+            impls["reference"] = (lambda q, k, v, p=p: ref_attention(q, k, v, p), None)
+            times = {}
+            for name, (fn, ctx) in impls.items():
+                from contextlib import nullcontext
+
+                with (ctx or nullcontext)():
+                    try:
+                        out = fn(q, k, v)
+                    except RuntimeError as e:  # a backend that does not take this case
+                        print(f"  {case} p={p} {name}: unavailable ({str(e).splitlines()[0][:100]})")
+                        continue
+                    times[(name, "fwd")] = bench(lambda: fn(q, k, v), device)
+                    times[(name, "bwd")] = bench(lambda: torch.autograd.grad(out, (q, k, v), do, retain_graph=True),
+                                                 device)
+                    times[(name, "fwd+bwd")] = bench(lambda: torch.autograd.grad(fn(q, k, v), (q, k, v), do), device)
+                    del out
+            sdpa_names = [n for n in impls if n.startswith("sdpa") and (n, "fwd+bwd") in times]
+            for phase, mult in (("fwd", 1.0), ("bwd", 2.5), ("fwd+bwd", 3.5)):
+                best = min(sdpa_names, key=lambda n: times[(n, phase)])
+                for name in impls:
+                    if (name, phase) not in times:
+                        continue
+                    rows.append(row(f"{case} {phase} p={p}", (B, H, T, D), dtype, name, times[(name, phase)],
+                                    flops=fl * mult, ceilings=ceilings, baseline=f"{best} (best sdpa)",
+                                    baseline_ms=times[(best, phase)]))
+            del q, k, v, do
+        # packed layout: c_attn output in, heads merged out (what the model calls)
+        C = H * D
+        for p in (0.0, 0.1):
+            qkv = torch.randn(B, T, 3 * C, device=device, dtype=dtype, requires_grad=True)
+            do = torch.randn(B, T, C, device=device, dtype=dtype)
+
+            def split_sdpa(x, p=p):
+                q, k, v = (t.view(B, T, H, D).transpose(1, 2) for t in x.split(C, dim=2))
+                return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True).transpose(1, 2).reshape(B, T, C)
+
+            impls = {"split+sdpa+merge": split_sdpa}
+            if on_gpu:
+                impls = {"triton-packed": lambda x, p=p: causal_attention_packed(x, H, p), **impls}
+            times = {n: bench(lambda fn=fn: torch.autograd.grad(fn(qkv), qkv, do), device) for n, fn in impls.items()}
+            for n, ms in times.items():
+                rows.append(row(f"{case} packed fwd+bwd p={p}", (B, T, 3 * C), dtype, n, ms, flops=fl * 3.5,
+                                ceilings=ceilings, baseline="split+sdpa+merge", baseline_ms=times["split+sdpa+merge"]))
+            del qkv, do
+    write_results("attention", rows, ceilings, device, " ".join(notes))
+
+
+if __name__ == "__main__":
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        sys.exit("unset TRITON_INTERPRET: this benchmark times compiled kernels (or, on CPU, torch only)")
+    main(quick="--quick" in sys.argv)

@@ -1,0 +1,634 @@
+"""Fused causal (masked) self-attention with attention dropout: Triton forward and backward.
+
+Math (SPEC §3, per head): w = q·kᵀ·scale, masked as `w*b + -1e9*(1-b)` with b lower-triangular,
+softmax, dropout on the probabilities, ·v. Flash-style: the T×T matrix is never stored.
+
+- Forward: one program per (BLOCK_M query rows, batch·head); online softmax over key blocks in fp32,
+  stores O and the base-2 log-sum-exp per row for the backward.
+- Masking: the original adds -1e9 to masked scores; since the diagonal is always unmasked the row
+  maximum is finite and exp(-1e9 - max) is exactly 0 in fp32, the same as exp(-inf). So key blocks
+  wholly above the diagonal are skipped (exact), and only diagonal blocks apply a mask.
+- Backward (Triton tutorial 06 structure, non-transposed tiles): delta = rowsum(dO∘O), then one
+  launch whose program i computes dK, dV of key block i (loop over query blocks) and dQ of query
+  block i (loop over key blocks). For T <= 128 a single program per (batch, head) holds the whole
+  sequence: delta is computed in-program and dQ, dK, dV all come out of one pass (one launch).
+- Dropout: no stored mask. keep(b, h, i, j) is Philox4x32 keyed by a 64-bit seed with counter
+  (j // 4, i, b·H + h, 0); its 4 outputs serve keys j = 4c..4c+3 (FlashAttention's trick: one Philox
+  call per 4 elements). It depends only on (seed, b, h, i, j), not on block sizes, so the backward and
+  `attention_dropout_mask` regenerate exactly the forward's mask. keep ⟺ (u >> 8) >= round(p·2²⁴):
+  P(keep) = 1 - p to 2⁻²⁴. The seed is a 1-element int64 tensor drawn from PyTorch's generator of the
+  input's device (`draw_dropout_seed`), so `torch.manual_seed` reproduces a run, and it is an explicit
+  op input (the ops stay functional for torch.compile). Output = softmax·keep/(1-p) @ v.
+- fp32/fp16/bf16 inputs, fp32 accumulation. fp32 inputs use exact fp32 dots ("ieee"), not tf32, to
+  match torch's default fp32 matmul.
+
+Registration (why two ways): compiled Triton -> `torch.library.triton_op` + `wrap_triton`, so
+torch.compile/Inductor sees the kernels themselves. Under TRITON_INTERPRET=1 (CPU CI) `wrap_triton`
+returns the raw interpreted kernel and triton_op's fake implementation (the op body run on
+FakeTensors) then dereferences fake data pointers, so torch.compile fails; there the same bodies are
+registered as `torch.library.custom_op`s with explicit fake implementations. Autograd is
+`register_autograd` in both cases.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+# Philox rounds. Random123 (Salmon et al. 2011) finds Philox4x32-7 already passes BigCrush; 10 is the
+# default safety margin. RNG is the main cost of dropout here, so 7 rounds.
+PHILOX_ROUNDS = 7
+SUPPORTED_HEAD_DIMS = (16, 32, 64, 128)
+
+
+# ----------------------------------------------------------------------------------------- kernels
+@triton.jit
+def _dropout_keep(seed, bh, offs_i, start_j, BLOCK_J: tl.constexpr, thr, N_ROUNDS: tl.constexpr):
+    """Keep-mask tile [len(offs_i), BLOCK_J] for keys start_j.. (start_j % 4 == 0)."""
+    c0 = (start_j // 4 + tl.arange(0, BLOCK_J // 4)).to(tl.uint32)
+    zero = tl.zeros([offs_i.shape[0], BLOCK_J // 4], dtype=tl.uint32)
+    c0 = zero + c0[None, :]
+    c1 = zero + offs_i[:, None].to(tl.uint32)
+    c2 = zero + bh.to(tl.uint32)
+    r0, r1, r2, r3 = tl.philox(seed, c0, c1, c2, zero, N_ROUNDS)
+    # [..., c, x, y] = r_{2x+y}; row-major reshape puts it at key 4c + 2x + y.
+    u = tl.reshape(tl.join(tl.join(r0, r1), tl.join(r2, r3)), [offs_i.shape[0], BLOCK_J])
+    return (u >> 8).to(tl.int32) >= thr
+
+
+@triton.jit
+def _fwd_inner(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt, offs_m, lo, hi, T, qk_scale, seed, bh, thr,
+               BLOCK_N: tl.constexpr, MASK: tl.constexpr, DROPOUT: tl.constexpr, PRECISION: tl.constexpr,
+               N_ROUNDS: tl.constexpr):
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_kn = start_n + tl.arange(0, BLOCK_N)
+        if MASK:
+            k = tl.load(k_base + offs_kn[:, None] * stride_kt, mask=offs_kn[:, None] < T, other=0.0)
+            v = tl.load(v_base + offs_kn[:, None] * stride_vt, mask=offs_kn[:, None] < T, other=0.0)
+        else:
+            k = tl.load(k_base + offs_kn[:, None] * stride_kt)
+            v = tl.load(v_base + offs_kn[:, None] * stride_vt)
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
+        if MASK:
+            s = tl.where(offs_m[:, None] >= offs_kn[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        p = tl.exp2(s - m_new[:, None])
+        alpha = tl.exp2(m_i - m_new)
+        l_i = l_i * alpha + tl.sum(p, 1)  # the softmax normaliser counts dropped entries too
+        acc = acc * alpha[:, None]
+        if DROPOUT:
+            p = tl.where(_dropout_keep(seed, bh, offs_m, start_n, BLOCK_N, thr, N_ROUNDS), p, 0.0)
+        acc = tl.dot(p.to(v.dtype), v, acc, input_precision=PRECISION)
+        m_i = m_new
+    return acc, l_i, m_i
+
+
+@triton.jit
+def _attn_fwd(Q, K, V, O, LSE, SEED,
+              stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
+              stride_vb, stride_vh, stride_vt, stride_ob, stride_oh, stride_ot,
+              H, T, sm_scale, thr, keep_scale,
+              HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+              DROPOUT: tl.constexpr, PRECISION: tl.constexpr, N_ROUNDS: tl.constexpr):
+    start_m = tl.program_id(0) * BLOCK_M
+    bh = tl.program_id(1)
+    off_b = (bh // H).to(tl.int64)
+    off_h = (bh % H).to(tl.int64)
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM)
+    row_ok = offs_m < T
+    q = tl.load(Q + off_b * stride_qb + off_h * stride_qh + offs_m[:, None] * stride_qt + offs_d[None, :],
+                mask=row_ok[:, None], other=0.0)
+    k_base = K + off_b * stride_kb + off_h * stride_kh + offs_d[None, :]
+    v_base = V + off_b * stride_vb + off_h * stride_vh + offs_d[None, :]
+    qk_scale = sm_scale * 1.4426950408889634  # exp(x) = exp2(x·log2 e)
+    seed = 0
+    if DROPOUT:
+        seed = tl.load(SEED)
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    # Key blocks left of this query block: no mask, all keys < T. Key blocks on the diagonal: causal
+    # mask (which also hides keys >= T from every valid row). Blocks right of it are skipped.
+    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt, offs_m, 0, start_m, T,
+                               qk_scale, seed, bh, thr, BLOCK_N, False, DROPOUT, PRECISION, N_ROUNDS)
+    acc, l_i, m_i = _fwd_inner(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt, offs_m, start_m,
+                               tl.minimum(start_m + BLOCK_M, T), T, qk_scale, seed, bh, thr, BLOCK_N, True,
+                               DROPOUT, PRECISION, N_ROUNDS)
+    out = acc * (keep_scale / l_i)[:, None]
+    tl.store(O + off_b * stride_ob + off_h * stride_oh + offs_m[:, None] * stride_ot + offs_d[None, :],
+             out.to(O.dtype.element_ty), mask=row_ok[:, None])
+    tl.store(LSE + bh.to(tl.int64) * T + offs_m, m_i + tl.log2(l_i), mask=row_ok)
+
+
+@triton.jit
+def _bwd_p_ds(q, k, v, do, lse, delta, offs_m, start_n, offs_kn, qk_scale, seed, bh, thr, keep_scale,
+              BLOCK_N: tl.constexpr, MASK: tl.constexpr, DROPOUT: tl.constexpr, PRECISION: tl.constexpr,
+              N_ROUNDS: tl.constexpr):
+    """For one [M, N] tile: the dropped, rescaled probabilities (for dV) and dS (unscaled)."""
+    s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
+    p = tl.exp2(s - lse[:, None])
+    if MASK:
+        p = tl.where(offs_m[:, None] >= offs_kn[None, :], p, 0.0)
+    dp = tl.dot(do, tl.trans(v), input_precision=PRECISION)
+    if DROPOUT:
+        keep = _dropout_keep(seed, bh, offs_m, start_n, BLOCK_N, thr, N_ROUNDS)
+        pd = tl.where(keep, p * keep_scale, 0.0)
+        dp = tl.where(keep, dp * keep_scale, 0.0)
+    else:
+        pd = p
+    ds = p * (dp - delta[:, None])
+    return pd, ds
+
+
+@triton.jit
+def _bwd_dkdv_inner(dk, dv, k, v, qT_base, do_base, lse_base, delta_base, stride_qt, stride_dot, start_n, offs_kn,
+                    lo, hi, T, qk_scale, seed, bh, thr, keep_scale, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                    MASK: tl.constexpr, DROPOUT: tl.constexpr, PRECISION: tl.constexpr, N_ROUNDS: tl.constexpr):
+    """Transposed tiles [keys, queries] (tutorial 06): Pᵀ and dSᵀ feed the dV, dK dots without a
+    register transpose; q is loaded as qᵀ straight from memory."""
+    for start_m in range(lo, hi, BLOCK_M):
+        offs_m = start_m + tl.arange(0, BLOCK_M)
+        row_ok = offs_m < T
+        qT = tl.load(qT_base + offs_m[None, :] * stride_qt, mask=row_ok[None, :], other=0.0)
+        do = tl.load(do_base + offs_m[:, None] * stride_dot, mask=row_ok[:, None], other=0.0)
+        lse = tl.load(lse_base + offs_m, mask=row_ok, other=0.0)
+        delta = tl.load(delta_base + offs_m, mask=row_ok, other=0.0)
+        pT = tl.exp2(tl.dot(k, qT, input_precision=PRECISION) * qk_scale - lse[None, :])
+        if MASK:
+            pT = tl.where(offs_m[None, :] >= offs_kn[:, None], pT, 0.0)
+        dpT = tl.dot(v, tl.trans(do), input_precision=PRECISION)
+        if DROPOUT:
+            keepT = tl.trans(_dropout_keep(seed, bh, offs_m, start_n, BLOCK_N, thr, N_ROUNDS))
+            pdT = tl.where(keepT, pT * keep_scale, 0.0)
+            dpT = tl.where(keepT, dpT * keep_scale, 0.0)
+        else:
+            pdT = pT
+        dv = tl.dot(pdT.to(do.dtype), do, dv, input_precision=PRECISION)
+        dsT = pT * (dpT - delta[None, :])
+        dk = tl.dot(dsT.to(qT.dtype), tl.trans(qT), dk, input_precision=PRECISION)
+    return dk, dv
+
+
+@triton.jit
+def _bwd_dq_inner(dq, q, do, lse, delta, k_base, v_base, stride_kt, stride_vt, offs_m, lo, hi, T, qk_scale, seed,
+                  bh, thr, keep_scale, BLOCK_N: tl.constexpr, MASK: tl.constexpr, DROPOUT: tl.constexpr,
+                  PRECISION: tl.constexpr, N_ROUNDS: tl.constexpr):
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_kn = start_n + tl.arange(0, BLOCK_N)
+        if MASK:
+            k = tl.load(k_base + offs_kn[:, None] * stride_kt, mask=offs_kn[:, None] < T, other=0.0)
+            v = tl.load(v_base + offs_kn[:, None] * stride_vt, mask=offs_kn[:, None] < T, other=0.0)
+        else:
+            k = tl.load(k_base + offs_kn[:, None] * stride_kt)
+            v = tl.load(v_base + offs_kn[:, None] * stride_vt)
+        pd, ds = _bwd_p_ds(q, k, v, do, lse, delta, offs_m, start_n, offs_kn, qk_scale, seed, bh, thr,
+                           keep_scale, BLOCK_N, MASK, DROPOUT, PRECISION, N_ROUNDS)
+        dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=PRECISION)
+    return dq
+
+
+@triton.jit
+def _attn_bwd_preprocess(O, DO, DELTA, stride_ob, stride_oh, stride_ot, stride_dob, stride_doh, stride_dot,
+                         H, T, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr):
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    bh = tl.program_id(1)
+    off_b = (bh // H).to(tl.int64)
+    off_h = (bh % H).to(tl.int64)
+    offs_d = tl.arange(0, HEAD_DIM)
+    row_ok = offs_m[:, None] < T
+    o = tl.load(O + off_b * stride_ob + off_h * stride_oh + offs_m[:, None] * stride_ot + offs_d[None, :],
+                mask=row_ok, other=0.0).to(tl.float32)
+    do = tl.load(DO + off_b * stride_dob + off_h * stride_doh + offs_m[:, None] * stride_dot + offs_d[None, :],
+                 mask=row_ok, other=0.0).to(tl.float32)
+    tl.store(DELTA + bh.to(tl.int64) * T + offs_m, tl.sum(o * do, 1), mask=offs_m < T)
+
+
+@triton.jit
+def _attn_bwd(Q, K, V, DO, DQKV, LSE, DELTA, SEED,
+              stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
+              stride_vb, stride_vh, stride_vt, stride_dob, stride_doh, stride_dot,
+              stride_gb, stride_gh, stride_gt, dq_off, dk_off, dv_off,
+              H, T, sm_scale, thr, keep_scale,
+              HEAD_DIM: tl.constexpr, BLOCK_M1: tl.constexpr, BLOCK_N1: tl.constexpr,
+              BLOCK_M2: tl.constexpr, BLOCK_N2: tl.constexpr,
+              DROPOUT: tl.constexpr, PRECISION: tl.constexpr, N_ROUNDS: tl.constexpr):
+    """Program i: dK, dV of keys [i·BLOCK_N1, +BLOCK_N1) and dQ of queries [i·BLOCK_M2, +BLOCK_M2).
+    dQ, dK, dV are written into one buffer DQKV at element offsets dq_off, dk_off, dv_off, with the
+    same (b, h, t) strides: the packed layout [B, T, 3C] or a stacked [3, B, H, T, D]."""
+    pid = tl.program_id(0)
+    bh = tl.program_id(1)
+    off_b = (bh // H).to(tl.int64)
+    off_h = (bh % H).to(tl.int64)
+    offs_d = tl.arange(0, HEAD_DIM)
+    q_base = Q + off_b * stride_qb + off_h * stride_qh + offs_d[None, :]
+    qT_base = Q + off_b * stride_qb + off_h * stride_qh + offs_d[:, None]
+    k_base = K + off_b * stride_kb + off_h * stride_kh + offs_d[None, :]
+    v_base = V + off_b * stride_vb + off_h * stride_vh + offs_d[None, :]
+    do_base = DO + off_b * stride_dob + off_h * stride_doh + offs_d[None, :]
+    g_base = DQKV + off_b * stride_gb + off_h * stride_gh + offs_d[None, :]
+    stat_base = bh.to(tl.int64) * T
+    qk_scale = sm_scale * 1.4426950408889634
+    seed = 0
+    if DROPOUT:
+        seed = tl.load(SEED)
+
+    # ---- dK, dV: keys fixed, loop over the query blocks at or below the diagonal.
+    start_n = pid * BLOCK_N1
+    offs_kn = start_n + tl.arange(0, BLOCK_N1)
+    kv_ok = offs_kn[:, None] < T
+    k = tl.load(k_base + offs_kn[:, None] * stride_kt, mask=kv_ok, other=0.0)
+    v = tl.load(v_base + offs_kn[:, None] * stride_vt, mask=kv_ok, other=0.0)
+    dk = tl.zeros([BLOCK_N1, HEAD_DIM], dtype=tl.float32)
+    dv = tl.zeros([BLOCK_N1, HEAD_DIM], dtype=tl.float32)
+    # Rows past T load q = dO = 0 (and lse = delta = 0): their P is finite and their terms vanish.
+    dk, dv = _bwd_dkdv_inner(dk, dv, k, v, qT_base, do_base, LSE + stat_base, DELTA + stat_base, stride_qt,
+                             stride_dot, start_n, offs_kn, start_n, tl.minimum(start_n + BLOCK_N1, T), T,
+                             qk_scale, seed, bh, thr, keep_scale, BLOCK_M1, BLOCK_N1, True, DROPOUT, PRECISION,
+                             N_ROUNDS)
+    dk, dv = _bwd_dkdv_inner(dk, dv, k, v, qT_base, do_base, LSE + stat_base, DELTA + stat_base, stride_qt,
+                             stride_dot, start_n, offs_kn, start_n + BLOCK_N1, T, T,
+                             qk_scale, seed, bh, thr, keep_scale, BLOCK_M1, BLOCK_N1, False, DROPOUT, PRECISION,
+                             N_ROUNDS)
+    out_ty = DQKV.dtype.element_ty
+    tl.store(g_base + dk_off + offs_kn[:, None] * stride_gt, (dk * sm_scale).to(out_ty), mask=kv_ok)
+    tl.store(g_base + dv_off + offs_kn[:, None] * stride_gt, dv.to(out_ty), mask=kv_ok)
+
+    # ---- dQ: queries fixed, loop over the key blocks at or left of the diagonal.
+    start_m = pid * BLOCK_M2
+    offs_m = start_m + tl.arange(0, BLOCK_M2)
+    row_ok = offs_m < T
+    q = tl.load(q_base + offs_m[:, None] * stride_qt, mask=row_ok[:, None], other=0.0)
+    do = tl.load(do_base + offs_m[:, None] * stride_dot, mask=row_ok[:, None], other=0.0)
+    lse = tl.load(LSE + stat_base + offs_m, mask=row_ok, other=0.0)
+    delta = tl.load(DELTA + stat_base + offs_m, mask=row_ok, other=0.0)
+    dq = tl.zeros([BLOCK_M2, HEAD_DIM], dtype=tl.float32)
+    dq = _bwd_dq_inner(dq, q, do, lse, delta, k_base, v_base, stride_kt, stride_vt, offs_m, 0, start_m, T,
+                       qk_scale, seed, bh, thr, keep_scale, BLOCK_N2, False, DROPOUT, PRECISION, N_ROUNDS)
+    dq = _bwd_dq_inner(dq, q, do, lse, delta, k_base, v_base, stride_kt, stride_vt, offs_m, start_m,
+                       tl.minimum(start_m + BLOCK_M2, T), T, qk_scale, seed, bh, thr, keep_scale, BLOCK_N2, True,
+                       DROPOUT, PRECISION, N_ROUNDS)
+    tl.store(g_base + dq_off + offs_m[:, None] * stride_gt, (dq * sm_scale).to(out_ty), mask=row_ok[:, None])
+
+
+@triton.jit
+def _attn_bwd_small(Q, K, V, O, DO, DQKV, LSE, SEED,
+                    stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
+                    stride_vb, stride_vh, stride_vt, stride_ob, stride_oh, stride_ot,
+                    stride_dob, stride_doh, stride_dot,
+                    stride_gb, stride_gh, stride_gt, dq_off, dk_off, dv_off,
+                    H, T, sm_scale, thr, keep_scale,
+                    HEAD_DIM: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr,
+                    DROPOUT: tl.constexpr, PRECISION: tl.constexpr, N_ROUNDS: tl.constexpr):
+    """T <= BLOCK_T: one program per (batch, head) holds every query row; dK, dV of each key block
+    are complete after one pass over it, dQ accumulates in registers. delta computed in-program."""
+    bh = tl.program_id(0)
+    off_b = (bh // H).to(tl.int64)
+    off_h = (bh % H).to(tl.int64)
+    offs_m = tl.arange(0, BLOCK_T)
+    offs_d = tl.arange(0, HEAD_DIM)
+    row_ok = offs_m < T
+    q = tl.load(Q + off_b * stride_qb + off_h * stride_qh + offs_m[:, None] * stride_qt + offs_d[None, :],
+                mask=row_ok[:, None], other=0.0)
+    do = tl.load(DO + off_b * stride_dob + off_h * stride_doh + offs_m[:, None] * stride_dot + offs_d[None, :],
+                 mask=row_ok[:, None], other=0.0)
+    o = tl.load(O + off_b * stride_ob + off_h * stride_oh + offs_m[:, None] * stride_ot + offs_d[None, :],
+                mask=row_ok[:, None], other=0.0)
+    delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
+    lse = tl.load(LSE + bh.to(tl.int64) * T + offs_m, mask=row_ok, other=0.0)
+    k_base = K + off_b * stride_kb + off_h * stride_kh + offs_d[None, :]
+    v_base = V + off_b * stride_vb + off_h * stride_vh + offs_d[None, :]
+    g_base = DQKV + off_b * stride_gb + off_h * stride_gh + offs_d[None, :]
+    out_ty = DQKV.dtype.element_ty
+    qk_scale = sm_scale * 1.4426950408889634
+    seed = 0
+    if DROPOUT:
+        seed = tl.load(SEED)
+    dq = tl.zeros([BLOCK_T, HEAD_DIM], dtype=tl.float32)
+    for start_n in range(0, T, BLOCK_N):
+        offs_kn = start_n + tl.arange(0, BLOCK_N)
+        kv_ok = offs_kn[:, None] < T
+        k = tl.load(k_base + offs_kn[:, None] * stride_kt, mask=kv_ok, other=0.0)
+        v = tl.load(v_base + offs_kn[:, None] * stride_vt, mask=kv_ok, other=0.0)
+        pd, ds = _bwd_p_ds(q, k, v, do, lse, delta, offs_m, start_n, offs_kn, qk_scale, seed, bh, thr,
+                           keep_scale, BLOCK_N, True, DROPOUT, PRECISION, N_ROUNDS)
+        dv = tl.dot(tl.trans(pd.to(do.dtype)), do, input_precision=PRECISION)
+        dk = tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=PRECISION)
+        dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=PRECISION)
+        tl.store(g_base + dk_off + offs_kn[:, None] * stride_gt, (dk * sm_scale).to(out_ty), mask=kv_ok)
+        tl.store(g_base + dv_off + offs_kn[:, None] * stride_gt, dv.to(out_ty), mask=kv_ok)
+    tl.store(g_base + dq_off + offs_m[:, None] * stride_gt, (dq * sm_scale).to(out_ty), mask=row_ok[:, None])
+
+
+@triton.jit
+def _dropout_mask_kernel(OUT, SEED, H, T, thr, BLOCK: tl.constexpr, N_ROUNDS: tl.constexpr):
+    offs_i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    start_j = tl.program_id(1) * BLOCK
+    offs_j = start_j + tl.arange(0, BLOCK)
+    bh = tl.program_id(2)
+    keep = _dropout_keep(tl.load(SEED), bh, offs_i, start_j, BLOCK, thr, N_ROUNDS)
+    ok = (offs_i[:, None] < T) & (offs_j[None, :] < T)
+    tl.store(OUT + bh.to(tl.int64) * T * T + offs_i[:, None] * T + offs_j[None, :], keep.to(tl.int8), mask=ok)
+
+
+# ----------------------------------------------------------------------------------------- configs
+# Launch configurations (no autotuning: what is launched is what tests/test_attention.py compiles).
+SMALL_T = 128  # T <= SMALL_T: whole-sequence backward program
+
+
+def fwd_config(T: int, D: int, dtype: torch.dtype) -> dict:
+    if dtype == torch.float32:  # exact fp32 dots run on the FMA units: small tiles
+        return dict(BLOCK_M=32, BLOCK_N=32, num_warps=4, num_stages=2)
+    if T <= 64:
+        return dict(BLOCK_M=max(16, triton.next_power_of_2(T)), BLOCK_N=16 if T <= 16 else 32,
+                    num_warps=4, num_stages=2)
+    if T <= SMALL_T:
+        return dict(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=2)
+    if D >= 128:
+        return dict(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=2)
+    # 128x64 tiles with 8 warps: 4 warps spill once dropout's Philox state is live (sm_80 and sm_90).
+    return dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=3)
+
+
+def bwd_config(T: int, D: int, dtype: torch.dtype) -> dict:
+    # Exact fp32 dots (FMA units) need many more registers: the whole-sequence program spills even at
+    # 8 warps, so fp32 always takes the tiled path with small tiles.
+    if dtype == torch.float32:
+        return dict(kind="tiled", BLOCK_M1=16, BLOCK_N1=32, BLOCK_M2=32, BLOCK_N2=16, num_warps=8,
+                    num_stages=2, PRE_BLOCK=64)
+    if T <= SMALL_T:
+        block_t = max(16, triton.next_power_of_2(T))
+        wide = block_t >= 128 or D >= 128
+        return dict(kind="small", BLOCK_T=block_t, BLOCK_N=32 if block_t >= 32 else 16,
+                    num_warps=8 if wide else 4, num_stages=1 if wide else 2)
+    if D >= 128:
+        return dict(kind="tiled", BLOCK_M1=16, BLOCK_N1=32, BLOCK_M2=32, BLOCK_N2=16, num_warps=4,
+                    num_stages=2, PRE_BLOCK=64)
+    # Tutorial 06 uses 32/128/128/32 with 4 warps; with this kernel's extra masking/dropout that
+    # spills (sm_80 and sm_90), 64-wide key/query blocks with 8 warps do not.
+    return dict(kind="tiled", BLOCK_M1=32, BLOCK_N1=64, BLOCK_M2=64, BLOCK_N2=32, num_warps=8,
+                num_stages=3, PRE_BLOCK=64)
+
+
+# ----------------------------------------------------------------------------------------- launchers
+def _wrap(kernel):
+    # wrap_triton makes the launch traceable inside a triton_op; the interpreter path launches directly.
+    return kernel if _INTERPRET else torch.library.wrap_triton(kernel)
+
+
+def _precision(dtype: torch.dtype) -> str:
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def _dropout_args(p: float) -> tuple[int, float]:
+    return int(round(p * (1 << 24))), 1.0 / (1.0 - p)
+
+
+def _bht(t: torch.Tensor) -> tuple[int, int, int]:
+    return t.stride(0), t.stride(1), t.stride(2)
+
+
+def _launch_fwd(q4, k4, v4, o, o_strides, lse, seed, p: float, scale: float):
+    B, H, T, D = q4.shape
+    cfg = fwd_config(T, D, q4.dtype)
+    thr, keep_scale = _dropout_args(p)
+    grid = (triton.cdiv(T, cfg["BLOCK_M"]), B * H)
+    _wrap(_attn_fwd)[grid](
+        q4, k4, v4, o, lse, seed, *_bht(q4), *_bht(k4), *_bht(v4), *o_strides,
+        H, T, scale, thr, keep_scale,
+        HEAD_DIM=D, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], DROPOUT=p > 0,
+        PRECISION=_precision(q4.dtype), N_ROUNDS=PHILOX_ROUNDS,
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+
+
+def _launch_bwd(do4, q4, k4, v4, o4, lse, seed, g, g_strides, g_offs, p: float, scale: float):
+    B, H, T, D = q4.shape
+    cfg = bwd_config(T, D, q4.dtype)
+    thr, keep_scale = _dropout_args(p)
+    common = dict(HEAD_DIM=D, DROPOUT=p > 0, PRECISION=_precision(q4.dtype), N_ROUNDS=PHILOX_ROUNDS,
+                  num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+    if cfg["kind"] == "small":
+        _wrap(_attn_bwd_small)[(B * H,)](
+            q4, k4, v4, o4, do4, g, lse, seed, *_bht(q4), *_bht(k4), *_bht(v4), *_bht(o4), *_bht(do4),
+            *g_strides, *g_offs, H, T, scale, thr, keep_scale,
+            BLOCK_T=cfg["BLOCK_T"], BLOCK_N=cfg["BLOCK_N"], **common)
+        return
+    delta = torch.empty((B, H, T), device=q4.device, dtype=torch.float32)
+    _wrap(_attn_bwd_preprocess)[(triton.cdiv(T, cfg["PRE_BLOCK"]), B * H)](
+        o4, do4, delta, *_bht(o4), *_bht(do4), H, T, HEAD_DIM=D, BLOCK_M=cfg["PRE_BLOCK"])
+    _wrap(_attn_bwd)[(triton.cdiv(T, cfg["BLOCK_N1"]), B * H)](
+        q4, k4, v4, do4, g, lse, delta, seed, *_bht(q4), *_bht(k4), *_bht(v4), *_bht(do4),
+        *g_strides, *g_offs, H, T, scale, thr, keep_scale,
+        BLOCK_M1=cfg["BLOCK_M1"], BLOCK_N1=cfg["BLOCK_N1"], BLOCK_M2=cfg["BLOCK_M2"],
+        BLOCK_N2=cfg["BLOCK_N2"], **common)
+
+
+def _heads(t: torch.Tensor, part: int, n_head: int) -> torch.Tensor:
+    """[B, T, 3C] -> part (0 q, 1 k, 2 v) as a [B, H, T, D] strided view: no copy."""
+    B, T, C3 = t.shape
+    C = C3 // 3
+    return t[:, :, part * C:(part + 1) * C].view(B, T, n_head, C // n_head).transpose(1, 2)
+
+
+def _merged_view(t: torch.Tensor, n_head: int) -> torch.Tensor:
+    """[B, T, C] -> [B, H, T, D] view (heads merged layout)."""
+    B, T, C = t.shape
+    return t.view(B, T, n_head, C // n_head).transpose(1, 2)
+
+
+def _lastdim_contig(t: torch.Tensor) -> torch.Tensor:
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+# ----------------------------------------------------------------------------------------- ops
+def _register(name: str, fake):
+    def deco(fn):
+        if _INTERPRET:
+            op = torch.library.custom_op(name, mutates_args=())(fn)
+            op.register_fake(fake)
+            return op
+        return torch.library.triton_op(name, fn, mutates_args=())
+    return deco
+
+
+def _fwd_fake(q, k, v, seed, dropout_p, scale):
+    B, H, T, D = q.shape
+    return q.new_empty((B, H, T, D)), q.new_empty((B, H, T), dtype=torch.float32)
+
+
+@_register("gpt1_fast::attn_fwd", _fwd_fake)
+def _attn_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seed: torch.Tensor, dropout_p: float,
+                 scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    B, H, T, D = q.shape
+    q, k, v = _lastdim_contig(q), _lastdim_contig(k), _lastdim_contig(v)
+    o = torch.empty((B, H, T, D), device=q.device, dtype=q.dtype)
+    lse = torch.empty((B, H, T), device=q.device, dtype=torch.float32)
+    _launch_fwd(q, k, v, o, _bht(o), lse, seed, dropout_p, scale)
+    return o, lse
+
+
+def _bwd_fake(do, q, k, v, o, lse, seed, dropout_p, scale):
+    return q.new_empty((3,) + tuple(q.shape))
+
+
+@_register("gpt1_fast::attn_bwd", _bwd_fake)
+def _attn_bwd_op(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor,
+                 lse: torch.Tensor, seed: torch.Tensor, dropout_p: float, scale: float) -> torch.Tensor:
+    """Returns dq, dk, dv stacked as one [3, B, H, T, D] buffer (one output, written by both kernels)."""
+    B, H, T, D = q.shape
+    q, k, v, do = (_lastdim_contig(t) for t in (q, k, v, do))
+    g = torch.empty((3, B, H, T, D), device=q.device, dtype=q.dtype)
+    n = B * H * T * D
+    _launch_bwd(do, q, k, v, o, lse, seed, g, _bht(g[0]), (0, n, 2 * n), dropout_p, scale)
+    return g
+
+
+def _attn_setup(ctx, inputs, output):
+    q, k, v, seed, dropout_p, scale = inputs
+    o, lse = output
+    ctx.save_for_backward(q, k, v, o, lse, seed)
+    ctx.dropout_p, ctx.scale = dropout_p, scale
+
+
+def _attn_backward(ctx, do, _dlse):
+    q, k, v, o, lse, seed = ctx.saved_tensors
+    g = _attn_bwd_op(do, q, k, v, o, lse, seed, ctx.dropout_p, ctx.scale)
+    return g[0], g[1], g[2], None, None, None
+
+
+_attn_fwd_op.register_autograd(_attn_backward, setup_context=_attn_setup)
+
+
+def _packed_fwd_fake(qkv, n_head, seed, dropout_p, scale):
+    B, T, C3 = qkv.shape
+    return qkv.new_empty((B, T, C3 // 3)), qkv.new_empty((B, n_head, T), dtype=torch.float32)
+
+
+@_register("gpt1_fast::attn_packed_fwd", _packed_fwd_fake)
+def _attn_packed_fwd_op(qkv: torch.Tensor, n_head: int, seed: torch.Tensor, dropout_p: float,
+                        scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    B, T, C3 = qkv.shape
+    qkv = _lastdim_contig(qkv)
+    o = torch.empty((B, T, C3 // 3), device=qkv.device, dtype=qkv.dtype)
+    lse = torch.empty((B, n_head, T), device=qkv.device, dtype=torch.float32)
+    D = C3 // 3 // n_head
+    # The output is passed whole with the strides of its [B, H, T, D] view (T·C, D, C): the kernel
+    # writes the merged-heads layout directly.
+    _launch_fwd(_heads(qkv, 0, n_head), _heads(qkv, 1, n_head), _heads(qkv, 2, n_head), o,
+                (T * n_head * D, D, n_head * D), lse, seed, dropout_p, scale)
+    return o, lse
+
+
+def _packed_bwd_fake(do, qkv, o, lse, seed, n_head, dropout_p, scale):
+    return torch.empty_like(qkv)
+
+
+@_register("gpt1_fast::attn_packed_bwd", _packed_bwd_fake)
+def _attn_packed_bwd_op(do: torch.Tensor, qkv: torch.Tensor, o: torch.Tensor, lse: torch.Tensor, seed: torch.Tensor,
+                        n_head: int, dropout_p: float, scale: float) -> torch.Tensor:
+    """dqkv [B, T, 3C] written directly (dq, dk, dv at column offsets 0, C, 2C)."""
+    B, T, C3 = qkv.shape
+    C = C3 // 3
+    qkv, do, o = _lastdim_contig(qkv), _lastdim_contig(do), _lastdim_contig(o)
+    g = torch.empty((B, T, C3), device=qkv.device, dtype=qkv.dtype)
+    _launch_bwd(_merged_view(do, n_head), _heads(qkv, 0, n_head), _heads(qkv, 1, n_head),
+                _heads(qkv, 2, n_head), _merged_view(o, n_head), lse, seed, g, (T * C3, C // n_head, C3),
+                (0, C, 2 * C), dropout_p, scale)
+    return g
+
+
+def _packed_setup(ctx, inputs, output):
+    qkv, n_head, seed, dropout_p, scale = inputs
+    o, lse = output
+    ctx.save_for_backward(qkv, o, lse, seed)
+    ctx.n_head, ctx.dropout_p, ctx.scale = n_head, dropout_p, scale
+
+
+def _packed_backward(ctx, do, _dlse):
+    qkv, o, lse, seed = ctx.saved_tensors
+    return _attn_packed_bwd_op(do, qkv, o, lse, seed, ctx.n_head, ctx.dropout_p, ctx.scale), None, None, None, None
+
+
+_attn_packed_fwd_op.register_autograd(_packed_backward, setup_context=_packed_setup)
+
+
+# ----------------------------------------------------------------------------------------- public API
+def draw_dropout_seed(device) -> torch.Tensor:
+    """The 64-bit Philox seed of one dropout call, from PyTorch's generator of `device`."""
+    return torch.randint(0, 2**62, (1,), dtype=torch.int64, device=device)
+
+
+def _seed_tensor(seed, dropout_p: float, device) -> torch.Tensor:
+    if dropout_p == 0.0:
+        return torch.empty((1,), dtype=torch.int64, device=device)  # never read
+    if seed is None:
+        return draw_dropout_seed(device)
+    if isinstance(seed, torch.Tensor):
+        return seed.to(device=device, dtype=torch.int64).reshape(1)
+    return torch.tensor([int(seed)], dtype=torch.int64, device=device)
+
+
+def _check(t: torch.Tensor, name: str, dropout_p: float):
+    if t.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise TypeError(f"{name}: dtype {t.dtype} not supported (float32, float16, bfloat16)")
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
+
+
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0,
+                     scale: float | None = None, *, seed: int | torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(causal(q·kᵀ·scale)) with dropout on the probabilities, times v. q, k, v: [B, H, T, D].
+
+    `seed` (tests/debugging) fixes the dropout seed; by default one is drawn from PyTorch's generator.
+    """
+    if q.dim() != 4 or q.shape != k.shape or q.shape != v.shape:
+        raise ValueError(f"q, k, v must all be [B, H, T, D]; got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    if not (q.dtype == k.dtype == v.dtype) or not (q.device == k.device == v.device):
+        raise TypeError("q, k, v must share dtype and device")
+    _check(q, "q", dropout_p)
+    D = q.shape[-1]
+    if D not in SUPPORTED_HEAD_DIMS:
+        raise ValueError(f"head dim {D} not supported; expected one of {SUPPORTED_HEAD_DIMS}")
+    if q.shape[2] < 1:
+        raise ValueError("T must be >= 1")
+    scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
+    dropout_p = float(dropout_p)
+    o, _ = _attn_fwd_op(q, k, v, _seed_tensor(seed, dropout_p, q.device), dropout_p, scale)
+    return o
+
+
+def causal_attention_packed(qkv: torch.Tensor, n_head: int, dropout_p: float = 0.0, scale: float | None = None,
+                            *, seed: int | torch.Tensor | None = None) -> torch.Tensor:
+    """Causal attention on c_attn's packed output: qkv [B, T, 3C] (q | k | v, head h = columns h·D..)
+    -> [B, T, C] with heads merged, read and written by stride (no split/permute/merge copies)."""
+    if qkv.dim() != 3 or qkv.shape[-1] % (3 * n_head):
+        raise ValueError(f"qkv must be [B, T, 3C] with C divisible by n_head={n_head}; got {tuple(qkv.shape)}")
+    _check(qkv, "qkv", dropout_p)
+    D = qkv.shape[-1] // 3 // n_head
+    if D not in SUPPORTED_HEAD_DIMS:
+        raise ValueError(f"head dim {D} not supported; expected one of {SUPPORTED_HEAD_DIMS}")
+    if qkv.shape[1] < 1:
+        raise ValueError("T must be >= 1")
+    scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
+    dropout_p = float(dropout_p)
+    o, _ = _attn_packed_fwd_op(qkv, int(n_head), _seed_tensor(seed, dropout_p, qkv.device), dropout_p, scale)
+    return o
+
+
+def attention_dropout_mask(seed: int | torch.Tensor, B: int, H: int, T: int, p: float, device=None, *,
+                           block: int = 16) -> torch.Tensor:
+    """The exact keep-mask [B, H, T, T] (bool; entries above the diagonal unused) that a call with
+    this seed and dropout_p=p applies, generated on its own square tiling (`block`, a power of two
+    >= 16): equality with the kernels' outputs also shows the mask does not depend on tiling."""
+    device = torch.device(device) if device is not None else (seed.device if isinstance(seed, torch.Tensor) else "cpu")
+    seed_t = _seed_tensor(seed, max(p, 1e-9), device)
+    out = torch.empty((B, H, T, T), dtype=torch.int8, device=device)
+    grid = (triton.cdiv(T, block), triton.cdiv(T, block), B * H)
+    _dropout_mask_kernel[grid](out, seed_t, H, T, _dropout_args(p)[0], BLOCK=block, N_ROUNDS=PHILOX_ROUNDS)
+    return out.bool()
