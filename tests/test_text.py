@@ -1,0 +1,175 @@
+"""TextEncoder: ids identical to GPT-1's release on tricky text (real vocabulary, when present), the
+original's quirks, and the learned-BPE path (always)."""
+import ast
+import json
+import re
+import warnings
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("spacy")
+pytest.importorskip("ftfy")
+
+from gpt1_fast.text import TextEncoder, learn_bpe, text_standardize  # noqa: E402
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "openai-gpt"
+
+
+@pytest.fixture(scope="module")
+def real():
+    enc, bpe = REAL / "encoder_bpe_40000.json", REAL / "vocab_40000.bpe"
+    if not (enc.is_file() and bpe.is_file()):
+        pytest.skip(f"real GPT-1 vocabulary not found in {REAL}")
+    return TextEncoder(enc, bpe)
+
+
+# (text, expected BPE pieces, expected ids) derived by applying the BPE rules to the spaCy tokens.
+CASES = [
+    # spaCy splits the final period off "5k." and splits "10km" into number + unit; no merge
+    # ('5', 'k</w>') exists, so "5k" stays two pieces.
+    ("He ran 5k. Then 10km.",
+     ["he</w>", "ran</w>", "5", "k</w>", ".</w>", "then</w>", "10</w>", "km</w>", ".</w>"],
+     [487, 1542, 46, 265, 239, 674, 5895, 35677, 239]),
+    # Curly quotes -> '"' (ftfy), em dash -> '-', ellipsis -> '...', right single quote -> "'".
+    ("\u201cHello,\u201d she said \u2014 \u201cit\u2019s fine\u2026\u201d",
+     ['"</w>', "hello</w>", ",</w>", '"</w>', "she</w>", "said</w>", "-</w>", '"</w>', "it</w>", "'s</w>",
+      "fine</w>", "...</w>", '"</w>'],
+     [244, 3570, 240, 244, 520, 603, 260, 244, 507, 535, 1614, 749, 244]),
+    # Any whitespace run holding a newline -> one '\n' token, whose piece '\n  </w>' becomes '\n</w>'.
+    ("line one\n\n  line two", ["line</w>", "one</w>", "\n</w>", "line</w>", "two</w>"],
+     [1584, 566, 40477, 1584, 867]),
+    ("", [], []),
+    ("   ", [], []),
+    # En dash and horizontal bar -> '-', padded; "3.5kg" -> "3.5" + "kg", "3.5" -> '3.' '5</w>'.
+    ("2010\u20132012 \u2015 3.5kg", ["2010</w>", "-</w>", "2012</w>", "-</w>", "3.", "5</w>", "k", "g</w>"], None),
+    # Contractions are spaCy exceptions.
+    ("don't can't", ["do</w>", "n't</w>", "ca</w>", "n't</w>"], [587, 538, 993, 538]),
+]
+
+
+@pytest.mark.parametrize("text,pieces,ids", CASES, ids=[repr(c[0])[:24] for c in CASES])
+def test_real_vocab_ids(real, text, pieces, ids):
+    assert real.tokenize(text) == pieces
+    got = real.encode([text])[0]
+    assert got == [real.encoder[p] for p in pieces]
+    if ids is not None:
+        assert got == ids
+
+
+def test_real_vocab_bpe_derivation(real):
+    # The hand derivations above rely on these merge-table facts.
+    assert ("5", "k</w>") not in real.bpe_ranks
+    assert ("k", "m</w>") in real.bpe_ranks and ("k", "g</w>") not in real.bpe_ranks
+    assert real.bpe("5k") == "5 k</w>"
+    assert real.bpe("10") == "10</w>"
+
+
+def test_quirks_against_naive(real):
+    # (1) spaCy sees the original casing ("Dr." is a tokenizer exception) and lower() comes after;
+    # lower-casing first (as transformers' port does) splits it.
+    assert real.tokenize("Dr. Smith")[:1] == ["dr.</w>"]
+    assert [real.bpe(t.text) for t in real.pretokenize._tokenizer("dr. smith")][:2] == ["dr</w>", ".</w>"]
+    # (2) a whitespace-split "5k." BPE'd as one word differs from the spaCy path.
+    assert real.bpe("5k.") == "5 k.</w>"
+    assert real.tokenize("5k.") == ["5", "k</w>", ".</w>"]
+    # (3) the original's regex string is not raw: backslash runs are NOT padded ("a\\b" stays one
+    # token), while "+" runs are.
+    assert real.tokenize("a\\b") == ["a", "\\", "b</w>"]
+    assert real.tokenize("c++") == ["c</w>", "+</w>", "+</w>"]
+    # Unknown pieces map to 0.
+    assert real.encode(["\uf8ff"])[0] == [0]
+
+
+def test_standardize_matches_original_regex():
+    """Our pattern against the original's non-raw literal, evaluated by Python exactly as it was."""
+    src = "'''(-+|~+|!+|\"+|;+|\\?+|\\++|,+|\\)+|\\(+|\\\\+|\\/+|\\*+|\\[+|\\]+|}+|{+|\\|+|_+)'''"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        original = re.compile(ast.literal_eval(src))
+
+    def original_standardize(text):
+        text = text.replace("—", "-").replace("–", "-").replace("―", "-").replace("…", "...").replace("´", "'")
+        text = original.sub(r" \1 ", text)
+        text = re.sub("\\s*\n\\s*", " \n ", text)
+        text = re.sub("[^\\S\n]+", " ", text)
+        return text.strip()
+
+    samples = ["a\\\\b--c~~d!!e\"f;g??h++i,j)k(l/m*n[o]p}q{r|s_t", "x \t y\n\n z", "one´s — two…",
+               "C:\\path\\to", "", "  lead and trail  ", "a+b-c", "(((nested)))"]
+    for s in samples:
+        assert text_standardize(s) == original_standardize(s), s
+
+
+def test_bpe_cache_and_hf_agreement(real):
+    """The BPE step agrees with transformers' independent implementation of the same algorithm on
+    every token of a paragraph (its pre-tokenization differs, see test_quirks_against_naive)."""
+    transformers = pytest.importorskip("transformers")
+    hf = transformers.OpenAIGPTTokenizer(str(REAL / "encoder_bpe_40000.json"), str(REAL / "vocab_40000.bpe"))
+    text = ("Karen was assigned a roommate her first year of college. Their first meeting went well! "
+            "They watched reruns, e.g. 'Friends', until 3:45am... She'd 1,000,000 reasons; mississippi "
+            "antidisestablishmentarianism 12.5% naïve café ½ x²")
+    tokens = [t.text.lower() for t in real.pretokenize._tokenizer(text)]
+    for t in tokens:
+        assert real.bpe(t) == hf.bpe(t), t
+    assert all(t in real.cache or len(t) == 1 for t in tokens)
+
+
+# ------------------------------------------------------------------------------- learned vocabulary
+def write_vocab(tmp_path, encoder, merges):
+    enc, bpe = tmp_path / "enc.json", tmp_path / "merges.bpe"
+    enc.write_text(json.dumps(encoder), encoding="utf-8")
+    bpe.write_text("#version: test\n" + "".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8")
+    return TextEncoder(enc, bpe)
+
+
+def test_bpe_merges_lowest_rank_repeatedly(tmp_path):
+    """('b','c</w>') (rank 1) creates ('a','bc</w>'), which ranks 0: the original merges it next.
+    Applying each merge once in rank order would stop at 'a bc</w>'."""
+    te = write_vocab(tmp_path, {"a": 1, "b": 2, "bc</w>": 3, "abc</w>": 4}, [("a", "bc</w>"), ("b", "c</w>")])
+    assert te.bpe("abc") == "abc</w>"
+    assert te.encode(["abc"]) == [[4]]
+
+
+def test_bpe_scan_with_repeats(tmp_path):
+    """Left-to-right scan with word.index: 'a a a a</w>' merging ('a','a') -> 'aa a a</w>'."""
+    te = write_vocab(tmp_path, {"a": 1, "aa": 2, "a</w>": 3}, [("a", "a")])
+    assert te.bpe("aaaa") == "aa a a</w>"
+    assert te.encode(["aaaa"]) == [[2, 1, 3]]
+    assert te.bpe("a") == "a</w>"
+
+
+def test_learned_bpe_roundtrip(tmp_path):
+    texts = ["The quick brown fox jumps over the lazy dog.", "The dog sleeps; the fox runs!",
+             "Foxes and dogs \u2014 friends?\nMaybe\u2026", "Numbers: 10km, 5k. (a) [b] {c}"] * 3
+    encoder = learn_bpe(texts, 40, tmp_path / "e.json", tmp_path / "m.bpe")
+    lines = (tmp_path / "m.bpe").read_text(encoding="utf-8").split("\n")
+    assert lines[0].startswith("#version") and lines[-1] == "" and len(lines) - 2 == 40
+    assert all(len(line.split()) == 2 for line in lines[1:-1])
+    assert encoder["<unk>"] == 0 and "\n</w>" in encoder and "t" in encoder and "t</w>" in encoder
+    te = TextEncoder(tmp_path / "e.json", tmp_path / "m.bpe")
+    ids = te.encode(texts, verbose=True)
+    assert all(0 not in seq for seq in ids)  # every piece of the training text is in the vocabulary
+    assert te.decode(ids[0]) == "the quick brown fox jumps over the lazy dog ."
+    assert len(ids[0]) < len("".join(te.pretokenize(texts[0])))  # merges happened
+    # The first merge is the most frequent adjacent pair (ties: smallest pair), counted here anew.
+    counts = {}
+    for text in texts:
+        for tok in te.pretokenize(text):
+            word = list(tok[:-1]) + [tok[-1] + "</w>"]
+            for pair in zip(word[:-1], word[1:]):
+                counts[pair] = counts.get(pair, 0) + 1
+    first = min(counts, key=lambda p: (-counts[p], p))
+    assert lines[1] == " ".join(first) and "".join(first) in encoder
+    assert te.decode([len(te.encoder) + 5]) == f"<{len(te.encoder) + 5}>"
+
+
+def test_encode_rejects_a_bare_string(tmp_path):
+    te = write_vocab(tmp_path, {"a</w>": 1}, [])
+    with pytest.raises(TypeError):
+        te.encode("a")
+
+
+def test_missing_vocab_file_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="encoder"):
+        TextEncoder(tmp_path / "nope.json", tmp_path / "nope.bpe")
