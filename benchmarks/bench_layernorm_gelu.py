@@ -15,7 +15,9 @@ bandwidth; s = activation element size, M rows, N width, parameters fp32):
 The backward re-reads x and residual instead of a saved x + residual: the same bytes over a training
 step (see gpt1_fast/kernels/layernorm_gelu.py).
 
-Timing: forward with inputs that require grad (the training regime: the reference's forward then
+Timing (CUDA): each measured call is captured in a CUDA graph and the replay is timed (GPU time
+of the kernels; host overhead excluded, see graph_ms); rows say "timing": "cuda-graph", or
+"eager-calls" where capture failed. Forward with inputs that require grad (the training regime: the reference's forward then
 also saves what its backward needs); backward = torch.autograd.grad of a retained graph (no .grad
 accumulation); fwd+bwd = both. The references cast the fp32 parameters to the activation dtype
 first (F.layer_norm on CUDA rejects bf16 input with fp32 weight; for GELU, x + b would promote bf16 to
@@ -55,14 +57,51 @@ def ref_bias_gelu(x, b):
     return F.gelu(x + b.to(x.dtype), approximate="tanh")
 
 
+def graph_ms(calls: dict, device, stream=None) -> dict:
+    """{name: median ms} of each zero-argument callable, timed as the replay of a CUDA graph that
+    holds one call (common.bench's do_bench around the replay: L2 flushed before each). Measures the
+    GPU time of the kernels alone: with do_bench around eager calls, the host time of a call (Python,
+    the custom-op and autograd machinery, Triton's launcher: 0.1-0.5 ms for a backward, more than
+    the 256 MB L2 flush that should hide it) leaked into the numbers of the first H100 run.
+    `stream`: the stream the calls' autograd graphs were built on (backward replays there)."""
+    s = stream or torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    graphs = {}
+    with torch.cuda.stream(s):
+        for name, call in calls.items():
+            for _ in range(2):  # compile / autotune / lazy backward compilation outside the capture
+                call()
+            g = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g, stream=s):
+                call()
+            graphs[name] = g
+    torch.cuda.current_stream().wait_stream(s)
+    torch.cuda.synchronize()
+    return {name: bench(g.replay, device) for name, g in graphs.items()}
+
+
 def _timers(fn, inputs, device):
-    """ms for fwd, bwd, fwd+bwd of fn(*inputs) (all inputs require grad)."""
+    """(ms for fwd, bwd, fwd+bwd of fn(*inputs) (all inputs require grad), timing method)."""
+    if device.type == "cuda":
+        try:
+            s = torch.cuda.Stream()
+            s.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(s):  # the retained graph's backward then runs on s too
+                y = fn(*inputs)
+                dy = torch.randn_like(y)
+            return graph_ms({"fwd": lambda: fn(*inputs),
+                             "bwd": lambda: torch.autograd.grad(y, inputs, dy, retain_graph=True),
+                             "fwd+bwd": lambda: torch.autograd.grad(fn(*inputs), inputs, dy)},
+                            device, s), "cuda-graph"
+        except Exception as e:  # capture not possible: time eager calls (host overhead included)
+            print(f"CUDA graph timing failed ({type(e).__name__}: {str(e)[:200]}); timing eager calls", flush=True)
+            torch.cuda.synchronize()
     y = fn(*inputs)
     dy = torch.randn_like(y)
     out = {"fwd": bench(lambda: fn(*inputs), device)}
     out["bwd"] = bench(lambda: torch.autograd.grad(y, inputs, dy, retain_graph=True), device)
     out["fwd+bwd"] = bench(lambda: torch.autograd.grad(fn(*inputs), inputs, dy), device)
-    return out
+    return out, "eager-calls"
 
 
 def main(quick: bool = False) -> None:
@@ -88,7 +127,8 @@ def main(quick: bool = False) -> None:
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
 
     notes = ("Bytes: inputs read once, outputs written once (see the module docstring); params fp32. "
-             "ratio = ours / torch.compile (below 1 is faster); ratio_vs_eager likewise.")
+             "ratio = ours / torch.compile (below 1 is faster); ratio_vs_eager likewise. "
+             "CUDA times: CUDA-graph replays of one call (GPU time, host overhead excluded).")
     if not run_ours:
         notes += " Triton not run (no GPU, TRITON_INTERPRET unset): reference implementations only."
     if not run_compile:
@@ -110,13 +150,14 @@ def main(quick: bool = False) -> None:
                 for op, inputs, nbytes in (("layer_norm+residual", ln_in, ln_bytes),
                                            ("bias_gelu", gelu_in, gelu_bytes)):
                     idx = 0 if op.startswith("layer_norm") else 1
-                    times = {name: _timers(fns[idx], inputs, device) for name, fns in impls.items()}
+                    timed = {name: _timers(fns[idx], inputs, device) for name, fns in impls.items()}
+                    times = {name: t for name, (t, _) in timed.items()}
                     for direction in ("fwd", "bwd", "fwd+bwd"):
                         nb = nbytes(M, N, s, direction)
                         floor_ms = nb / (ceilings["copy_gbps"] * 1e6)
                         for name in impls:
                             ms = times[name][direction]
-                            extra = {"direction": direction, "floor_ms": round(floor_ms, 5)}
+                            extra = {"direction": direction, "floor_ms": round(floor_ms, 5), "timing": timed[name][1]}
                             base = None
                             if name == "ours":
                                 extra["ratio_vs_eager"] = round(ms / times["eager"][direction], 3)
