@@ -19,7 +19,9 @@ def _extension_build():
         from torch.utils import cpp_extension
     except Exception:
         return [], {}
-    cxx = ["-O3", "-fno-math-errno"]  # errno-free sqrtf lets GCC vectorise the update loop
+    # errno-free sqrtf lets GCC vectorise the update loop; -fopenmp makes at::parallel_for parallel
+    # (torch's header implements it with `omp parallel`; libgomp.so.1 is the one torch already loaded).
+    cxx = ["-O3", "-fno-math-errno", "-fopenmp"]
     sources = ["csrc/openai_adam.cpp"]
     ext_cls = cpp_extension.CppExtension
     extra = {"cxx": cxx}
@@ -27,7 +29,7 @@ def _extension_build():
         sources += ["csrc/openai_adam_cuda.cpp", "csrc/openai_adam_cuda.cu"]
         ext_cls = cpp_extension.CUDAExtension
         extra["nvcc"] = ["-O3", "-lineinfo"]
-    ext = ext_cls("gpt1_fast._C", sources, extra_compile_args=extra)
+    ext = ext_cls("gpt1_fast._C", sources, extra_compile_args=extra, extra_link_args=["-fopenmp"])
 
     class OptionalBuildExt(cpp_extension.BuildExtension):
         def run(self):

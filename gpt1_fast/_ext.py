@@ -21,7 +21,9 @@ CPU_SOURCES = ["openai_adam.cpp"]
 CUDA_SOURCES = ["openai_adam_cuda.cpp", "openai_adam_cuda.cu"]
 OPS = ("global_norm", "openai_adam_")
 # -fno-math-errno: sqrtf that may set errno keeps GCC from vectorising the update loop.
-CXX_FLAGS = ["-O3", "-fno-math-errno"]
+# -fopenmp: at::parallel_for is `omp parallel` in torch's headers; without it the loop runs on one thread.
+CXX_FLAGS = ["-O3", "-fno-math-errno", "-fopenmp"]
+LD_FLAGS = ["-fopenmp"]
 
 
 def _has_kernel(dispatch_key: str) -> bool:
@@ -52,7 +54,7 @@ def _jit(name: str, sources: list[str]) -> None:
     print(f"gpt1_fast: building the fused-Adam extension ({', '.join(sources)}) just in time in {where} "
           "(once; later runs reuse it)", file=sys.stderr, flush=True)
     load(name=name, sources=[str(CSRC / s) for s in sources], build_directory=str(where),
-         extra_cflags=CXX_FLAGS, extra_cuda_cflags=["-O3", "-lineinfo"], is_python_module=False, verbose=False)
+         extra_cflags=CXX_FLAGS, extra_ldflags=LD_FLAGS, extra_cuda_cflags=["-O3", "-lineinfo"], is_python_module=False, verbose=False)
 
 
 @functools.lru_cache(maxsize=None)
