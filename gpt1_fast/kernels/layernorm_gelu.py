@@ -216,6 +216,16 @@ def _bias_gelu_bwd_kernel(DY, X, B, DX, DBp, M, N, rows_per_prog,
 
 
 # --------------------------------------------------------------------------- launch configuration
+# Host-side helpers in plain Python: triton.cdiv is a jit function in Triton 3.9 and calling it
+# from Python costs microseconds per call (it showed in the profile of the ops' host overhead).
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << (n - 1).bit_length()
+
+
 # Chosen from a sweep on an H100 at 32768 rows (benchmarks/gpu_check_layernorm_gelu.py --sweep and
 # benchmarks/NOTES.md). `elem` is the activation element size in bytes.
 def _apply_overrides(name: str, N: int, elem: int, cfg: dict) -> dict:
@@ -224,7 +234,7 @@ def _apply_overrides(name: str, N: int, elem: int, cfg: dict) -> dict:
 
 
 def ln_fwd_config(N: int, elem: int = 2) -> dict:
-    block_n = triton.next_power_of_2(N)
+    block_n = _next_pow2(N)
     # one row per program: several rows per program measured slower at 768 (the 2-D block's
     # reductions), and one row of 768 already fills a 4-warp program with one 16-byte bf16 load
     # per thread per tensor
@@ -236,7 +246,7 @@ def ln_fwd_config(N: int, elem: int = 2) -> dict:
 
 
 def ln_bwd_config(N: int, elem: int = 2) -> dict:
-    block_n = triton.next_power_of_2(N)
+    block_n = _next_pow2(N)
     # 8 warps at 768 ran 2x faster than 4 (latency-bound loop: more threads, more loads in flight)
     num_warps = max(8, min(16, block_n // 256))
     # PROGS_PER_SM: programs per SM of the persistent-style grid (interpreter: a few in all)
@@ -246,7 +256,7 @@ def ln_bwd_config(N: int, elem: int = 2) -> dict:
 
 def _gelu_block_n(N: int) -> int:
     # column tiles of 256 divide both GPT-1 widths (768, 3072) exactly: no masked lanes
-    return 256 if N >= 256 else triton.next_power_of_2(N)
+    return 256 if N >= 256 else _next_pow2(N)
 
 
 def gelu_fwd_config(N: int, elem: int = 2) -> dict:
@@ -275,10 +285,10 @@ def _num_sms(device: torch.device) -> int:
 def _row_split(M: int, rows: int, target_progs: int) -> tuple[int, int]:
     """(programs, rows per program) for the persistent-style backward grid; rows per program is a
     multiple of `rows` so every program's loop covers whole blocks."""
-    blocks = triton.cdiv(M, rows)
+    blocks = _cdiv(M, rows)
     progs = max(1, min(blocks, target_progs))
-    rows_per_prog = triton.cdiv(blocks, progs) * rows
-    return triton.cdiv(M, rows_per_prog), rows_per_prog
+    rows_per_prog = _cdiv(blocks, progs) * rows
+    return _cdiv(M, rows_per_prog), rows_per_prog
 
 
 def _sum_partials(p1: torch.Tensor, p2: Optional[torch.Tensor], dtype1, dtype2):
@@ -286,7 +296,7 @@ def _sum_partials(p1: torch.Tensor, p2: Optional[torch.Tensor], dtype1, dtype2):
     o1 = torch.empty(N, device=p1.device, dtype=dtype1)
     o2 = torch.empty(N, device=p1.device, dtype=dtype2) if p2 is not None else o1
     c = SUM_CONFIG
-    _sum_partials_kernel[(triton.cdiv(N, c["BLOCK_C"]),)](
+    _sum_partials_kernel[(_cdiv(N, c["BLOCK_C"]),)](
         p1, p2 if p2 is not None else p1, o1, o2, G, N, TWO=p2 is not None,
         BLOCK_G=c["BLOCK_G"], BLOCK_C=c["BLOCK_C"], num_warps=c["num_warps"])
     return o1, o2
@@ -331,7 +341,7 @@ def _layer_norm_fwd(x: torch.Tensor, residual: Optional[torch.Tensor], weight: t
     rstd = torch.empty_like(mean)
     if M > 0:
         c = ln_fwd_config(N, x.element_size())
-        _ln_fwd_kernel[(triton.cdiv(M, c["ROWS"]),)](
+        _ln_fwd_kernel[(_cdiv(M, c["ROWS"]),)](
             x2, r2, weight.contiguous(), bias.contiguous(), y, mean, rstd, M, N, eps,
             HAS_RES=residual is not None, ROWS=c["ROWS"], BLOCK_N=c["BLOCK_N"], num_warps=c["num_warps"])
     return y, mean, rstd
@@ -419,7 +429,7 @@ def _bias_gelu_fwd(x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     y = torch.empty(x.shape, device=x.device, dtype=x.dtype)
     if M > 0:
         c = gelu_fwd_config(N, x.element_size())
-        grid = (triton.cdiv(M, c["ROWS"]), triton.cdiv(N, c["BLOCK_N"]))
+        grid = (_cdiv(M, c["ROWS"]), _cdiv(N, c["BLOCK_N"]))
         _bias_gelu_fwd_kernel[grid](x2, bias.contiguous(), y, M, N, ROWS=c["ROWS"], BLOCK_N=c["BLOCK_N"],
                                     num_warps=c["num_warps"])
     return y
@@ -440,7 +450,7 @@ def _bias_gelu_bwd(dy: torch.Tensor, x: torch.Tensor, bias: torch.Tensor) -> tup
     if M == 0:
         return dx, torch.zeros_like(bias)
     c = gelu_bwd_config(N, x.element_size())
-    col_blocks = triton.cdiv(N, c["BLOCK_N"])
+    col_blocks = _cdiv(N, c["BLOCK_N"])
     target = max(1, _num_sms(x.device) * c["PROGS_PER_SM"] // col_blocks)
     progs, rows_per_prog = _row_split(M, c["ROWS"], target)
     db_part = torch.empty(progs, N, device=x.device, dtype=torch.float32)
