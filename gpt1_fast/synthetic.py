@@ -3,7 +3,8 @@
 For tests and `make demo` on a machine with no data. Each story introduces a protagonist and an
 object, then brings good or bad news about it; the right ending reacts in kind, the wrong one the
 other way. Both endings come from the same pool, so an ending alone carries no signal: a model must
-relate the ending to the story (a small model learns it within a few hundred updates).
+relate the ending to the story (a small model learns it within a few hundred updates). 15 % of the
+stories have no turn and a coin-flip answer, so the best possible accuracy is about 92.5 %.
 
     python -m gpt1_fast.synthetic --out data/ [--n 1871] [--seed 0]
 """
@@ -39,6 +40,10 @@ S4 = {True: ["The {obj} worked perfectly.", "Everyone admired the {obj}.", "The 
              "The {obj} turned out even better than expected."],
       False: ["The {obj} broke the next day.", "The {obj} was stolen that night.", "The {obj} was a total waste.",
               "The {obj} turned out to be a fake."]}
+# A story without a turn: either ending fits, so about 1 in 14 items can't be got right
+# (the accuracy ceiling is about 1 - 0.15 / 2 = 92.5 %).
+S4_NEUTRAL = ["Nothing else happened that day.", "Then {pro2} went home.", "The {obj} was put on a shelf."]
+NEUTRAL_RATE = 0.15
 ENDINGS = {True: ["{name} was very happy with it.", "{name} smiled all week.", "{name} told all {pos} friends about it.",
                   "{name} felt lucky."],
            False: ["{name} was very upset about it.", "{name} cried all week.", "{name} asked for {pos} money back.",
@@ -49,16 +54,20 @@ def story_rows(n: int, seed: int = 0, with_labels: bool = True):
     """`n` CSV rows (lists of 8 strings) in HEADER order, deterministic in (n, seed).
 
     The fourth sentence brings good or bad news; the right ending reacts accordingly, the wrong one
-    the opposite way (same protagonist in both: only the story tells them apart)."""
+    the opposite way (same protagonist in both: only the story tells them apart). In NEUTRAL_RATE of
+    the stories the fourth sentence is neutral and the "right" ending is a coin flip."""
     rng = random.Random(seed)
     rows = []
     for _ in range(n):
         name = rng.choice(NAMES)
         she = name in SHE
         good = rng.random() < 0.5
+        neutral = rng.random() < NEUTRAL_RATE
         fill = dict(name=name, obj=rng.choice(OBJECTS), time=rng.choice(TIMES), place=rng.choice(PLACES),
-                    pro="She" if she else "He", obj_pro="her" if she else "him", pos="her" if she else "his")
-        sents = [rng.choice(t).format(**fill) for t in (S1, S2, S3, S4[good])]
+                    pro="She" if she else "He", pro2="she" if she else "he", obj_pro="her" if she else "him",
+                    pos="her" if she else "his")
+        turn = S4_NEUTRAL if neutral else S4[good]
+        sents = [rng.choice(t).format(**fill) for t in (S1, S2, S3, turn)]
         right = rng.choice(ENDINGS[good]).format(**fill)
         wrong = rng.choice(ENDINGS[not good]).format(**fill)
         label = rng.randint(1, 2)

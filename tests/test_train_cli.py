@@ -1,0 +1,149 @@
+"""`python -m gpt1_fast.train` end to end on small synthetic Story Cloze files (CPU, tiny model, from
+scratch): exit status, log, submission, printed accuracies; bad inputs give clear errors."""
+import csv
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("spacy")
+pytest.importorskip("ftfy")
+
+from gpt1_fast import data, generate, synthetic, train  # noqa: E402
+from gpt1_fast.text import learn_bpe  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+REAL = Path(__file__).resolve().parents[2] / "shared" / "openai-gpt"
+TINY = ["--n_layer", "1", "--n_embd", "32", "--n_head", "2", "--device", "cpu", "--backend", "torch"]
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    d = tmp_path_factory.mktemp("roc")
+    synthetic.write_rocstories(d / "data", n=120, n_test=50, seed=7)
+    val = data.read_rocstories_csv(d / "data" / data.VAL_FILE)
+    learn_bpe(val.stories + val.endings1 + val.endings2, 300, d / "vocab" / "enc.json", d / "vocab" / "merges.bpe")
+    return d
+
+
+def common(work, data_dir=None):
+    return ["--data_dir", str(data_dir or work / "data"), "--from_scratch", "--encoder_path",
+            str(work / "vocab" / "enc.json"), "--bpe_path", str(work / "vocab" / "merges.bpe"),
+            "--cache_dir", str(work / "cache"), "--n_valid", "40"] + TINY
+
+
+def test_end_to_end_cli(work):
+    out = work / "run"
+    cmd = [sys.executable, "-m", "gpt1_fast.train", *common(work), "--n_batch", "16", "--n_iter", "2",
+           "--desc", "e2e", "--log_dir", str(out / "log"), "--save_dir", str(out / "save"),
+           "--submission_dir", str(out / "submission"), "--submit", "--analysis"]
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+    # Log: the arguments, then one line per epoch (80 training stories / 16 = 5 updates per epoch).
+    lines = [json.loads(x) for x in (out / "log" / "e2e.jsonl").read_text().splitlines()]
+    assert lines[0]["desc"] == "e2e" and lines[0]["n_batch"] == 16 and lines[0]["lm_coef"] == 0.5
+    assert [(x["n_epochs"], x["n_updates"]) for x in lines[1:]] == [(1, 5), (2, 10)]
+    for x in lines[1:]:
+        assert 0 <= x["tr_acc"] <= 100 and 0 <= x["va_acc"] <= 100 and x["tr_cost"] > 0 and x["va_cost"] > 0
+        # Accuracies are counts out of 40 stories.
+        assert abs(x["va_acc"] * 40 / 100 - round(x["va_acc"] * 40 / 100)) < 1e-6
+
+    # Submission: header + one prediction per test story, 0 or 1.
+    rows = list(csv.reader(open(out / "submission" / "ROCStories.tsv"), delimiter="\t"))
+    assert rows[0] == ["index", "prediction"]
+    assert [int(r[0]) for r in rows[1:]] == list(range(50)) and {r[1] for r in rows[1:]} <= {"0", "1"}
+
+    # Printed accuracies agree with the log (best valid) and with the submission vs the test labels.
+    m_va = re.search(r"^ROCStories Valid Accuracy: (\d+\.\d\d)$", r.stdout, re.M)
+    m_te = re.search(r"^ROCStories Test Accuracy:  (\d+\.\d\d)$", r.stdout, re.M)
+    assert m_va and m_te, r.stdout
+    assert float(m_va.group(1)) == pytest.approx(max(x["va_acc"] for x in lines[1:]), abs=0.005)
+    labels = data.read_rocstories_csv(work / "data" / data.TEST_FILE).labels
+    preds = np.array([int(r[1]) for r in rows[1:]])
+    assert float(m_te.group(1)) == pytest.approx((preds == labels).mean() * 100, abs=0.005)
+    # Per-evaluation lines as the release prints them.
+    assert re.search(r"^1 5 \d+\.\d{3} \d+\.\d{3} \d+\.\d\d \d+\.\d\d$", r.stdout, re.M)
+
+    # The best parameters and their config drive the sampler.
+    best = out / "save" / "e2e" / "best_params.pt"
+    assert best.is_file() and (best.parent / "config.json").is_file()
+    assert not [p for p in out.rglob("*") if ".tmp" in p.name]
+    texts = generate.main(["--checkpoint", str(best), "--prompt", "Anna wanted a new bike.", "--gen_len", "6",
+                           "--device", "cpu", "--backend", "torch"])
+    assert len(texts) == 1 and texts[0] and "</w>" not in texts[0]
+
+
+def test_cli_reports_bad_data_without_traceback(work, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "gpt1_fast.train", *common(work, tmp_path / "nothing")],
+                       cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr
+    assert data.VAL_FILE in r.stderr and "rochester.edu/nlp/rocstories" in r.stderr
+
+
+def broken_copy(work, tmp_path, edit):
+    d = tmp_path / "bad"
+    d.mkdir()
+    for name in (data.VAL_FILE, data.TEST_FILE):
+        (d / name).write_bytes((work / "data" / name).read_bytes())
+    rows = list(csv.reader(open(d / data.VAL_FILE, encoding="utf-8")))
+    edit(rows)
+    with open(d / data.VAL_FILE, "w", encoding="utf-8", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows(rows)
+    return d
+
+
+def test_malformed_row_in_training_file(work, tmp_path):
+    d = broken_copy(work, tmp_path, lambda rows: rows[10].pop())
+    with pytest.raises(data.DataError, match=re.escape(data.VAL_FILE) + r":11: expected 8 columns"):
+        train.main(common(work, d))
+
+
+def test_bad_label_in_training_file(work, tmp_path):
+    def edit(rows):
+        rows[4][7] = "0"
+
+    d = broken_copy(work, tmp_path, edit)
+    with pytest.raises(data.DataError, match=r":5: AnswerRightEnding must be 1 or 2, found '0'"):
+        train.main(common(work, d))
+
+
+def test_missing_checkpoint_says_how_to_get_one(work, tmp_path):
+    args = [a for a in common(work) if a != "--from_scratch"] + ["--model_dir", str(tmp_path)]
+    with pytest.raises(SystemExit, match="finetune-transformer-lm.*--from_scratch"):
+        train.main(args)
+
+
+def test_every_flag_has_help():
+    parser = train.build_parser()
+    flags = {s for a in parser._actions for s in a.option_strings}
+    seed_flags = ("dataset desc data_dir log_dir save_dir submission_dir submit analysis seed n_iter n_batch "
+                  "max_grad_norm lr lr_warmup n_ctx n_embd n_head n_layer embd_pdrop attn_pdrop resid_pdrop "
+                  "clf_pdrop l2 vector_l2 opt afn lr_schedule encoder_path bpe_path n_transfer lm_coef b1 b2 e "
+                  "n_valid model_dir from_scratch device backend dtype compile").split()
+    assert {f"--{f}" for f in seed_flags} <= flags
+    assert all(a.help for a in parser._actions)
+    d = parser.parse_args([])
+    assert (d.seed, d.n_iter, d.n_batch, d.lr, d.lr_warmup, d.n_ctx, d.l2, d.lm_coef, d.n_valid, d.e) == \
+        (42, 3, 64, 6.25e-5, 0.002, 512, 0.01, 0.5, 374, 1e-8)
+
+
+def test_real_vocabulary_from_scratch(tmp_path):
+    """Real-format folder with the release's 40478-token vocabulary, tiny model, one epoch."""
+    enc, bpe = REAL / "encoder_bpe_40000.json", REAL / "vocab_40000.bpe"
+    if not (enc.is_file() and bpe.is_file()):
+        pytest.skip(f"real GPT-1 vocabulary not found in {REAL}")
+    synthetic.write_rocstories(tmp_path / "data", n=24, n_test=8, seed=3)
+    res = train.main(["--data_dir", str(tmp_path / "data"), "--from_scratch", "--encoder_path", str(enc),
+                      "--bpe_path", str(bpe), "--cache_dir", "none", "--n_valid", "8", "--n_batch", "8",
+                      "--n_iter", "1", "--n_embd", "16", "--log_dir", str(tmp_path / "log"),
+                      "--save_dir", str(tmp_path / "save"), "--submission_dir", str(tmp_path / "sub"),
+                      "--submit", "--analysis"] + TINY[:2] + TINY[6:] + ["--n_head", "2"])
+    assert res["n_updates"] == 2 and 0 <= res["test_acc"] <= 100
+    meta = json.loads((tmp_path / "save" / "rocstories" / "config.json").read_text())
+    assert meta["n_vocab"] == 40478 and meta["vocab"] == 40478 + 3 + res["n_ctx"]
