@@ -235,9 +235,9 @@ def _apply_overrides(name: str, N: int, elem: int, cfg: dict) -> dict:
 
 def ln_fwd_config(N: int, elem: int = 2) -> dict:
     block_n = _next_pow2(N)
-    # one row per program: several rows per program measured slower at 768 (the 2-D block's
-    # reductions), and one row of 768 already fills a 4-warp program with one 16-byte bf16 load
-    # per thread per tensor
+    # one row per program: several rows per program were no better at 768 over two H100 runs
+    # (noisy timings, see NOTES.md), and one row of 768 already gives every thread of a 4-warp
+    # program one 16-byte bf16 load per tensor
     num_warps = max(4, min(8, block_n // 512))
     if elem == 4 and block_n >= 4096:
         num_warps = 16  # 8 warps spill on sm_80 with fp32 at 4096
@@ -250,8 +250,9 @@ def ln_bwd_config(N: int, elem: int = 2) -> dict:
     # 8 warps at 768 ran 2x faster than 4 (latency-bound loop: more threads, more loads in flight)
     num_warps = max(8, min(16, block_n // 256))
     # PROGS_PER_SM: programs per SM of the persistent-style grid (interpreter: a few in all)
-    return _apply_overrides("ln_bwd", N, elem, {"BLOCK_N": block_n, "ROWS": max(1, 512 // block_n), "num_warps": num_warps,
-                                          "PROGS_PER_SM": max(2, 2048 // (32 * num_warps) // 2)})
+    cfg = {"BLOCK_N": block_n, "ROWS": max(1, 512 // block_n), "num_warps": num_warps,
+           "PROGS_PER_SM": max(2, 2048 // (32 * num_warps) // 2)}
+    return _apply_overrides("ln_bwd", N, elem, cfg)
 
 
 def _gelu_block_n(N: int) -> int:
@@ -261,13 +262,14 @@ def _gelu_block_n(N: int) -> int:
 
 def gelu_fwd_config(N: int, elem: int = 2) -> dict:
     block_n = _gelu_block_n(N)
-    return _apply_overrides("gelu_fwd", N, elem, {"BLOCK_N": block_n, "ROWS": max(1, 4096 // block_n), "num_warps": 8})
+    cfg = {"BLOCK_N": block_n, "ROWS": max(1, 4096 // block_n), "num_warps": 8}
+    return _apply_overrides("gelu_fwd", N, elem, cfg)
 
 
 def gelu_bwd_config(N: int, elem: int = 2) -> dict:
     block_n = _gelu_block_n(N)
-    return _apply_overrides("gelu_bwd", N, elem, {"BLOCK_N": block_n, "ROWS": max(1, 2048 // block_n), "num_warps": 8,
-                                            "PROGS_PER_SM": 4})
+    cfg = {"BLOCK_N": block_n, "ROWS": max(1, 2048 // block_n), "num_warps": 8, "PROGS_PER_SM": 4}
+    return _apply_overrides("gelu_bwd", N, elem, cfg)
 
 
 # [G, N] fp32 partials -> [N]: narrow column blocks so that even N = 768 spreads over 48 programs,
