@@ -17,9 +17,9 @@ step (see gpt1_fast/kernels/layernorm_gelu.py).
 
 Timing (CUDA): each measured call is captured in a CUDA graph and the replay is timed (GPU time
 of the kernels; host overhead excluded, see graph_ms); rows say "timing": "cuda-graph", or
-"eager-calls" where capture failed. Forward with inputs that require grad (the training regime: the reference's forward then
-also saves what its backward needs); backward = torch.autograd.grad of a retained graph (no .grad
-accumulation); fwd+bwd = both. The references cast the fp32 parameters to the activation dtype
+"eager-calls" where capture failed. Forward with inputs that require grad (the training regime:
+the reference's forward then also saves what its backward needs); backward =
+torch.autograd.grad of a retained graph (no .grad accumulation); fwd+bwd = both. The references cast the fp32 parameters to the activation dtype
 first (F.layer_norm on CUDA rejects bf16 input with fp32 weight; for GELU, x + b would promote bf16 to
 fp32 and move twice the bytes), so every implementation has the same output dtype.
 On a CPU, Triton runs only under TRITON_INTERPRET=1 and torch.compile is skipped: such results are
