@@ -1,4 +1,4 @@
-"""Entry point: python -m benchmarks {layernorm_gelu,attention,adam,all} [--quick]."""
+"""Entry point: python -m benchmarks {layernorm_gelu,attention,adam,train_step,all} [--quick]."""
 import argparse
 import importlib
 
@@ -6,6 +6,7 @@ BENCHES = {
     "layernorm_gelu": "benchmarks.bench_layernorm_gelu",
     "attention": "benchmarks.bench_attention",
     "adam": "benchmarks.bench_adam",
+    "train_step": "benchmarks.bench_train_step",
 }
 
 
