@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Everything that needs the GPU, in one call (device time is scarce):
+#   PYTHONPATH=. bash benchmarks/gpu_suite.sh   [results under benchmarks/results/, logs under $OUT]
+set -uo pipefail
+export PYTHONPATH=. PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/gpu_suite}; mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | tee "$OUT/device.txt"
+python -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/device.txt"
+python benchmarks/gpu_check_model.py 2>&1 | tee "$OUT/check_model.log"
+python -m pytest -q -x tests/test_fused_adam.py -k "cuda" 2>&1 | tail -3 | tee "$OUT/pytest_cuda.log"
+for b in adam layernorm_gelu attention train_step; do
+  python -m benchmarks "$b" 2>&1 | tee "$OUT/bench_$b.log" | tail -40
+done
+cp benchmarks/results/*.json benchmarks/results/*.md "$OUT/" 2>/dev/null || true
