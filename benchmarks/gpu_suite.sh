@@ -11,4 +11,5 @@ python -m pytest -q -x tests/test_fused_adam.py -k "cuda" 2>&1 | tail -3 | tee "
 for b in adam layernorm_gelu attention train_step; do
   python -m benchmarks "$b" 2>&1 | tee "$OUT/bench_$b.log" | tail -40
 done
-cp benchmarks/results/*.json benchmarks/results/*.md "$OUT/" 2>/dev/null || true
+# The device tool returns at most 8 files: one archive of results and logs.
+tar czf "$OUT/gpu_suite.tgz" benchmarks/results benchmarks/NOTES.md -C "$OUT" $(cd "$OUT" && ls *.log *.txt)
