@@ -218,6 +218,21 @@ def test_fused_step_runs_gpt1_fast_ops():
 
 
 @needs_fused
+def test_ops_opcheck():
+    """Schemas (mutation annotations), fake implementations and AOT tracing: what torch.compile needs."""
+    ps = [torch.randn(5, 3), torch.randn(7), torch.randn(0)]
+    gs = [torch.randn(5, 3), torch.randn(7, dtype=torch.bfloat16), torch.randn(0)]
+    ms, vs = [torch.randn_like(p) for p in ps], [torch.rand_like(p) for p in ps]
+    steps = [torch.tensor(3.0) for _ in ps]
+    norm = torch.ops.gpt1_fast.global_norm(gs)
+    assert abs(norm.item() - math.sqrt(sum(float((g.double() ** 2).sum()) for g in gs))) <= 1e-6 * norm.item()
+    torch.library.opcheck(torch.ops.gpt1_fast.global_norm.default, (gs,))
+    torch.library.opcheck(torch.ops.gpt1_fast.openai_adam_.default,
+                          (ps, gs, ms, vs, steps, norm, 1.0, 1e-3, opt_mod.SCHEDULE_IDS["warmup_linear"], 0.002,
+                           100.0, 0.9, 0.999, 1e-8, 0.01, False))
+
+
+@needs_fused
 @pytest.mark.parametrize("direction", ["fused->unfused", "unfused->fused"])
 def test_state_dict_round_trip(direction):
     seq = grad_sequence(12, seed=5)
