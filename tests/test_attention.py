@@ -196,6 +196,16 @@ def test_bad_inputs():
         causal_attention_packed(torch.randn(1, 8, 3 * 64), 5)
 
 
+def test_opcheck_registered_ops():
+    # The eager path is an autograd.Function; these are the ops torch.compile traces.
+    ops = torch.ops.gpt1_fast
+    qkv = torch.randn(2, 20, 3 * 64, requires_grad=True)
+    seed = torch.tensor([3], dtype=torch.int64)
+    torch.library.opcheck(ops.attn_packed_fwd.default, (qkv, 2, seed, 0.1, 0.125))
+    q, k, v = (torch.randn(1, 2, 20, 32, requires_grad=True) for _ in range(3))
+    torch.library.opcheck(ops.attn_fwd.default, (q, k, v, seed, 0.0, 0.2))
+
+
 @pytest.mark.parametrize("backend", ["eager", "aot_eager"])
 def test_torch_compile_fullgraph(backend):
     torch._dynamo.reset()
@@ -246,6 +256,9 @@ AOT_CASES = {
          ("float32", 512, 0.1)],
     80: [("bfloat16", 77, 0.1), ("bfloat16", 512, 0.1), ("float32", 512, 0.1)],
 }
+# Eager Triton types Python floats as fp32; Inductor (torch.compile of the triton_op) passes them as
+# fp64 scalars. Both must compile (a promoted scale once broke tl.dot's accumulator typing).
+FLOAT_TYPES = {90: ("fp32", "fp64"), 80: ("fp32",)}
 
 
 def _aot_main(cc: int) -> None:
@@ -272,7 +285,8 @@ def _aot_main(cc: int) -> None:
         qkv = torch.randn(1, T, 3 * 2 * 64, dtype=getattr(torch, dtype_name), requires_grad=True)
         A.causal_attention_packed(qkv, 2, p).sum().backward()
         assert calls, "no launches recorded"
-        for kernel, args, kw in calls:
+        float_tys = FLOAT_TYPES[cc] if dtype_name == "bfloat16" else ("fp32",)
+        for (kernel, args, kw), float_ty in [(c, f) for c in calls for f in float_tys]:
             sig, constexprs, opts = {}, {}, {}
             for name, a in zip(kernel.arg_names, args):
                 if isinstance(a, torch.Tensor):
@@ -282,7 +296,7 @@ def _aot_main(cc: int) -> None:
                 elif isinstance(a, int):
                     sig[name] = "i32" if -2**31 <= a < 2**31 else "i64"
                 else:
-                    sig[name] = "fp32"
+                    sig[name] = float_ty
             for name, val in kw.items():
                 if name in ("num_warps", "num_stages"):
                     opts[name] = val
@@ -304,7 +318,8 @@ def _aot_main(cc: int) -> None:
             # Triton's n_spills (read at load time, needs a GPU) is the local-memory frame size the
             # driver reports; without a GPU the same number is the cubin's STACK + LOCAL.
             n_spills = int(m[2]) + int(m[4])
-            results.append(dict(kernel=kernel.__name__, dtype=dtype_name, T=T, p=p, cc=cc, n_regs=int(m[1]),
+            results.append(dict(kernel=kernel.__name__, dtype=dtype_name, T=T, p=p, cc=cc, floats=float_ty,
+                                n_regs=int(m[1]),
                                 n_spills=n_spills, shared=compiled.metadata.shared, **constexprs, **opts))
     print(json.dumps(results))
 

@@ -31,8 +31,10 @@ registered as `torch.library.custom_op`s with explicit fake implementations. Aut
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import threading
 
 import torch
 import triton
@@ -107,6 +109,9 @@ def _attn_fwd(Q, K, V, O, LSE, SEED,
                 mask=row_ok[:, None], other=0.0)
     k_base = K + off_b * stride_kb + off_h * stride_kh + offs_d[None, :]
     v_base = V + off_b * stride_vb + off_h * stride_vh + offs_d[None, :]
+    # Inductor passes Python floats as fp64 scalars: pin them to fp32 so no tile is promoted.
+    sm_scale = tl.cast(sm_scale, tl.float32)
+    keep_scale = tl.cast(keep_scale, tl.float32)
     qk_scale = sm_scale * 1.4426950408889634  # exp(x) = exp2(x·log2 e)
     seed = 0
     if DROPOUT:
@@ -234,6 +239,8 @@ def _attn_bwd(Q, K, V, DO, DQKV, LSE, DELTA, SEED,
     do_base = DO + off_b * stride_dob + off_h * stride_doh + offs_d[None, :]
     g_base = DQKV + off_b * stride_gb + off_h * stride_gh + offs_d[None, :]
     stat_base = bh.to(tl.int64) * T
+    sm_scale = tl.cast(sm_scale, tl.float32)
+    keep_scale = tl.cast(keep_scale, tl.float32)
     qk_scale = sm_scale * 1.4426950408889634
     seed = 0
     if DROPOUT:
@@ -306,6 +313,8 @@ def _attn_bwd_small(Q, K, V, O, DO, DQKV, LSE, SEED,
     v_base = V + off_b * stride_vb + off_h * stride_vh + offs_d[None, :]
     g_base = DQKV + off_b * stride_gb + off_h * stride_gh + offs_d[None, :]
     out_ty = DQKV.dtype.element_ty
+    sm_scale = tl.cast(sm_scale, tl.float32)
+    keep_scale = tl.cast(keep_scale, tl.float32)
     qk_scale = sm_scale * 1.4426950408889634
     seed = 0
     if DROPOUT:
@@ -377,9 +386,26 @@ def bwd_config(T: int, D: int, dtype: torch.dtype) -> dict:
 
 
 # ----------------------------------------------------------------------------------------- launchers
+_direct = threading.local()
+
+
+@contextlib.contextmanager
+def _direct_launch():
+    """Launch kernels straight away (the eager autograd.Function path, see `_use_ops`)."""
+    prev = getattr(_direct, "on", False)
+    _direct.on = True
+    try:
+        yield
+    finally:
+        _direct.on = prev
+
+
 def _wrap(kernel):
-    # wrap_triton makes the launch traceable inside a triton_op; the interpreter path launches directly.
-    return kernel if _INTERPRET else torch.library.wrap_triton(kernel)
+    # wrap_triton makes the launch traceable inside a triton_op; the interpreter and the eager
+    # autograd.Function path launch directly.
+    if _INTERPRET or getattr(_direct, "on", False):
+        return kernel
+    return torch.library.wrap_triton(kernel)
 
 
 def _precision(dtype: torch.dtype) -> str:
@@ -462,8 +488,7 @@ def _fwd_fake(q, k, v, seed, dropout_p, scale):
     return q.new_empty((B, H, T, D)), q.new_empty((B, H, T), dtype=torch.float32)
 
 
-@_register("gpt1_fast::attn_fwd", _fwd_fake)
-def _attn_fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seed: torch.Tensor, dropout_p: float,
+def _attn_fwd_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seed: torch.Tensor, dropout_p: float,
                  scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     B, H, T, D = q.shape
     q, k, v = _lastdim_contig(q), _lastdim_contig(k), _lastdim_contig(v)
@@ -477,8 +502,7 @@ def _bwd_fake(do, q, k, v, o, lse, seed, dropout_p, scale):
     return q.new_empty((3,) + tuple(q.shape))
 
 
-@_register("gpt1_fast::attn_bwd", _bwd_fake)
-def _attn_bwd_op(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor,
+def _attn_bwd_impl(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor,
                  lse: torch.Tensor, seed: torch.Tensor, dropout_p: float, scale: float) -> torch.Tensor:
     """Returns dq, dk, dv stacked as one [3, B, H, T, D] buffer (one output, written by both kernels)."""
     B, H, T, D = q.shape
@@ -487,6 +511,10 @@ def _attn_bwd_op(do: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Te
     n = B * H * T * D
     _launch_bwd(do, q, k, v, o, lse, seed, g, _bht(g[0]), (0, n, 2 * n), dropout_p, scale)
     return g
+
+
+_attn_fwd_op = _register("gpt1_fast::attn_fwd", _fwd_fake)(_attn_fwd_impl)
+_attn_bwd_op = _register("gpt1_fast::attn_bwd", _bwd_fake)(_attn_bwd_impl)
 
 
 def _attn_setup(ctx, inputs, output):
@@ -510,8 +538,7 @@ def _packed_fwd_fake(qkv, n_head, seed, dropout_p, scale):
     return qkv.new_empty((B, T, C3 // 3)), qkv.new_empty((B, n_head, T), dtype=torch.float32)
 
 
-@_register("gpt1_fast::attn_packed_fwd", _packed_fwd_fake)
-def _attn_packed_fwd_op(qkv: torch.Tensor, n_head: int, seed: torch.Tensor, dropout_p: float,
+def _attn_packed_fwd_impl(qkv: torch.Tensor, n_head: int, seed: torch.Tensor, dropout_p: float,
                         scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     B, T, C3 = qkv.shape
     qkv = _lastdim_contig(qkv)
@@ -529,8 +556,7 @@ def _packed_bwd_fake(do, qkv, o, lse, seed, n_head, dropout_p, scale):
     return torch.empty_like(qkv)
 
 
-@_register("gpt1_fast::attn_packed_bwd", _packed_bwd_fake)
-def _attn_packed_bwd_op(do: torch.Tensor, qkv: torch.Tensor, o: torch.Tensor, lse: torch.Tensor, seed: torch.Tensor,
+def _attn_packed_bwd_impl(do: torch.Tensor, qkv: torch.Tensor, o: torch.Tensor, lse: torch.Tensor, seed: torch.Tensor,
                         n_head: int, dropout_p: float, scale: float) -> torch.Tensor:
     """dqkv [B, T, 3C] written directly (dq, dk, dv at column offsets 0, C, 2C)."""
     B, T, C3 = qkv.shape
@@ -541,6 +567,10 @@ def _attn_packed_bwd_op(do: torch.Tensor, qkv: torch.Tensor, o: torch.Tensor, ls
                 _heads(qkv, 2, n_head), _merged_view(o, n_head), lse, seed, g, (T * C3, C // n_head, C3),
                 (0, C, 2 * C), dropout_p, scale)
     return g
+
+
+_attn_packed_fwd_op = _register("gpt1_fast::attn_packed_fwd", _packed_fwd_fake)(_attn_packed_fwd_impl)
+_attn_packed_bwd_op = _register("gpt1_fast::attn_packed_bwd", _packed_bwd_fake)(_attn_packed_bwd_impl)
 
 
 def _packed_setup(ctx, inputs, output):
@@ -556,6 +586,51 @@ def _packed_backward(ctx, do, _dlse):
 
 
 _attn_packed_fwd_op.register_autograd(_packed_backward, setup_context=_packed_setup)
+
+
+# Eager path. The custom-op dispatcher and its autograd wrapper cost tens of microseconds of Python per
+# call, as much as the kernels themselves at T=77; outside tracing, a plain autograd.Function calls
+# the same bodies and launches directly. Under torch.compile / tracing the registered ops are used.
+class _EagerAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, seed, dropout_p, scale):
+        with _direct_launch():
+            o, lse = _attn_fwd_impl(q, k, v, seed, dropout_p, scale)
+        ctx.save_for_backward(q, k, v, o, lse, seed)
+        ctx.dropout_p, ctx.scale = dropout_p, scale
+        return o
+
+    @staticmethod
+    def backward(ctx, do):
+        q, k, v, o, lse, seed = ctx.saved_tensors
+        with _direct_launch():
+            g = _attn_bwd_impl(do, q, k, v, o, lse, seed, ctx.dropout_p, ctx.scale)
+        return g[0], g[1], g[2], None, None, None
+
+
+class _EagerPackedAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, qkv, n_head, seed, dropout_p, scale):
+        with _direct_launch():
+            o, lse = _attn_packed_fwd_impl(qkv, n_head, seed, dropout_p, scale)
+        ctx.save_for_backward(qkv, o, lse, seed)
+        ctx.n_head, ctx.dropout_p, ctx.scale = n_head, dropout_p, scale
+        return o
+
+    @staticmethod
+    def backward(ctx, do):
+        qkv, o, lse, seed = ctx.saved_tensors
+        with _direct_launch():
+            g = _attn_packed_bwd_impl(do, qkv, o, lse, seed, ctx.n_head, ctx.dropout_p, ctx.scale)
+        return g, None, None, None, None
+
+
+def _use_ops(t: torch.Tensor) -> bool:
+    """True when tracing (torch.compile, fake/functional tensors, a dispatch mode): use the ops."""
+    from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+    return (torch.compiler.is_compiling() or type(t) not in (torch.Tensor, torch.nn.Parameter)
+            or _get_current_dispatch_mode() is not None)
 
 
 # ----------------------------------------------------------------------------------------- public API
@@ -599,8 +674,10 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_
         raise ValueError("T must be >= 1")
     scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
     dropout_p = float(dropout_p)
-    o, _ = _attn_fwd_op(q, k, v, _seed_tensor(seed, dropout_p, q.device), dropout_p, scale)
-    return o
+    seed_t = _seed_tensor(seed, dropout_p, q.device)
+    if _use_ops(q):
+        return _attn_fwd_op(q, k, v, seed_t, dropout_p, scale)[0]
+    return _EagerAttention.apply(q, k, v, seed_t, dropout_p, scale)
 
 
 def causal_attention_packed(qkv: torch.Tensor, n_head: int, dropout_p: float = 0.0, scale: float | None = None,
@@ -617,8 +694,10 @@ def causal_attention_packed(qkv: torch.Tensor, n_head: int, dropout_p: float = 0
         raise ValueError("T must be >= 1")
     scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
     dropout_p = float(dropout_p)
-    o, _ = _attn_packed_fwd_op(qkv, int(n_head), _seed_tensor(seed, dropout_p, qkv.device), dropout_p, scale)
-    return o
+    seed_t = _seed_tensor(seed, dropout_p, qkv.device)
+    if _use_ops(qkv):
+        return _attn_packed_fwd_op(qkv, int(n_head), seed_t, dropout_p, scale)[0]
+    return _EagerPackedAttention.apply(qkv, int(n_head), seed_t, dropout_p, scale)
 
 
 def attention_dropout_mask(seed: int | torch.Tensor, B: int, H: int, T: int, p: float, device=None, *,
