@@ -70,6 +70,8 @@ def _load() -> str | None:
         prebuilt = f"gpt1_fast._C is not installed ({e})"
     if os.environ.get("GPT1_FAST_NO_JIT"):
         return f"{prebuilt}, and GPT1_FAST_NO_JIT is set"
+    if not (CSRC / CPU_SOURCES[0]).is_file():
+        return f"{prebuilt}, and its sources ({CSRC}) are not here to build it (a non-editable install)"
     cuda = _cuda_toolchain()
     try:
         _jit("gpt1_fast_C_cuda" if cuda else "gpt1_fast_C", CPU_SOURCES + (CUDA_SOURCES if cuda else []))
