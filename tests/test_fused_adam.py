@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import re
 import shutil
 import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -291,6 +293,21 @@ def test_fallback_warns_once_and_fused_true_raises(monkeypatch):
     assert sum("fused step unavailable" in str(x.message) for x in w) == 1
     with pytest.raises(RuntimeError, match="no compiler here"):
         OpenAIAdam(params, lr=1e-3, fused=True)
+
+
+@pytest.mark.skipif(shutil.which("ninja") is None and shutil.which(str(Path(sys.executable).parent / "ninja")) is None
+                    or shutil.which(os.environ.get("CXX", "c++")) is None, reason="needs ninja and a C++ compiler")
+def test_jit_build_when_installed_extension_is_missing(tmp_path):
+    code = ("import sys; sys.modules['gpt1_fast._C'] = None  # as if pip had not built it\n"
+            "import torch; from gpt1_fast import _ext\n"
+            "r = _ext.unavailable_reason('cpu'); assert r is None, r\n"
+            "print(torch.ops.gpt1_fast.global_norm([torch.full((4,), 0.5), torch.ones(3)]).item())")
+    env = {**os.environ, "GPT1_FAST_EXT_DIR": str(tmp_path),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip() == "2.0"
+    assert "just in time" in out.stderr
 
 
 # --------------------------------------------------------------------------------- CUDA kernels: AOT
