@@ -114,7 +114,7 @@ class OpenAIAdam(Optimizer):
         self.max_grad_norm = max_grad_norm
         self.fused = False
         if fused or fused is None:
-            reason = self._fused_reason()
+            reason = self._fused_reason(warn=fused is None)
             if fused and reason:
                 raise RuntimeError(f"OpenAIAdam(fused=True) is unavailable: {reason}. "
                                    "Use fused=None (falls back) or fused=False.")
@@ -124,7 +124,7 @@ class OpenAIAdam(Optimizer):
             raise RuntimeError("OpenAIAdam(capturable=True) needs the fused step (fused=True or None with the "
                                "extension available)")
 
-    def _fused_reason(self) -> str | None:
+    def _fused_reason(self, warn: bool) -> str | None:
         params = [p for g in self.param_groups for p in g["params"]]
         bad = sorted({str(p.dtype) for p in params if p.dtype != torch.float32})
         if bad:
@@ -132,7 +132,7 @@ class OpenAIAdam(Optimizer):
         for device_type in sorted({p.device.type for p in params} or {"cpu"}):
             reason = _fused_unavailable_reason(device_type)
             if reason:
-                if device_type in ("cpu", "cuda"):
+                if warn and device_type in ("cpu", "cuda"):  # an extension problem, not an unsupported device
                     _warn_fallback_once(reason)
                 return reason
         return None
