@@ -21,11 +21,13 @@ from . import data as rocdata
 from . import synthetic, train
 
 # A small model that learns the synthetic task (the story's turn decides the ending) in a few
-# hundred updates on a CPU. Dropout is off: the data are generated, and regularisation only delays
-# the point where the model starts to use the story.
-SCRATCH_ARGS = ["--n_layer", "2", "--n_embd", "64", "--n_head", "4", "--n_batch", "16", "--n_iter", "8",
-                "--lr", "6e-3", "--embd_pdrop", "0", "--attn_pdrop", "0", "--resid_pdrop", "0", "--clf_pdrop", "0",
-                "--device", "cpu"]
+# hundred updates on a CPU. Dropout is off and the auxiliary LM loss is down-weighted (0.1 instead of
+# the release's 0.5): from scratch, both only delay the point where the model starts to use the story
+# (under global clipping a large LM gradient shrinks the classifier's). 10 epochs leave a wide margin:
+# with seed 42 the validation accuracy jumps after about 4 epochs.
+SCRATCH_ARGS = ["--n_layer", "2", "--n_embd", "64", "--n_head", "4", "--n_batch", "16", "--n_iter", "10",
+                "--lr", "6e-3", "--lm_coef", "0.1", "--embd_pdrop", "0", "--attn_pdrop", "0", "--resid_pdrop", "0",
+                "--clf_pdrop", "0", "--device", "cpu"]
 
 
 def banner(msg: str):
@@ -78,6 +80,9 @@ def main(argv=None):
         n = len(learn_bpe(val.stories + val.endings1 + val.endings2, a.n_merges, enc, bpe))
         print(f"Learned a BPE vocabulary of {n} entries in {time.time() - t:.1f}s: {enc}")
         args += ["--from_scratch", "--encoder_path", str(enc), "--bpe_path", str(bpe)] + SCRATCH_ARGS
+        # The model's ops are too small to gain from intra-op threads, and on a shared machine extra
+        # threads spin against other processes (several times slower).
+        torch.set_num_threads(1)
     else:
         args += ["--model_dir", a.model_dir]
     args += extra

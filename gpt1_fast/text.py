@@ -67,7 +67,7 @@ class Pretokenizer:
         return [tok.text.lower() for tok in self._tokenizer(text_standardize(self._fix_text(text)))]
 
 
-def _read_vocab(encoder_path, bpe_path):
+def read_vocab(encoder_path, bpe_path):
     for p, what in ((encoder_path, "BPE encoder (token -> id json)"), (bpe_path, "BPE merges")):
         if not Path(p).is_file():
             raise FileNotFoundError(
@@ -89,7 +89,7 @@ class TextEncoder:
     """The release's BPE text encoder. `encode(texts)` -> one list of ids per text."""
 
     def __init__(self, encoder_path, bpe_path):
-        self.encoder, merges = _read_vocab(encoder_path, bpe_path)
+        self.encoder, merges = read_vocab(encoder_path, bpe_path)
         self.decoder = {v: k for k, v in self.encoder.items()}
         # dict(zip(...)): a merge listed twice would keep its last rank, as the original.
         self.bpe_ranks = dict(zip(merges, range(len(merges))))

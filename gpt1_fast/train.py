@@ -145,6 +145,26 @@ def default_cache_dir() -> str:
     return os.path.join(base, "gpt1_fast")
 
 
+class LazyTextEncoder:
+    """Reads the vocabulary now (its size, and a clear error if a file is missing) but builds the
+    TextEncoder (ftfy + spaCy) only on a cache miss: with the encoded datasets cached, training runs
+    on a machine without spaCy/ftfy."""
+
+    def __init__(self, encoder_path, bpe_path):
+        from .text import read_vocab
+
+        self.paths = (encoder_path, bpe_path)
+        self.n_vocab = len(read_vocab(encoder_path, bpe_path)[0])
+        self._te = None
+
+    def encode(self, texts, verbose=False):
+        if self._te is None:
+            from .text import TextEncoder
+
+            self._te = TextEncoder(*self.paths)
+        return self._te.encode(texts, verbose=verbose)
+
+
 class Dist:
     """torch.distributed when launched by torchrun with WORLD_SIZE > 1, else a single process."""
 
@@ -253,9 +273,7 @@ def _run(args, dist: Dist, encoder_path, bpe_path) -> dict:
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
 
-    from .text import TextEncoder  # spaCy/ftfy are needed from here on only
-
-    text_encoder = TextEncoder(encoder_path, bpe_path)
+    text_encoder = LazyTextEncoder(encoder_path, bpe_path)
     if args.cache_dir is None:
         cache_dir = default_cache_dir()
     else:
@@ -269,7 +287,7 @@ def _run(args, dist: Dist, encoder_path, bpe_path) -> dict:
         splits = load()
     (trX1, trX2, trX3, trY), (vaX1, vaX2, vaX3, vaY), (teX1, teX2, teX3, teY) = splits
 
-    n_vocab = len(text_encoder.encoder)
+    n_vocab = text_encoder.n_vocab
     n_special = len(rocdata.SPECIALS)
     start, delimiter, clf_token = n_vocab, n_vocab + 1, n_vocab + 2
     max_len, n_ctx = rocdata.context_length(splits, args.n_ctx)

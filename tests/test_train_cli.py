@@ -147,3 +147,20 @@ def test_real_vocabulary_from_scratch(tmp_path):
     assert res["n_updates"] == 2 and 0 <= res["test_acc"] <= 100
     meta = json.loads((tmp_path / "save" / "rocstories" / "config.json").read_text())
     assert meta["n_vocab"] == 40478 and meta["vocab"] == 40478 + 3 + res["n_ctx"]
+
+
+def test_cached_encoding_needs_no_spacy(work, tmp_path, monkeypatch):
+    """With the encoded files cached, training runs where spaCy/ftfy are missing (the GPU machine)."""
+    from gpt1_fast import text
+
+    args = common(work) + ["--n_batch", "40", "--n_iter", "1", "--log_dir", str(tmp_path)]
+    train.main(args)  # fills (or reuses) the cache
+
+    def no_deps():
+        raise ImportError("no spaCy here")
+
+    monkeypatch.setattr(text, "_require_text_deps", no_deps)
+    assert train.main(args)["n_updates"] == 2
+    with pytest.raises(ImportError):  # a cache miss does need them
+        train.main(common(work) + ["--n_batch", "40", "--n_iter", "1", "--log_dir", str(tmp_path),
+                                   "--cache_dir", "none"])
