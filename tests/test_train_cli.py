@@ -2,6 +2,7 @@
 scratch): exit status, log, submission, printed accuracies; bad inputs give clear errors."""
 import csv
 import json
+import os
 import re
 import subprocess
 import sys
@@ -164,3 +165,20 @@ def test_cached_encoding_needs_no_spacy(work, tmp_path, monkeypatch):
     with pytest.raises(ImportError):  # a cache miss does need them
         train.main(common(work) + ["--n_batch", "40", "--n_iter", "1", "--log_dir", str(tmp_path),
                                    "--cache_dir", "none"])
+
+
+def test_torchrun_ddp_matches_single_process(work, tmp_path):
+    """2 CPU processes (gloo) x 8 stories = one process x 16: same updates without dropout."""
+    z = common(work) + ["--n_batch", "16", "--n_iter", "1", "--lr", "1e-3", "--embd_pdrop", "0", "--attn_pdrop", "0",
+                        "--resid_pdrop", "0", "--clf_pdrop", "0"]
+    train.main(z + ["--log_dir", str(tmp_path / "single")])  # also fills the cache for the ranks
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "gpt1_fast.train", *z, "--log_dir", str(tmp_path / "ddp")]
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    single, ddp = ([json.loads(x) for x in (tmp_path / d / "rocstories.jsonl").read_text().splitlines()[1:]]
+                   for d in ("single", "ddp"))
+    assert len(single) == len(ddp) == 1 and single[0]["n_updates"] == ddp[0]["n_updates"] == 5
+    for k in ("tr_cost", "va_cost"):
+        assert ddp[0][k] == pytest.approx(single[0][k], rel=1e-5)
