@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 pytest.importorskip("spacy")
 pytest.importorskip("ftfy")
@@ -182,3 +183,40 @@ def test_torchrun_ddp_matches_single_process(work, tmp_path):
     assert len(single) == len(ddp) == 1 and single[0]["n_updates"] == ddp[0]["n_updates"] == 5
     for k in ("tr_cost", "va_cost"):
         assert ddp[0][k] == pytest.approx(single[0][k], rel=1e-5)
+
+
+def fake_release(path, n_vocab, n_embd=32, n_layer=1, n_pos=64, seed=0):
+    """A release-format model/ folder (params_shapes.json + params_0..9.npy) for a tiny model."""
+    rng = np.random.RandomState(seed)
+    shapes = [[n_pos, n_embd], [n_vocab, n_embd]]
+    for _ in range(n_layer):
+        shapes += [[1, n_embd, 3 * n_embd], [3 * n_embd], [1, n_embd, n_embd], [n_embd], [n_embd], [n_embd],
+                   [1, n_embd, 4 * n_embd], [4 * n_embd], [1, 4 * n_embd, n_embd], [n_embd], [n_embd], [n_embd]]
+    flat = (rng.randn(sum(int(np.prod(s)) for s in shapes)) * 0.02).astype(np.float32)
+    path.mkdir(parents=True)
+    (path / "params_shapes.json").write_text(json.dumps(shapes))
+    for i, part in enumerate(np.array_split(flat, 10)):
+        np.save(path / f"params_{i}.npy", part)
+    return flat
+
+
+def test_pretrained_path_train_and_generate(work, tmp_path):
+    """Without --from_scratch: the checkpoint in --model_dir is loaded (n_ctx positions, 3 specials)."""
+    n_vocab = len(json.loads((work / "vocab" / "enc.json").read_text(encoding="utf-8")))
+    flat = fake_release(tmp_path / "model", n_vocab)
+    args = [a for a in common(work) if a != "--from_scratch"] + [
+        "--model_dir", str(tmp_path / "model"), "--n_batch", "40", "--n_iter", "1", "--lr", "0",
+        "--log_dir", str(tmp_path / "log"), "--save_dir", str(tmp_path / "save"),
+        "--submission_dir", str(tmp_path / "sub"), "--submit"]
+    res = train.main(args)
+    sd = torch.load(tmp_path / "save" / "rocstories" / "best_params.pt", weights_only=True)
+    we = sd["transformer.embed.weight"].numpy()
+    assert we.shape == (n_vocab + 3 + res["n_ctx"], 32)
+    pos, tok = flat[:64 * 32].reshape(64, 32), flat[64 * 32:64 * 32 + n_vocab * 32].reshape(n_vocab, 32)
+    np.testing.assert_array_equal(we[:n_vocab], tok)
+    np.testing.assert_array_equal(we[n_vocab + 3:], pos[:res["n_ctx"]])
+    out = generate.main(["--model_dir", str(tmp_path / "model"), "--encoder_path", str(work / "vocab" / "enc.json"),
+                         "--bpe_path", str(work / "vocab" / "merges.bpe"), "--n_ctx", "64", "--n_embd", "32",
+                         "--n_head", "2", "--n_layer", "1", "--prompt", "Ben saw a kite.", "--gen_len", "4",
+                         "--device", "cpu"])
+    assert len(out) == 1 and out[0]
