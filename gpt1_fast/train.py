@@ -419,7 +419,12 @@ def _run(args, dist: Dist, encoder_path, bpe_path) -> dict:
             if epoch == 0 and n_updates in EVAL_UPDATES_FIRST_EPOCH:
                 evaluate(epoch, n_updates)
         evaluate(epoch + 1, n_updates)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     train_s = time.time() - t0
+    if main_rank:
+        print(f"{n_updates} updates of {args.n_batch} stories in {train_s:.1f}s, evaluations included "
+              f"({n_updates * args.n_batch / train_s:.1f} stories/s)", flush=True)
 
     result = dict(n_ctx=n_ctx, n_updates=n_updates, train_seconds=train_s, history=history)
     if main_rank and args.submit:
