@@ -140,74 +140,24 @@ def _compile_check(qkv, do, H) -> str:
             f"{'bitwise' if torch.equal(out_c, out_e) and torch.equal(g_c, g_e) else 'differs (Inductor draws the seed with its own RNG)'}")
 
 
-def bench_graph(fn, device):
-    """Median ms of `fn` replayed from a CUDA graph: the kernels' time without Python/launch overhead
-    (what a torch.compile(mode="reduce-overhead") training step sees). None where capture fails."""
+def kernel_ms(fn, device, iters: int = 10):
+    """GPU busy time per call of `fn` (sum of its kernels' durations, from the profiler): the time
+    without Python and launch overhead. Measured apart from the wall-clock timings."""
     if device.type != "cuda":
         return None
-    import triton.testing
+    from torch.profiler import ProfilerActivity, profile
 
-    try:
-        return float(triton.testing.do_bench_cudagraph(fn, rep=100, return_mode="median"))
-    except Exception as e:  # noqa: BLE001 - report and go on
-        print(f"  cuda graph capture failed: {type(e).__name__}: {str(e).splitlines()[0][:120]}")
-        return None
-
-
-# Launch configurations tried by sweep() (ATTN_SWEEP=1), p = 0.1 (training), packed layout.
-SWEEP = {
-    "fwd": {512: [dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=3),
-                  dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=3),
-                  dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=3),
-                  dict(BLOCK_M=128, BLOCK_N=32, num_warps=4, num_stages=3)],
-            77: [dict(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=2),
-                 dict(BLOCK_M=128, BLOCK_N=32, num_warps=8, num_stages=2),
-                 dict(BLOCK_M=32, BLOCK_N=32, num_warps=4, num_stages=2)]},
-    "bwd": {512: [dict(kind="tiled", BLOCK_M1=32, BLOCK_N1=64, BLOCK_M2=64, BLOCK_N2=32, num_warps=8, num_stages=3, PRE_BLOCK=64),
-                  dict(kind="tiled", BLOCK_M1=32, BLOCK_N1=128, BLOCK_M2=128, BLOCK_N2=32, num_warps=4, num_stages=3, PRE_BLOCK=128),
-                  dict(kind="tiled", BLOCK_M1=32, BLOCK_N1=128, BLOCK_M2=128, BLOCK_N2=32, num_warps=8, num_stages=3, PRE_BLOCK=128),
-                  dict(kind="tiled", BLOCK_M1=32, BLOCK_N1=64, BLOCK_M2=64, BLOCK_N2=32, num_warps=4, num_stages=3, PRE_BLOCK=64)],
-            77: [dict(kind="small", BLOCK_T=128, BLOCK_N=32, num_warps=8, num_stages=1),
-                 dict(kind="small", BLOCK_T=128, BLOCK_N=16, num_warps=8, num_stages=1),
-                 dict(kind="small", BLOCK_T=128, BLOCK_N=32, num_warps=4, num_stages=1),
-                 dict(kind="tiled", BLOCK_M1=32, BLOCK_N1=64, BLOCK_M2=64, BLOCK_N2=32, num_warps=8, num_stages=3, PRE_BLOCK=64)]},
-}
-
-
-def sweep(device, ceilings) -> list[dict]:
-    """Time each SWEEP config (forward alone; backward alone) on the two model shapes."""
-    from gpt1_fast.kernels import attention as A
-
-    rows = []
-    for case, (B, H, T, D) in {"rocstories": (128, 12, 77, 64), "lm": (64, 12, 512, 64)}.items():
-        C = H * D
-        qkv = torch.randn(B, T, 3 * C, device=device, dtype=torch.bfloat16, requires_grad=True)
-        do = torch.randn(B, T, C, device=device, dtype=torch.bfloat16)
-        fl = causal_flops(B, H, T, D)
-        for phase in ("fwd", "bwd"):
-            orig = A.fwd_config if phase == "fwd" else A.bwd_config
-            for i, cfg in enumerate(SWEEP[phase][T]):
-                setattr(A, f"{phase}_config", lambda *a, cfg=cfg: dict(cfg))
-                try:
-                    out = A.causal_attention_packed(qkv, H, 0.1)
-                    if phase == "fwd":
-                        ms = bench(lambda: A.causal_attention_packed(qkv, H, 0.1), device)
-                        msg = bench_graph(lambda: A.causal_attention_packed(qkv, H, 0.1), device)
-                    else:
-                        ms = bench(lambda: torch.autograd.grad(out, qkv, do, retain_graph=True), device)
-                        msg = None
-                    desc = " ".join(f"{k}={v}" for k, v in cfg.items())
-                    rows.append(row(f"sweep {case} {phase} p=0.1", (B, T, 3 * C), "bfloat16", desc, ms,
-                                    flops=fl * (1 if phase == "fwd" else 2.5), ceilings=ceilings,
-                                    graph_ms=None if msg is None else round(msg, 5), default=(i == 0)))
-                    print(f"  sweep {case} {phase} [{desc}]: {ms:.4f} ms" + (f" (graph {msg:.4f})" if msg else ""),
-                          flush=True)
-                except Exception as e:  # noqa: BLE001 - a config that fails to compile is reported
-                    print(f"  sweep {case} {phase} {cfg}: failed {type(e).__name__}: {str(e)[:200]}", flush=True)
-                finally:
-                    setattr(A, f"{phase}_config", orig)
-        del qkv, do
-    return rows
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(iters):
+            fn()
+        torch.cuda.synchronize()
+    total_us = 0.0
+    for evt in prof.key_averages():
+        if str(getattr(evt, "device_type", "")).endswith("CUDA"):
+            total_us += getattr(evt, "self_device_time_total", None) or getattr(evt, "self_cuda_time_total", 0.0)
+    return total_us / iters / 1e3 if total_us > 0 else None
 
 
 def _inputs(B, H, T, D, device, dtype):
@@ -264,15 +214,17 @@ def main(quick: bool = False):
                     times[(name, "bwd")] = bench(lambda: torch.autograd.grad(out, (q, k, v), do, retain_graph=True),
                                                  device)
                     times[(name, "fwd+bwd")] = bench(lambda: torch.autograd.grad(fn(q, k, v), (q, k, v), do), device)
-                    if name != "reference":
-                        g = bench_graph(lambda: torch.autograd.grad(fn(q, k, v), (q, k, v), do), device)
+                    try:
+                        g = kernel_ms(lambda: torch.autograd.grad(fn(q, k, v), (q, k, v), do), device)
                         if g is not None:
-                            times[(name, "fwd+bwd graph")] = g
+                            times[(name, "fwd+bwd kernels")] = g
+                    except Exception as e:  # noqa: BLE001 - the profiler is optional here
+                        print(f"  profiler failed: {type(e).__name__}: {str(e)[:120]}", flush=True)
                     del out
                 print(f"  {case} p={p} {name}: " + ", ".join(f"{ph} {times[(name, ph)]:.4f}" for ph in
-                      ("fwd", "bwd", "fwd+bwd", "fwd+bwd graph") if (name, ph) in times), flush=True)
+                      ("fwd", "bwd", "fwd+bwd", "fwd+bwd kernels") if (name, ph) in times), flush=True)
             sdpa_names = [n for n in impls if n.startswith("sdpa") and (n, "fwd+bwd") in times]
-            for phase, mult in (("fwd", 1.0), ("bwd", 2.5), ("fwd+bwd", 3.5), ("fwd+bwd graph", 3.5)):
+            for phase, mult in (("fwd", 1.0), ("bwd", 2.5), ("fwd+bwd", 3.5), ("fwd+bwd kernels", 3.5)):
                 cands = [n for n in sdpa_names if (n, phase) in times]
                 if not cands:
                     continue
@@ -297,7 +249,7 @@ def main(quick: bool = False):
             impls = {"split+sdpa+merge": split_sdpa}
             if on_gpu:
                 impls = {"triton-packed": lambda x, p=p: causal_attention_packed(x, H, p), **impls}
-            for label, timer in (("", bench), (" graph", bench_graph)):
+            for label, timer in (("", bench), (" kernels", kernel_ms)):
                 times = {n: timer(lambda fn=fn: torch.autograd.grad(fn(qkv), qkv, do), device) for n, fn in impls.items()}
                 if times["split+sdpa+merge"] is None:
                     continue
@@ -307,10 +259,14 @@ def main(quick: bool = False):
                                         flops=fl * 3.5, ceilings=ceilings, baseline="split+sdpa+merge",
                                         baseline_ms=times["split+sdpa+merge"]))
             del qkv, do
+    if on_gpu:
+        from gpt1_fast.kernels.attention import tuning_report
+
+        picked = tuning_report()
+        print("autotune / backward-kind choices:\n" + "\n".join(f"  {k}: {v}" for k, v in picked.items()))
+        notes.append("Autotune picks: " + "; ".join(f"{k}: {v}" for k, v in picked.items()))
+    notes.append("'fwd+bwd kernels' rows: GPU busy time per call from the profiler (no Python/launch overhead).")
     write_results("attention", rows, ceilings, device, " ".join(notes))
-    if on_gpu and os.environ.get("ATTN_SWEEP") == "1":
-        write_results("attention-sweep", sweep(device, ceilings), ceilings, device,
-                      "Launch-config sweep, packed layout, p=0.1; 'default' marks the config table's choice at the time.")
 
 
 if __name__ == "__main__":

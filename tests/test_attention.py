@@ -250,15 +250,49 @@ def test_model_triton_backend_equals_torch():
 # ------------------------------------------------------------------------------------------ AOT
 # Each case runs the public ops (forward + backward) on CPU tensors with the kernel launches
 # recorded instead of executed, then compiles exactly the recorded (kernel, signature, constexprs,
-# num_warps, num_stages) for the target: the configs that would be launched on a GPU.
+# num_warps, num_stages) for the target: the configs that would be launched on a GPU. An autotuned
+# launch contributes every candidate config; a backward with two kernel kinds, both.
+# (dtype, T, dropout p, every candidate or only the default/first one): all candidates for bf16 with
+# dropout (the training configuration); defaults elsewhere, to bound CI time.
 AOT_CASES = {
-    90: [("bfloat16", 77, 0.1), ("bfloat16", 512, 0.1), ("bfloat16", 512, 0.0), ("float16", 512, 0.1),
-         ("float32", 512, 0.1)],
-    80: [("bfloat16", 77, 0.1), ("bfloat16", 512, 0.1), ("float32", 512, 0.1)],
+    90: [("bfloat16", 77, 0.1, True), ("bfloat16", 512, 0.1, True), ("bfloat16", 512, 0.0, False),
+         ("float16", 512, 0.1, False), ("float32", 512, 0.1, False)],
+    80: [("bfloat16", 77, 0.1, True), ("bfloat16", 512, 0.1, True), ("float32", 512, 0.1, False)],
 }
 # Eager Triton types Python floats as fp32; Inductor (torch.compile of the triton_op) passes them as
 # fp64 scalars. Both must compile (a promoted scale once broke tl.dot's accumulator typing).
 FLOAT_TYPES = {90: ("fp32", "fp64"), 80: ("fp32",)}
+
+
+def _recorded_launches(dtype, T, p, every_config):
+    """[(JITFunction, args, constexpr/option kwargs)] that forward + backward would launch."""
+    calls = []
+
+    class Recorder:
+        def __init__(self, kernel):
+            self.kernel = kernel
+
+        def __getitem__(self, grid):
+            return lambda *args, **kw: calls.append((self.kernel, args, kw))
+
+    A._wrap = Recorder
+    orig_bwd_configs = A.bwd_configs
+    try:
+        for kind in orig_bwd_configs(T, 64, dtype):
+            A.bwd_configs = lambda *a, kind=kind: {kind: orig_bwd_configs(*a)[kind]}
+            qkv = torch.randn(1, T, 3 * 2 * 64, dtype=dtype, requires_grad=True)
+            A.causal_attention_packed(qkv, 2, p).sum().backward()
+    finally:
+        A.bwd_configs = orig_bwd_configs
+    out = []
+    for kernel, args, kw in calls:
+        if hasattr(kernel, "configs"):  # a triton.autotune wrapper: each candidate
+            for i, cfg in enumerate(kernel.configs if every_config else kernel.configs[:1]):
+                out.append((kernel.fn, args, dict(kw, **cfg.kwargs, num_warps=cfg.num_warps,
+                                                  num_stages=cfg.num_stages), i == 0))
+        else:
+            out.append((kernel, args, kw, True))
+    return out
 
 
 def _aot_main(cc: int) -> None:
@@ -271,22 +305,13 @@ def _aot_main(cc: int) -> None:
     ty = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16", torch.int64: "i64"}
     cuobjdump = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
     results, seen = [], set()
-    for dtype_name, T, p in AOT_CASES[cc]:
-        calls = []
-
-        class Recorder:
-            def __init__(self, kernel):
-                self.kernel = kernel
-
-            def __getitem__(self, grid):
-                return lambda *args, **kw: calls.append((self.kernel, args, kw))
-
-        A._wrap = Recorder
-        qkv = torch.randn(1, T, 3 * 2 * 64, dtype=getattr(torch, dtype_name), requires_grad=True)
-        A.causal_attention_packed(qkv, 2, p).sum().backward()
-        assert calls, "no launches recorded"
+    for dtype_name, T, p, every_config in AOT_CASES[cc]:
+        launches = _recorded_launches(getattr(torch, dtype_name), T, p, every_config)
+        assert launches, "no launches recorded"
         float_tys = FLOAT_TYPES[cc] if dtype_name == "bfloat16" else ("fp32",)
-        for (kernel, args, kw), float_ty in [(c, f) for c in calls for f in float_tys]:
+        for (kernel, args, kw, is_default), float_ty in [(c, f) for c in launches for f in float_tys]:
+            if float_ty != "fp32" and not is_default:
+                continue
             sig, constexprs, opts = {}, {}, {}
             for name, a in zip(kernel.arg_names, args):
                 if isinstance(a, torch.Tensor):
@@ -319,8 +344,8 @@ def _aot_main(cc: int) -> None:
             # driver reports; without a GPU the same number is the cubin's STACK + LOCAL.
             n_spills = int(m[2]) + int(m[4])
             results.append(dict(kernel=kernel.__name__, dtype=dtype_name, T=T, p=p, cc=cc, floats=float_ty,
-                                n_regs=int(m[1]),
-                                n_spills=n_spills, shared=compiled.metadata.shared, **constexprs, **opts))
+                                n_regs=int(m[1]), n_spills=n_spills, shared=compiled.metadata.shared,
+                                **constexprs, **opts))
     print(json.dumps(results))
 
 
@@ -338,6 +363,10 @@ def test_aot_compile_no_spills():
         rows += json.loads(out.strip().splitlines()[-1])
     kernels = {r["kernel"] for r in rows}
     assert {"_attn_fwd", "_attn_bwd", "_attn_bwd_small", "_attn_bwd_preprocess"} <= kernels
+    # every autotune candidate was compiled, not only the defaults
+    fwd_512 = {(r["BLOCK_M"], r["BLOCK_N"], r["num_warps"]) for r in rows
+               if r["kernel"] == "_attn_fwd" and r["T"] == 512 and r["dtype"] == "bfloat16"}
+    assert len(fwd_512) == len(A.fwd_configs(512, 64, torch.bfloat16)) > 1, fwd_512
     spilling = [r for r in rows if r["n_spills"] != 0]
     assert not spilling, spilling
 

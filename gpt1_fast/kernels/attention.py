@@ -39,6 +39,7 @@ import threading
 import torch
 import triton
 import triton.language as tl
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
@@ -347,42 +348,55 @@ def _dropout_mask_kernel(OUT, SEED, H, T, thr, BLOCK: tl.constexpr, N_ROUNDS: tl
 
 
 # ----------------------------------------------------------------------------------------- configs
-# Launch configurations (no autotuning: what is launched is what tests/test_attention.py compiles).
-SMALL_T = 128  # T <= SMALL_T: whole-sequence backward program
+# Candidate launch configurations. Where a list holds several, `triton.autotune` (keyed on T, head dim,
+# dropout on/off and dtypes) times them on first use and keeps the fastest; the first is the default
+# (the interpreter's, and Inductor's until it autotunes). Every candidate here compiles without
+# register spills for sm_80 and sm_90 at D=64 (tests/test_attention.py compiles them all): e.g.
+# tutorial 06's 32/128/128/32 backward with 4 warps spills once this kernel's masking and dropout
+# state are live, and the whole-sequence backward spills with 4 warps or 64-wide key blocks.
+SMALL_T = 128  # T <= SMALL_T: the whole-sequence backward program is a candidate
 
 
-def fwd_config(T: int, D: int, dtype: torch.dtype) -> dict:
+def _cfg(num_warps, num_stages, **blocks):
+    return dict(blocks, num_warps=num_warps, num_stages=num_stages)
+
+
+def fwd_configs(T: int, D: int, dtype: torch.dtype) -> list[dict]:
     if dtype == torch.float32:  # exact fp32 dots run on the FMA units: small tiles
-        return dict(BLOCK_M=32, BLOCK_N=32, num_warps=4, num_stages=2)
+        return [_cfg(4, 2, BLOCK_M=32, BLOCK_N=32)]
     if T <= 64:
-        return dict(BLOCK_M=max(16, triton.next_power_of_2(T)), BLOCK_N=16 if T <= 16 else 32,
-                    num_warps=4, num_stages=2)
-    if T <= SMALL_T:
-        return dict(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=2)
+        return [_cfg(4, 2, BLOCK_M=max(16, triton.next_power_of_2(T)), BLOCK_N=16 if T <= 16 else 32)]
     if D >= 128:
-        return dict(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=2)
-    # 128x64 tiles with 8 warps: 4 warps spill once dropout's Philox state is live (sm_80 and sm_90).
-    return dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=3)
+        return [_cfg(4, 2, BLOCK_M=64, BLOCK_N=32)]
+    if T <= SMALL_T:
+        return [_cfg(4, 2, BLOCK_M=64, BLOCK_N=32), _cfg(8, 2, BLOCK_M=128, BLOCK_N=32),
+                _cfg(4, 2, BLOCK_M=32, BLOCK_N=32)]
+    return [_cfg(8, 3, BLOCK_M=128, BLOCK_N=64), _cfg(8, 3, BLOCK_M=64, BLOCK_N=64),
+            _cfg(8, 3, BLOCK_M=128, BLOCK_N=32), _cfg(4, 3, BLOCK_M=64, BLOCK_N=32)]
 
 
-def bwd_config(T: int, D: int, dtype: torch.dtype) -> dict:
-    # Exact fp32 dots (FMA units) need many more registers: the whole-sequence program spills even at
-    # 8 warps, so fp32 always takes the tiled path with small tiles.
+_TILED_FP32 = _cfg(8, 2, BLOCK_M1=16, BLOCK_N1=32, BLOCK_M2=32, BLOCK_N2=16)
+_TILED_D128 = _cfg(4, 2, BLOCK_M1=16, BLOCK_N1=32, BLOCK_M2=32, BLOCK_N2=16)
+_TILED = [_cfg(8, 3, BLOCK_M1=32, BLOCK_N1=64, BLOCK_M2=64, BLOCK_N2=32),
+          _cfg(8, 3, BLOCK_M1=16, BLOCK_N1=64, BLOCK_M2=64, BLOCK_N2=16),
+          _cfg(4, 3, BLOCK_M1=16, BLOCK_N1=32, BLOCK_M2=32, BLOCK_N2=16)]
+
+
+def bwd_configs(T: int, D: int, dtype: torch.dtype) -> dict[str, list[dict]]:
+    """Backward candidates per kernel kind ("small": one program per (batch, head); "tiled":
+    preprocess + tutorial-06 kernel); with two kinds, the first call times both (`_launch_bwd`)."""
+    # Exact fp32 dots need many more registers: the whole-sequence program spills even at 8 warps.
     if dtype == torch.float32:
-        return dict(kind="tiled", BLOCK_M1=16, BLOCK_N1=32, BLOCK_M2=32, BLOCK_N2=16, num_warps=8,
-                    num_stages=2, PRE_BLOCK=64)
+        return {"tiled": [_TILED_FP32]}
     if T <= SMALL_T:
         block_t = max(16, triton.next_power_of_2(T))
-        wide = block_t >= 128 or D >= 128
-        return dict(kind="small", BLOCK_T=block_t, BLOCK_N=32 if block_t >= 32 else 16,
-                    num_warps=8 if wide else 4, num_stages=1 if wide else 2)
+        if block_t <= 64 and D <= 64:
+            return {"small": [_cfg(4, 2, BLOCK_T=block_t, BLOCK_N=32 if block_t >= 32 else 16)]}
+        small = [_cfg(8, 1, BLOCK_T=block_t, BLOCK_N=32), _cfg(8, 2, BLOCK_T=block_t, BLOCK_N=32)]
+        return {"small": small} if D >= 128 else {"small": small, "tiled": _TILED}
     if D >= 128:
-        return dict(kind="tiled", BLOCK_M1=16, BLOCK_N1=32, BLOCK_M2=32, BLOCK_N2=16, num_warps=4,
-                    num_stages=2, PRE_BLOCK=64)
-    # Tutorial 06 uses 32/128/128/32 with 4 warps; with this kernel's extra masking/dropout that
-    # spills (sm_80 and sm_90), 64-wide key/query blocks with 8 warps do not.
-    return dict(kind="tiled", BLOCK_M1=32, BLOCK_N1=64, BLOCK_M2=64, BLOCK_N2=32, num_warps=8,
-                num_stages=3, PRE_BLOCK=64)
+        return {"tiled": [_TILED_D128]}
+    return {"tiled": _TILED}
 
 
 # ----------------------------------------------------------------------------------------- launchers
@@ -408,6 +422,39 @@ def _wrap(kernel):
     return torch.library.wrap_triton(kernel)
 
 
+_AUTOTUNERS: dict = {}
+_AUTOTUNE_KEY = ["T", "HEAD_DIM", "DROPOUT"]  # triton adds the tensor arguments' dtypes
+
+
+def _autotuned(kernel, configs: list[dict]):
+    key = (kernel.__name__, tuple(tuple(sorted(c.items())) for c in configs))
+    if key not in _AUTOTUNERS:
+        tconfigs = [triton.Config({k: v for k, v in c.items() if k.isupper()}, num_warps=c["num_warps"],
+                                  num_stages=c["num_stages"]) for c in configs]
+        _AUTOTUNERS[key] = triton.autotune(configs=tconfigs, key=_AUTOTUNE_KEY)(kernel)
+    return _AUTOTUNERS[key]
+
+
+def _launch(kernel, configs: list[dict], grid, args: tuple, consts: dict):
+    """Launch `kernel` with `configs[0]`, or autotuned over `configs`. grid(meta) -> launch grid."""
+    if _INTERPRET or len(configs) == 1:
+        cfg = configs[0]
+        _wrap(kernel)[grid(cfg)](*args, **consts, **cfg)
+    else:
+        _wrap(_autotuned(kernel, configs))[grid](*args, **consts)
+
+
+def tuning_report() -> dict:
+    """What the autotuners and the backward-kind choice picked so far (for benchmark notes)."""
+    out = {}
+    for (name, _), tuner in _AUTOTUNERS.items():
+        for key, cfg in getattr(tuner, "cache", {}).items():
+            out[f"{name} {key}"] = str(cfg)
+    for key, kind in _BWD_KIND.items():
+        out[f"backward kind {key}"] = kind
+    return out
+
+
 def _precision(dtype: torch.dtype) -> str:
     return "ieee" if dtype == torch.float32 else "tf32"
 
@@ -422,50 +469,63 @@ def _bht(t: torch.Tensor) -> tuple[int, int, int]:
 
 def _launch_fwd(q4, k4, v4, o, o_strides, lse, seed, p: float, scale: float):
     B, H, T, D = q4.shape
-    cfg = fwd_config(T, D, q4.dtype)
     thr, keep_scale = _dropout_args(p)
-    grid = (triton.cdiv(T, cfg["BLOCK_M"]), B * H)
-    _wrap(_attn_fwd)[grid](
-        q4, k4, v4, o, lse, seed, *_bht(q4), *_bht(k4), *_bht(v4), *o_strides,
-        H, T, scale, thr, keep_scale,
-        HEAD_DIM=D, BLOCK_M=cfg["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], DROPOUT=p > 0,
-        PRECISION=_precision(q4.dtype), N_ROUNDS=PHILOX_ROUNDS,
-        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+    _launch(_attn_fwd, fwd_configs(T, D, q4.dtype), lambda meta: (triton.cdiv(T, meta["BLOCK_M"]), B * H),
+            (q4, k4, v4, o, lse, seed, *_bht(q4), *_bht(k4), *_bht(v4), *o_strides, H, T, scale, thr, keep_scale),
+            dict(HEAD_DIM=D, DROPOUT=p > 0, PRECISION=_precision(q4.dtype), N_ROUNDS=PHILOX_ROUNDS))
+
+
+_BWD_KIND: dict = {}  # (T, D, dtype, dropout on, device) -> fastest backward kind, timed on first use
 
 
 def _launch_bwd(do4, q4, k4, v4, o4, lse, seed, g, g_strides, g_offs, p: float, scale: float):
     B, H, T, D = q4.shape
-    cfg = bwd_config(T, D, q4.dtype)
     thr, keep_scale = _dropout_args(p)
-    common = dict(HEAD_DIM=D, DROPOUT=p > 0, PRECISION=_precision(q4.dtype), N_ROUNDS=PHILOX_ROUNDS,
-                  num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
-    if cfg["kind"] == "small":
-        _wrap(_attn_bwd_small)[(B * H,)](
-            q4, k4, v4, o4, do4, g, lse, seed, *_bht(q4), *_bht(k4), *_bht(v4), *_bht(o4), *_bht(do4),
-            *g_strides, *g_offs, H, T, scale, thr, keep_scale,
-            BLOCK_T=cfg["BLOCK_T"], BLOCK_N=cfg["BLOCK_N"], **common)
-        return
-    delta = torch.empty((B, H, T), device=q4.device, dtype=torch.float32)
-    _wrap(_attn_bwd_preprocess)[(triton.cdiv(T, cfg["PRE_BLOCK"]), B * H)](
-        o4, do4, delta, *_bht(o4), *_bht(do4), H, T, HEAD_DIM=D, BLOCK_M=cfg["PRE_BLOCK"])
-    _wrap(_attn_bwd)[(triton.cdiv(T, cfg["BLOCK_N1"]), B * H)](
-        q4, k4, v4, do4, g, lse, delta, seed, *_bht(q4), *_bht(k4), *_bht(v4), *_bht(do4),
-        *g_strides, *g_offs, H, T, scale, thr, keep_scale,
-        BLOCK_M1=cfg["BLOCK_M1"], BLOCK_N1=cfg["BLOCK_N1"], BLOCK_M2=cfg["BLOCK_M2"],
-        BLOCK_N2=cfg["BLOCK_N2"], **common)
+    consts = dict(HEAD_DIM=D, DROPOUT=p > 0, PRECISION=_precision(q4.dtype), N_ROUNDS=PHILOX_ROUNDS)
+
+    def small(configs):
+        _launch(_attn_bwd_small, configs, lambda meta: (B * H,),
+                (q4, k4, v4, o4, do4, g, lse, seed, *_bht(q4), *_bht(k4), *_bht(v4), *_bht(o4), *_bht(do4),
+                 *g_strides, *g_offs, H, T, scale, thr, keep_scale), consts)
+
+    def tiled(configs):
+        delta = torch.empty((B, H, T), device=q4.device, dtype=torch.float32)
+        _wrap(_attn_bwd_preprocess)[(triton.cdiv(T, 64), B * H)](
+            o4, do4, delta, *_bht(o4), *_bht(do4), H, T, HEAD_DIM=D, BLOCK_M=64)
+        _launch(_attn_bwd, configs, lambda meta: (triton.cdiv(T, meta["BLOCK_N1"]), B * H),
+                (q4, k4, v4, do4, g, lse, delta, seed, *_bht(q4), *_bht(k4), *_bht(v4), *_bht(do4),
+                 *g_strides, *g_offs, H, T, scale, thr, keep_scale), consts)
+
+    run = {"small": small, "tiled": tiled}
+    kinds = bwd_configs(T, D, q4.dtype)
+    key = (T, D, q4.dtype, p > 0, str(q4.device))
+    kind = _BWD_KIND.get(key)
+    if kind is None and len(kinds) > 1 and q4.is_cuda and not _INTERPRET and getattr(_direct, "on", False):
+        # Eager, first call for this key: time each kind (each autotunes its own configs first).
+        from triton.testing import do_bench
+
+        times = {}
+        for name, configs in kinds.items():
+            run[name](configs)
+            times[name] = do_bench(lambda: run[name](configs), warmup=5, rep=20)
+        kind = _BWD_KIND[key] = min(times, key=times.get)
+    kind = kind or next(iter(kinds))
+    run[kind](kinds[kind])
 
 
 def _heads(t: torch.Tensor, part: int, n_head: int) -> torch.Tensor:
-    """[B, T, 3C] -> part (0 q, 1 k, 2 v) as a [B, H, T, D] strided view: no copy."""
+    """[B, T, 3C] (last dim contiguous) -> part (0 q, 1 k, 2 v) as a [B, H, T, D] strided view: no copy."""
     B, T, C3 = t.shape
-    C = C3 // 3
-    return t[:, :, part * C:(part + 1) * C].view(B, T, n_head, C // n_head).transpose(1, 2)
+    D = C3 // 3 // n_head
+    return t.as_strided((B, n_head, T, D), (t.stride(0), D, t.stride(1), 1),
+                        t.storage_offset() + part * (C3 // 3))
 
 
 def _merged_view(t: torch.Tensor, n_head: int) -> torch.Tensor:
-    """[B, T, C] -> [B, H, T, D] view (heads merged layout)."""
+    """[B, T, C] (last dim contiguous) -> [B, H, T, D] view (heads merged layout)."""
     B, T, C = t.shape
-    return t.view(B, T, n_head, C // n_head).transpose(1, 2)
+    D = C // n_head
+    return t.as_strided((B, n_head, T, D), (t.stride(0), D, t.stride(1), 1), t.storage_offset())
 
 
 def _lastdim_contig(t: torch.Tensor) -> torch.Tensor:
@@ -627,8 +687,6 @@ class _EagerPackedAttention(torch.autograd.Function):
 
 def _use_ops(t: torch.Tensor) -> bool:
     """True when tracing (torch.compile, fake/functional tensors, a dispatch mode): use the ops."""
-    from torch.utils._python_dispatch import _get_current_dispatch_mode
-
     return (torch.compiler.is_compiling() or type(t) not in (torch.Tensor, torch.nn.Parameter)
             or _get_current_dispatch_mode() is not None)
 
