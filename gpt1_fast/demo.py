@@ -49,6 +49,7 @@ def main(argv=None):
     a, extra = p.parse_known_args(argv)  # anything else goes to gpt1_fast.train
 
     out = Path(a.out)
+    threads = torch.get_num_threads()
     have_ckpt = train.checkpoint_present(a.model_dir)
     mode = a.mode
     if mode == "auto":
@@ -89,7 +90,10 @@ def main(argv=None):
 
     print("python -m gpt1_fast.train " + " ".join(args), flush=True)
     t = time.time()
-    result = train.main(args)
+    try:
+        result = train.main(args)
+    finally:
+        torch.set_num_threads(threads)
     banner(f"Demo finished in {time.time() - t:.0f}s ({mode}{', synthetic data' if mode == 'scratch' else ''}):\n"
            f"  ROCStories Valid Accuracy: {result['valid_acc']:.2f}\n"
            f"  ROCStories Test Accuracy:  {result['test_acc']:.2f}\n"

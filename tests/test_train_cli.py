@@ -220,3 +220,17 @@ def test_pretrained_path_train_and_generate(work, tmp_path):
                          "--n_head", "2", "--n_layer", "1", "--prompt", "Ben saw a kite.", "--gen_len", "4",
                          "--device", "cpu"])
     assert len(out) == 1 and out[0]
+
+
+def test_demo_pipeline_smoke(tmp_path, capsys):
+    """`make demo`'s code path on a tiny synthetic set (extra arguments go to gpt1_fast.train; the
+    last occurrence of a flag wins, so these shrink the run)."""
+    from gpt1_fast import demo
+
+    threads_before = torch.get_num_threads()
+    res = demo.main(["--out", str(tmp_path / "demo"), "--mode", "scratch", "--n_stories", "60", "--n_merges", "80",
+                     "--n_iter", "1", "--n_valid", "20", "--n_batch", "20", "--n_layer", "1", "--n_embd", "16"])
+    out = capsys.readouterr().out
+    assert "DEMO FROM SCRATCH" in out and "ROCStories Test Accuracy:" in out
+    assert res["n_updates"] == 2 and (tmp_path / "demo" / "submission" / "ROCStories.tsv").is_file()
+    assert torch.get_num_threads() == threads_before
