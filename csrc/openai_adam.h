@@ -31,7 +31,7 @@ G1F_HD double openai_adam_lrt(double t, const AdamHyper& h) {
   double factor = 1.0;
   if (h.t_total > 0) {
     const double x = t / h.t_total;
-    const double s = x <= h.warmup ? 1.0 : 0.0;
+    const double s = (h.warmup > 0.0 && x <= h.warmup) ? 1.0 : 0.0;  // warmup <= 0: none, as opt.py
     const double ramp = s != 0.0 ? x / h.warmup : 0.0;  // (opt.py divides unconditionally; same value)
     if (h.schedule == kWarmupLinear) {
       factor = (ramp + (1.0 - s)) * (1.0 - x);

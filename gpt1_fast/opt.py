@@ -30,18 +30,18 @@ from torch.optim import Optimizer
 
 
 def warmup_cosine(x, warmup=0.002):
-    s = 1.0 if x <= warmup else 0.0
-    return s * (x / warmup) + (1 - s) * (0.5 * (1 + math.cos(math.pi * x)))
+    s = 1.0 if 0 < warmup and x <= warmup else 0.0  # warmup <= 0: none (TF would divide 0 by 0)
+    return (x / warmup if s else 0.0) + (1 - s) * (0.5 * (1 + math.cos(math.pi * x)))
 
 
 def warmup_constant(x, warmup=0.002):
-    s = 1.0 if x <= warmup else 0.0
-    return s * (x / warmup) + (1 - s) * 1.0
+    s = 1.0 if 0 < warmup and x <= warmup else 0.0  # warmup <= 0: none (TF would divide 0 by 0)
+    return (x / warmup if s else 0.0) + (1 - s) * 1.0
 
 
 def warmup_linear(x, warmup=0.002):
-    s = 1.0 if x <= warmup else 0.0
-    return (s * (x / warmup) + (1 - s)) * (1 - x)
+    s = 1.0 if 0 < warmup and x <= warmup else 0.0  # warmup <= 0: none (TF would divide 0 by 0)
+    return ((x / warmup if s else 0.0) + (1 - s)) * (1 - x)
 
 
 SCHEDULES: dict[str, Callable[[float, float], float]] = {

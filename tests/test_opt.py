@@ -104,3 +104,19 @@ def test_clipping_is_global_not_per_parameter():
     opt.clip_grad_norm_()
     torch.testing.assert_close(a.grad, torch.tensor([0.3]))
     torch.testing.assert_close(b.grad, torch.tensor([0.4]))
+
+
+@pytest.mark.parametrize("fused", [False, None])
+def test_zero_warmup_means_no_warmup(fused):
+    from gpt1_fast.opt import SCHEDULES, lr_at
+
+    for name, sched in SCHEDULES.items():
+        assert sched(0.0, 0.0) == sched(0.0, -1) == 1.0, name  # TF would compute 0/0 at the first step
+    p = torch.nn.Parameter(torch.ones(3, 2))
+    opt = OpenAIAdam([p], lr=0.1, schedule="warmup_linear", warmup=0, t_total=10, fused=fused)
+    p.grad = torch.full_like(p, 0.5)
+    opt.step()
+    assert torch.isfinite(p).all()
+    m, v = 0.1 * 0.5, 0.001 * 0.25  # first-step moments
+    want = 1 - lr_at(opt.param_groups[0], 0) * m / (math.sqrt(v) + 1e-8)
+    torch.testing.assert_close(p.detach(), torch.full_like(p, want), rtol=1e-6, atol=0)
