@@ -264,9 +264,11 @@ AOT_CASES = {
 FLOAT_TYPES = {90: ("fp32", "fp64"), 80: ("fp32",)}
 
 
-def _recorded_launches(dtype, T, p, every_config):
-    """[(JITFunction, args, constexpr/option kwargs)] that forward + backward would launch."""
+def _recorded_launches(dtype, T, p, every_config, cc):
+    """[(JITFunction, args, constexpr/option kwargs, is default)] that forward + backward would
+    launch on a GPU of compute capability cc/10."""
     calls = []
+    A._arch = lambda t: cc
 
     class Recorder:
         def __init__(self, kernel):
@@ -278,7 +280,7 @@ def _recorded_launches(dtype, T, p, every_config):
     A._wrap = Recorder
     orig_bwd_configs = A.bwd_configs
     try:
-        for kind in orig_bwd_configs(T, 64, dtype):
+        for kind in orig_bwd_configs(T, 64, dtype, cc):
             A.bwd_configs = lambda *a, kind=kind: {kind: orig_bwd_configs(*a)[kind]}
             qkv = torch.randn(1, T, 3 * 2 * 64, dtype=dtype, requires_grad=True)
             A.causal_attention_packed(qkv, 2, p).sum().backward()
@@ -306,20 +308,29 @@ def _aot_main(cc: int) -> None:
     cuobjdump = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
     results, seen = [], set()
     for dtype_name, T, p, every_config in AOT_CASES[cc]:
-        launches = _recorded_launches(getattr(torch, dtype_name), T, p, every_config)
+        launches = _recorded_launches(getattr(torch, dtype_name), T, p, every_config, cc)
         assert launches, "no launches recorded"
         float_tys = FLOAT_TYPES[cc] if dtype_name == "bfloat16" else ("fp32",)
         for (kernel, args, kw, is_default), float_ty in [(c, f) for c in launches for f in float_tys]:
             if float_ty != "fp32" and not is_default:
                 continue
-            sig, constexprs, opts = {}, {}, {}
-            for name, a in zip(kernel.arg_names, args):
+            sig, constexprs, opts, attrs = {}, {}, {}, {}
+            for i, (name, a) in enumerate(zip(kernel.arg_names, args)):
+                # Triton's launch-time specialisation: 16-byte-aligned pointers and ints divisible by
+                # 16 are compiled as such (it enables vector loads), ints equal to 1 become constants.
                 if isinstance(a, torch.Tensor):
                     sig[name] = "*" + ty[a.dtype]
+                    if a.data_ptr() % 16 == 0:
+                        attrs[(i,)] = [["tt.divisibility", 16]]
                 elif isinstance(a, bool):
                     sig[name] = "i1"
                 elif isinstance(a, int):
+                    if a == 1:
+                        sig[name], constexprs[name] = "constexpr", 1
+                        continue
                     sig[name] = "i32" if -2**31 <= a < 2**31 else "i64"
+                    if a % 16 == 0:
+                        attrs[(i,)] = [["tt.divisibility", 16]]
                 else:
                     sig[name] = float_ty
             for name, val in kw.items():
@@ -328,12 +339,12 @@ def _aot_main(cc: int) -> None:
                 else:
                     sig[name], constexprs[name] = "constexpr", val
             key = (kernel.__name__, json.dumps(sig, sort_keys=True), json.dumps(constexprs, sort_keys=True),
-                   json.dumps(opts, sort_keys=True))
+                   json.dumps(opts, sort_keys=True), str(sorted(attrs)))
             if key in seen:
                 continue
             seen.add(key)
-            compiled = triton.compile(triton.compiler.ASTSource(fn=kernel, signature=sig, constexprs=constexprs),
-                                      target=GPUTarget("cuda", cc, 32), options=opts)
+            src = triton.compiler.ASTSource(fn=kernel, signature=sig, constexprs=constexprs, attrs=attrs)
+            compiled = triton.compile(src, target=GPUTarget("cuda", cc, 32), options=opts)
             with tempfile.TemporaryDirectory() as d:
                 path = Path(d) / "k.cubin"
                 path.write_bytes(compiled.asm["cubin"])
@@ -366,7 +377,10 @@ def test_aot_compile_no_spills():
     # every autotune candidate was compiled, not only the defaults
     fwd_512 = {(r["BLOCK_M"], r["BLOCK_N"], r["num_warps"]) for r in rows
                if r["kernel"] == "_attn_fwd" and r["T"] == 512 and r["dtype"] == "bfloat16"}
-    assert len(fwd_512) == len(A.fwd_configs(512, 64, torch.bfloat16)) > 1, fwd_512
+    assert len(fwd_512) == len(A.fwd_configs(512, 64, torch.bfloat16, 90)) > 1, fwd_512
+    tiled_90 = {(r["BLOCK_M1"], r["BLOCK_N1"], r["num_warps"]) for r in rows if r["kernel"] == "_attn_bwd" and r["cc"] == 90
+                and r["T"] == 512 and r["dtype"] == "bfloat16" and r["p"] > 0}
+    assert len(tiled_90) == len(A.bwd_configs(512, 64, torch.bfloat16, 90)["tiled"]), tiled_90
     spilling = [r for r in rows if r["n_spills"] != 0]
     assert not spilling, spilling
 

@@ -32,6 +32,7 @@ registered as `torch.library.custom_op`s with explicit fake implementations. Aut
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import threading
@@ -350,10 +351,10 @@ def _dropout_mask_kernel(OUT, SEED, H, T, thr, BLOCK: tl.constexpr, N_ROUNDS: tl
 # ----------------------------------------------------------------------------------------- configs
 # Candidate launch configurations. Where a list holds several, `triton.autotune` (keyed on T, head dim,
 # dropout on/off and dtypes) times them on first use and keeps the fastest; the first is the default
-# (the interpreter's, and Inductor's until it autotunes). Every candidate here compiles without
-# register spills for sm_80 and sm_90 at D=64 (tests/test_attention.py compiles them all): e.g.
-# tutorial 06's 32/128/128/32 backward with 4 warps spills once this kernel's masking and dropout
-# state are live, and the whole-sequence backward spills with 4 warps or 64-wide key blocks.
+# (the interpreter's, and Inductor's until it autotunes). Every candidate compiles without register
+# spills for the architectures it is offered on (sm_80, sm_90 at D=64; tests/test_attention.py compiles
+# each one with Triton's launch-time specialisation): e.g. tutorial 06's 32/128/128/32 backward
+# spills with 4 warps (this kernel's masking and dropout state), and with 8 warps a little on sm_80 only.
 SMALL_T = 128  # T <= SMALL_T: the whole-sequence backward program is a candidate
 
 
@@ -361,7 +362,9 @@ def _cfg(num_warps, num_stages, **blocks):
     return dict(blocks, num_warps=num_warps, num_stages=num_stages)
 
 
-def fwd_configs(T: int, D: int, dtype: torch.dtype) -> list[dict]:
+@functools.lru_cache(maxsize=None)
+def fwd_configs(T: int, D: int, dtype: torch.dtype, arch: int = 0) -> list[dict]:
+    """Forward candidates; `arch` = compute capability x10 (0: CPU / interpreter)."""
     if dtype == torch.float32:  # exact fp32 dots run on the FMA units: small tiles
         return [_cfg(4, 2, BLOCK_M=32, BLOCK_N=32)]
     if T <= 64:
@@ -370,33 +373,60 @@ def fwd_configs(T: int, D: int, dtype: torch.dtype) -> list[dict]:
         return [_cfg(4, 2, BLOCK_M=64, BLOCK_N=32)]
     if T <= SMALL_T:
         return [_cfg(4, 2, BLOCK_M=64, BLOCK_N=32), _cfg(8, 2, BLOCK_M=128, BLOCK_N=32),
-                _cfg(4, 2, BLOCK_M=32, BLOCK_N=32)]
+                _cfg(4, 2, BLOCK_M=32, BLOCK_N=32), _cfg(8, 2, BLOCK_M=128, BLOCK_N=64),
+                _cfg(4, 2, BLOCK_M=128, BLOCK_N=32)]
     return [_cfg(8, 3, BLOCK_M=128, BLOCK_N=64), _cfg(8, 3, BLOCK_M=64, BLOCK_N=64),
             _cfg(8, 3, BLOCK_M=128, BLOCK_N=32), _cfg(4, 3, BLOCK_M=64, BLOCK_N=32)]
 
 
-_TILED_FP32 = _cfg(8, 2, BLOCK_M1=16, BLOCK_N1=32, BLOCK_M2=32, BLOCK_N2=16)
+# Backward candidates per architecture (sm_80's register allocation differs: several sm_90 choices
+# spill a few bytes there). arch 0 (CPU / interpreter) uses the sm_90 lists' first entries.
+_TILED = {
+    90: [_cfg(8, 3, BLOCK_M1=32, BLOCK_N1=64, BLOCK_M2=64, BLOCK_N2=32),
+         _cfg(8, 3, BLOCK_M1=16, BLOCK_N1=64, BLOCK_M2=64, BLOCK_N2=16),
+         _cfg(4, 3, BLOCK_M1=16, BLOCK_N1=32, BLOCK_M2=32, BLOCK_N2=16),
+         _cfg(8, 3, BLOCK_M1=32, BLOCK_N1=128, BLOCK_M2=128, BLOCK_N2=32)],  # tutorial 06's blocks
+    80: [_cfg(8, 3, BLOCK_M1=16, BLOCK_N1=64, BLOCK_M2=64, BLOCK_N2=16),
+         _cfg(4, 3, BLOCK_M1=16, BLOCK_N1=32, BLOCK_M2=32, BLOCK_N2=16)],
+}
+_TILED_FP32 = {90: _cfg(8, 2, BLOCK_M1=16, BLOCK_N1=32, BLOCK_M2=32, BLOCK_N2=16),
+               80: _cfg(4, 2, BLOCK_M1=16, BLOCK_N1=32, BLOCK_M2=32, BLOCK_N2=16)}
 _TILED_D128 = _cfg(4, 2, BLOCK_M1=16, BLOCK_N1=32, BLOCK_M2=32, BLOCK_N2=16)
-_TILED = [_cfg(8, 3, BLOCK_M1=32, BLOCK_N1=64, BLOCK_M2=64, BLOCK_N2=32),
-          _cfg(8, 3, BLOCK_M1=16, BLOCK_N1=64, BLOCK_M2=64, BLOCK_N2=16),
-          _cfg(4, 3, BLOCK_M1=16, BLOCK_N1=32, BLOCK_M2=32, BLOCK_N2=16)]
+# The whole-sequence program at BLOCK_T=128 spills on sm_80 in every configuration tried.
+_SMALL_128 = {90: [_cfg(8, 1, BLOCK_T=128, BLOCK_N=32), _cfg(8, 2, BLOCK_T=128, BLOCK_N=32)], 80: []}
 
 
-def bwd_configs(T: int, D: int, dtype: torch.dtype) -> dict[str, list[dict]]:
+@functools.lru_cache(maxsize=None)
+def bwd_configs(T: int, D: int, dtype: torch.dtype, arch: int = 0) -> dict[str, list[dict]]:
     """Backward candidates per kernel kind ("small": one program per (batch, head); "tiled":
     preprocess + tutorial-06 kernel); with two kinds, the first call times both (`_launch_bwd`)."""
+    family = 80 if 0 < arch < 90 else 90
     # Exact fp32 dots need many more registers: the whole-sequence program spills even at 8 warps.
     if dtype == torch.float32:
-        return {"tiled": [_TILED_FP32]}
+        return {"tiled": [_TILED_FP32[family]]}
     if T <= SMALL_T:
         block_t = max(16, triton.next_power_of_2(T))
         if block_t <= 64 and D <= 64:
             return {"small": [_cfg(4, 2, BLOCK_T=block_t, BLOCK_N=32 if block_t >= 32 else 16)]}
-        small = [_cfg(8, 1, BLOCK_T=block_t, BLOCK_N=32), _cfg(8, 2, BLOCK_T=block_t, BLOCK_N=32)]
-        return {"small": small} if D >= 128 else {"small": small, "tiled": _TILED}
+        if D >= 128:
+            return {"small": [_cfg(8, 1, BLOCK_T=block_t, BLOCK_N=32)]}
+        kinds = {"small": _SMALL_128[family], "tiled": _TILED[family]}
+        return {k: v for k, v in kinds.items() if v}
     if D >= 128:
         return {"tiled": [_TILED_D128]}
-    return {"tiled": _TILED}
+    return {"tiled": _TILED[family]}
+
+
+@functools.lru_cache(maxsize=None)
+def _arch_of(device_type: str, index) -> int:
+    if device_type != "cuda":
+        return 0
+    major, minor = torch.cuda.get_device_capability(index)
+    return 10 * major + minor
+
+
+def _arch(t: torch.Tensor) -> int:
+    return _arch_of(t.device.type, t.device.index)
 
 
 # ----------------------------------------------------------------------------------------- launchers
@@ -435,23 +465,40 @@ def _autotuned(kernel, configs: list[dict]):
     return _AUTOTUNERS[key]
 
 
-def _launch(kernel, configs: list[dict], grid, args: tuple, consts: dict):
-    """Launch `kernel` with `configs[0]`, or autotuned over `configs`. grid(meta) -> launch grid."""
+_BEST: dict = {}  # eager path: autotuner's pick per (kernel, T, D, dtype, dropout, candidates)
+
+
+def _launch(kernel, configs: list[dict], grid, args: tuple, consts: dict, T: int, dtype: torch.dtype):
+    """Launch `kernel` with `configs[0]`, or autotuned over `configs`. grid(meta) -> launch grid.
+    The eager path asks the autotuner once per key, then launches its pick directly (the Autotuner's
+    per-call Python costs microseconds that matter at T=77)."""
     if _INTERPRET or len(configs) == 1:
         cfg = configs[0]
         _wrap(kernel)[grid(cfg)](*args, **consts, **cfg)
+    elif getattr(_direct, "on", False):
+        key = (kernel.__name__, T, consts["HEAD_DIM"], dtype, consts["DROPOUT"], id(configs))
+        cfg = _BEST.get(key)
+        if cfg is not None:
+            _wrap(kernel)[grid(cfg)](*args, **consts, **cfg)
+            return
+        tuner = _autotuned(kernel, configs)
+        _wrap(tuner)[grid](*args, **consts)
+        best = getattr(tuner, "best_config", None)
+        if best is not None:
+            _BEST[key] = dict(best.kwargs, num_warps=best.num_warps, num_stages=best.num_stages)
     else:
         _wrap(_autotuned(kernel, configs))[grid](*args, **consts)
 
 
 def tuning_report() -> dict:
     """What the autotuners and the backward-kind choice picked so far (for benchmark notes)."""
-    out = {}
+    out = {f"{k[0]} T={k[1]} D={k[2]} {str(k[3]).replace('torch.', '')} dropout={k[4]}": str(v)
+           for k, v in _BEST.items()}
     for (name, _), tuner in _AUTOTUNERS.items():
         for key, cfg in getattr(tuner, "cache", {}).items():
-            out[f"{name} {key}"] = str(cfg)
+            out.setdefault(f"{name} {key}", str(cfg))
     for key, kind in _BWD_KIND.items():
-        out[f"backward kind {key}"] = kind
+        out[f"backward kind T={key[0]} D={key[1]} {str(key[2]).replace('torch.', '')} dropout={key[3]}"] = kind
     return out
 
 
@@ -470,9 +517,9 @@ def _bht(t: torch.Tensor) -> tuple[int, int, int]:
 def _launch_fwd(q4, k4, v4, o, o_strides, lse, seed, p: float, scale: float):
     B, H, T, D = q4.shape
     thr, keep_scale = _dropout_args(p)
-    _launch(_attn_fwd, fwd_configs(T, D, q4.dtype), lambda meta: (triton.cdiv(T, meta["BLOCK_M"]), B * H),
+    _launch(_attn_fwd, fwd_configs(T, D, q4.dtype, _arch(q4)), lambda meta: (triton.cdiv(T, meta["BLOCK_M"]), B * H),
             (q4, k4, v4, o, lse, seed, *_bht(q4), *_bht(k4), *_bht(v4), *o_strides, H, T, scale, thr, keep_scale),
-            dict(HEAD_DIM=D, DROPOUT=p > 0, PRECISION=_precision(q4.dtype), N_ROUNDS=PHILOX_ROUNDS))
+            dict(HEAD_DIM=D, DROPOUT=p > 0, PRECISION=_precision(q4.dtype), N_ROUNDS=PHILOX_ROUNDS), T, q4.dtype)
 
 
 _BWD_KIND: dict = {}  # (T, D, dtype, dropout on, device) -> fastest backward kind, timed on first use
@@ -486,7 +533,7 @@ def _launch_bwd(do4, q4, k4, v4, o4, lse, seed, g, g_strides, g_offs, p: float, 
     def small(configs):
         _launch(_attn_bwd_small, configs, lambda meta: (B * H,),
                 (q4, k4, v4, o4, do4, g, lse, seed, *_bht(q4), *_bht(k4), *_bht(v4), *_bht(o4), *_bht(do4),
-                 *g_strides, *g_offs, H, T, scale, thr, keep_scale), consts)
+                 *g_strides, *g_offs, H, T, scale, thr, keep_scale), consts, T, q4.dtype)
 
     def tiled(configs):
         delta = torch.empty((B, H, T), device=q4.device, dtype=torch.float32)
@@ -494,10 +541,10 @@ def _launch_bwd(do4, q4, k4, v4, o4, lse, seed, g, g_strides, g_offs, p: float, 
             o4, do4, delta, *_bht(o4), *_bht(do4), H, T, HEAD_DIM=D, BLOCK_M=64)
         _launch(_attn_bwd, configs, lambda meta: (triton.cdiv(T, meta["BLOCK_N1"]), B * H),
                 (q4, k4, v4, do4, g, lse, delta, seed, *_bht(q4), *_bht(k4), *_bht(v4), *_bht(do4),
-                 *g_strides, *g_offs, H, T, scale, thr, keep_scale), consts)
+                 *g_strides, *g_offs, H, T, scale, thr, keep_scale), consts, T, q4.dtype)
 
     run = {"small": small, "tiled": tiled}
-    kinds = bwd_configs(T, D, q4.dtype)
+    kinds = bwd_configs(T, D, q4.dtype, _arch(q4))
     key = (T, D, q4.dtype, p > 0, str(q4.device))
     kind = _BWD_KIND.get(key)
     if kind is None and len(kinds) > 1 and q4.is_cuda and not _INTERPRET and getattr(_direct, "on", False):
