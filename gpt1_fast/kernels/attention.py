@@ -389,6 +389,10 @@ _TILED = {
     80: [_cfg(8, 3, BLOCK_M1=16, BLOCK_N1=64, BLOCK_M2=64, BLOCK_N2=16),
          _cfg(4, 3, BLOCK_M1=16, BLOCK_N1=32, BLOCK_M2=32, BLOCK_N2=16)],
 }
+# Extra tiled candidates for T <= 128: 32-wide blocks skip more of the masked triangle and give more
+# programs per (batch, head) (occupancy at small T).
+_TILED_SHORT = [_cfg(4, 2, BLOCK_M1=32, BLOCK_N1=32, BLOCK_M2=32, BLOCK_N2=32),
+                _cfg(2, 2, BLOCK_M1=16, BLOCK_N1=32, BLOCK_M2=32, BLOCK_N2=16)]
 _TILED_FP32 = {90: _cfg(8, 2, BLOCK_M1=16, BLOCK_N1=32, BLOCK_M2=32, BLOCK_N2=16),
                80: _cfg(4, 2, BLOCK_M1=16, BLOCK_N1=32, BLOCK_M2=32, BLOCK_N2=16)}
 _TILED_D128 = _cfg(4, 2, BLOCK_M1=16, BLOCK_N1=32, BLOCK_M2=32, BLOCK_N2=16)
@@ -410,7 +414,7 @@ def bwd_configs(T: int, D: int, dtype: torch.dtype, arch: int = 0) -> dict[str, 
             return {"small": [_cfg(4, 2, BLOCK_T=block_t, BLOCK_N=32 if block_t >= 32 else 16)]}
         if D >= 128:
             return {"small": [_cfg(8, 1, BLOCK_T=block_t, BLOCK_N=32)]}
-        kinds = {"small": _SMALL_128[family], "tiled": _TILED[family]}
+        kinds = {"small": _SMALL_128[family], "tiled": _TILED[family] + _TILED_SHORT}
         return {k: v for k, v in kinds.items() if v}
     if D >= 128:
         return {"tiled": [_TILED_D128]}
