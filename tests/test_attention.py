@@ -78,6 +78,24 @@ def test_parity(B, H, T, D, dtype):
     assert_close(ours, refs, TOL[dtype])
 
 
+@pytest.mark.parametrize("T", [77, 130])
+def test_every_autotune_candidate(T, monkeypatch):
+    """Each candidate config the GPU may pick (sm_90 lists, which contain sm_80's) computes the same
+    function: forward and grads against the reference with the kernel's own dropout mask."""
+    B, H, D, p, dtype = 1, 1, 64, 0.25, torch.float16
+    q, k, v = (torch.randn(B, H, T, D, dtype=dtype) for _ in range(3))
+    keep = attention_dropout_mask(5, B, H, T, p)
+    fwd_all = A.fwd_configs(T, D, torch.bfloat16, 90)
+    bwd_all = [(kind, c) for kind, cs in A.bwd_configs(T, D, torch.bfloat16, 90).items() for c in cs]
+    assert len(fwd_all) > 1 and len(bwd_all) > 1
+    for i in range(max(len(fwd_all), len(bwd_all))):
+        fcfg, (kind, bcfg) = fwd_all[i % len(fwd_all)], bwd_all[i % len(bwd_all)]
+        monkeypatch.setattr(A, "fwd_configs", lambda *a, c=fcfg: [c])
+        monkeypatch.setattr(A, "bwd_configs", lambda *a, kind=kind, c=bcfg: {kind: [c]})
+        ours, refs = run_both(q, k, v, lambda q, k, v: causal_attention(q, k, v, p, seed=5), keep=keep, p=p)
+        assert_close(ours, refs, TOL[dtype])
+
+
 def test_noncontiguous_inputs_and_scale():
     # q, k, v as transposed views of [B, T, H, D] buffers; an explicit scale.
     q, k, v = (torch.randn(2, 77, 3, 32).transpose(1, 2) for _ in range(3))

@@ -498,9 +498,6 @@ def tuning_report() -> dict:
     """What the autotuners and the backward-kind choice picked so far (for benchmark notes)."""
     out = {f"{k[0]} T={k[1]} D={k[2]} {str(k[3]).replace('torch.', '')} dropout={k[4]}": str(v)
            for k, v in _BEST.items()}
-    for (name, _), tuner in _AUTOTUNERS.items():
-        for key, cfg in getattr(tuner, "cache", {}).items():
-            out.setdefault(f"{name} {key}", str(cfg))
     for key, kind in _BWD_KIND.items():
         out[f"backward kind T={key[0]} D={key[1]} {str(key[2]).replace('torch.', '')} dropout={key[3]}"] = kind
     return out
