@@ -8,10 +8,14 @@ softmax, dropout on the probabilities, ·v. Flash-style: the T×T matrix is neve
 - Masking: the original adds -1e9 to masked scores; since the diagonal is always unmasked the row
   maximum is finite and exp(-1e9 - max) is exactly 0 in fp32, the same as exp(-inf). So key blocks
   wholly above the diagonal are skipped (exact), and only diagonal blocks apply a mask.
-- Backward (Triton tutorial 06 structure, non-transposed tiles): delta = rowsum(dO∘O), then one
-  launch whose program i computes dK, dV of key block i (loop over query blocks) and dQ of query
-  block i (loop over key blocks). For T <= 128 a single program per (batch, head) holds the whole
-  sequence: delta is computed in-program and dQ, dK, dV all come out of one pass (one launch).
+- Backward (Triton tutorial 06 structure): delta = rowsum(dO∘O), then one launch whose program i
+  computes dK, dV of key block i (loop over query blocks, transposed tiles) and dQ of query block i
+  (loop over key blocks). For T <= 128 a second kind is offered: one program per (batch, head) holds
+  the whole sequence, computes delta itself and writes dQ, dK, dV in one pass (one launch); the first
+  call on a GPU times both kinds and keeps the faster.
+- Launch configurations: small per-shape candidate lists (`fwd_configs`, `bwd_configs`), autotuned
+  by `triton.autotune` on first use; every candidate is compiled for sm_80/sm_90 without spills and
+  checked for correctness by tests/test_attention.py.
 - Dropout: no stored mask. keep(b, h, i, j) is Philox4x32 keyed by a 64-bit seed with counter
   (j // 4, i, b·H + h, 0); its 4 outputs serve keys j = 4c..4c+3 (FlashAttention's trick: one Philox
   call per 4 elements). It depends only on (seed, b, h, i, j), not on block sizes, so the backward and
@@ -27,7 +31,8 @@ torch.compile/Inductor sees the kernels themselves. Under TRITON_INTERPRET=1 (CP
 returns the raw interpreted kernel and triton_op's fake implementation (the op body run on
 FakeTensors) then dereferences fake data pointers, so torch.compile fails; there the same bodies are
 registered as `torch.library.custom_op`s with explicit fake implementations. Autograd is
-`register_autograd` in both cases.
+`register_autograd` in both cases. Outside tracing (plain eager calls) an `autograd.Function` calls
+the same op bodies directly: the custom-op dispatcher's Python costs as much as the kernels at T=77.
 """
 from __future__ import annotations
 
