@@ -465,8 +465,10 @@ _AUTOTUNERS: dict = {}
 _AUTOTUNE_KEY = ["T", "HEAD_DIM", "DROPOUT"]  # triton adds the tensor arguments' dtypes
 
 
-def _autotuned(kernel, configs: list[dict]):
-    key = (kernel.__name__, tuple(tuple(sorted(c.items())) for c in configs))
+def _autotuned(kernel, configs: list[dict], bh_bucket: int = 0):
+    # One autotuner per batch·heads bucket too: the best tile size depends on how many programs fill
+    # the GPU, which Triton's key (kernel arguments only) cannot see.
+    key = (kernel.__name__, tuple(tuple(sorted(c.items())) for c in configs), bh_bucket)
     if key not in _AUTOTUNERS:
         tconfigs = [triton.Config({k: v for k, v in c.items() if k.isupper()}, num_warps=c["num_warps"],
                                   num_stages=c["num_stages"]) for c in configs]
@@ -474,10 +476,10 @@ def _autotuned(kernel, configs: list[dict]):
     return _AUTOTUNERS[key]
 
 
-_BEST: dict = {}  # eager path: autotuner's pick per (kernel, T, D, dtype, dropout, candidates)
+_BEST: dict = {}  # eager path: autotuner's pick per (kernel, T, D, dtype, dropout, B·H bucket, candidates)
 
 
-def _launch(kernel, configs: list[dict], grid, args: tuple, consts: dict, T: int, dtype: torch.dtype):
+def _launch(kernel, configs: list[dict], grid, args: tuple, consts: dict, T: int, dtype: torch.dtype, bh: int):
     """Launch `kernel` with `configs[0]`, or autotuned over `configs`. grid(meta) -> launch grid.
     The eager path asks the autotuner once per key, then launches its pick directly (the Autotuner's
     per-call Python costs microseconds that matter at T=77)."""
@@ -485,26 +487,28 @@ def _launch(kernel, configs: list[dict], grid, args: tuple, consts: dict, T: int
         cfg = configs[0]
         _wrap(kernel)[grid(cfg)](*args, **consts, **cfg)
     elif getattr(_direct, "on", False):
-        key = (kernel.__name__, T, consts["HEAD_DIM"], dtype, consts["DROPOUT"], id(configs))
+        bucket = triton.next_power_of_2(bh)
+        key = (kernel.__name__, T, consts["HEAD_DIM"], dtype, consts["DROPOUT"], bucket, id(configs))
         cfg = _BEST.get(key)
         if cfg is not None:
             _wrap(kernel)[grid(cfg)](*args, **consts, **cfg)
             return
-        tuner = _autotuned(kernel, configs)
+        tuner = _autotuned(kernel, configs, bucket)
         _wrap(tuner)[grid](*args, **consts)
         best = getattr(tuner, "best_config", None)
         if best is not None:
             _BEST[key] = dict(best.kwargs, num_warps=best.num_warps, num_stages=best.num_stages)
     else:
-        _wrap(_autotuned(kernel, configs))[grid](*args, **consts)
+        _wrap(_autotuned(kernel, configs, triton.next_power_of_2(bh)))[grid](*args, **consts)
 
 
 def tuning_report() -> dict:
     """What the autotuners and the backward-kind choice picked so far (for benchmark notes)."""
-    out = {f"{k[0]} T={k[1]} D={k[2]} {str(k[3]).replace('torch.', '')} dropout={k[4]}": str(v)
+    out = {f"{k[0]} T={k[1]} D={k[2]} {str(k[3]).replace('torch.', '')} dropout={k[4]} B*H<={k[5]}": str(v)
            for k, v in _BEST.items()}
     for key, kind in _BWD_KIND.items():
-        out[f"backward kind T={key[0]} D={key[1]} {str(key[2]).replace('torch.', '')} dropout={key[3]}"] = kind
+        out[f"backward kind T={key[0]} D={key[1]} {str(key[2]).replace('torch.', '')} dropout={key[3]} "
+            f"B*H<={key[4]}"] = kind
     return out
 
 
@@ -525,10 +529,16 @@ def _launch_fwd(q4, k4, v4, o, o_strides, lse, seed, p: float, scale: float):
     thr, keep_scale = _dropout_args(p)
     _launch(_attn_fwd, fwd_configs(T, D, q4.dtype, _arch(q4)), lambda meta: (triton.cdiv(T, meta["BLOCK_M"]), B * H),
             (q4, k4, v4, o, lse, seed, *_bht(q4), *_bht(k4), *_bht(v4), *o_strides, H, T, scale, thr, keep_scale),
-            dict(HEAD_DIM=D, DROPOUT=p > 0, PRECISION=_precision(q4.dtype), N_ROUNDS=PHILOX_ROUNDS), T, q4.dtype)
+            dict(HEAD_DIM=D, DROPOUT=p > 0, PRECISION=_precision(q4.dtype), N_ROUNDS=PHILOX_ROUNDS), T, q4.dtype,
+            B * H)
 
 
-_BWD_KIND: dict = {}  # (T, D, dtype, dropout on, device) -> fastest backward kind, timed on first use
+def _can_time(t: torch.Tensor) -> bool:
+    """Timing alternatives is possible only for eager launches on a GPU."""
+    return t.is_cuda and not _INTERPRET and getattr(_direct, "on", False)
+
+
+_BWD_KIND: dict = {}  # (T, D, dtype, dropout on, B·H bucket, device) -> fastest backward kind (first use)
 
 
 def _launch_bwd(do4, q4, k4, v4, o4, lse, seed, g, g_strides, g_offs, p: float, scale: float):
@@ -539,7 +549,7 @@ def _launch_bwd(do4, q4, k4, v4, o4, lse, seed, g, g_strides, g_offs, p: float, 
     def small(configs):
         _launch(_attn_bwd_small, configs, lambda meta: (B * H,),
                 (q4, k4, v4, o4, do4, g, lse, seed, *_bht(q4), *_bht(k4), *_bht(v4), *_bht(o4), *_bht(do4),
-                 *g_strides, *g_offs, H, T, scale, thr, keep_scale), consts, T, q4.dtype)
+                 *g_strides, *g_offs, H, T, scale, thr, keep_scale), consts, T, q4.dtype, B * H)
 
     def tiled(configs):
         delta = torch.empty((B, H, T), device=q4.device, dtype=torch.float32)
@@ -547,13 +557,13 @@ def _launch_bwd(do4, q4, k4, v4, o4, lse, seed, g, g_strides, g_offs, p: float, 
             o4, do4, delta, *_bht(o4), *_bht(do4), H, T, HEAD_DIM=D, BLOCK_M=64)
         _launch(_attn_bwd, configs, lambda meta: (triton.cdiv(T, meta["BLOCK_N1"]), B * H),
                 (q4, k4, v4, do4, g, lse, delta, seed, *_bht(q4), *_bht(k4), *_bht(v4), *_bht(do4),
-                 *g_strides, *g_offs, H, T, scale, thr, keep_scale), consts, T, q4.dtype)
+                 *g_strides, *g_offs, H, T, scale, thr, keep_scale), consts, T, q4.dtype, B * H)
 
     run = {"small": small, "tiled": tiled}
     kinds = bwd_configs(T, D, q4.dtype, _arch(q4))
-    key = (T, D, q4.dtype, p > 0, str(q4.device))
+    key = (T, D, q4.dtype, p > 0, triton.next_power_of_2(B * H), str(q4.device))
     kind = _BWD_KIND.get(key)
-    if kind is None and len(kinds) > 1 and q4.is_cuda and not _INTERPRET and getattr(_direct, "on", False):
+    if kind is None and len(kinds) > 1 and _can_time(q4):
         # Eager, first call for this key: time each kind (each autotunes its own configs first).
         from triton.testing import do_bench
 
