@@ -21,13 +21,12 @@ for step in $STEPS; do
             # Story Cloze files encoded beforehand with the real vocabulary (.gpu_carry: data/, vocab/,
             # cache/; this machine has no spaCy, and the encoded cache makes it unnecessary).
       [ -d .gpu_carry ] || { echo "no .gpu_carry: skipped"; continue; }
-      for cfg in ${TRAIN_CFGS:-"--backend auto --compile"}; do
-        echo "--- train $cfg" | tee -a "$OUT/train.log"
-        python -m gpt1_fast.train --data_dir .gpu_carry/data --cache_dir .gpu_carry/cache \
-          --encoder_path .gpu_carry/vocab/encoder_bpe_40000.json --bpe_path .gpu_carry/vocab/vocab_40000.bpe \
-          --from_scratch --n_iter 2 --submit --analysis --desc gpu --log_dir /tmp/log --save_dir /tmp/save \
-          --submission_dir /tmp/sub $cfg 2>&1 | tail -12 | tee -a "$OUT/train.log"
-      done ;;
+      cfg=${TRAIN_ARGS:-"--backend auto --compile"}
+      echo "--- train $cfg" | tee -a "$OUT/train.log"
+      python -m gpt1_fast.train --data_dir .gpu_carry/data --cache_dir .gpu_carry/cache \
+        --encoder_path .gpu_carry/vocab/encoder_bpe_40000.json --bpe_path .gpu_carry/vocab/vocab_40000.bpe \
+        --from_scratch --n_iter 2 --submit --analysis --desc gpu --log_dir /tmp/log --save_dir /tmp/save \
+        --submission_dir /tmp/sub $cfg 2>&1 | tail -12 | tee -a "$OUT/train.log" ;;
     *) python -m benchmarks "$step" 2>&1 | tee "$OUT/bench_$step.log" | tail -45 ;;
   esac
   save
