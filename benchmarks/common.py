@@ -40,15 +40,19 @@ def device_slug(device: torch.device) -> str:
 
 
 def git_commit() -> str | None:
+    """The checkout's commit (+ "-dirty"); where the tree was copied without .git (the GPU machine),
+    the GPT1_FAST_COMMIT variable the caller passes along."""
+    here = Path(__file__).resolve().parent
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).resolve().parent, timeout=10)
-        commit = out.stdout.strip() or None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, cwd=Path(__file__).resolve().parent, timeout=10).stdout.strip()
-        return f"{commit}-dirty" if commit and dirty else commit
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=here, timeout=10)
+        if out.returncode == 0:
+            commit = out.stdout.strip()
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                   text=True, cwd=here, timeout=10).stdout.strip()
+            return f"{commit}-dirty" if dirty else commit
     except Exception:
-        return None
+        pass
+    return os.environ.get("GPT1_FAST_COMMIT")
 
 
 def default_device() -> torch.device:

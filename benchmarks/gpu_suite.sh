@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Everything that needs the GPU, in one call (device time is scarce):
-#   PYTHONPATH=. bash benchmarks/gpu_suite.sh [STEP ...]
+#   GPT1_FAST_COMMIT=<git rev-parse HEAD> bash benchmarks/gpu_suite.sh [STEP ...]
+# (the device's copy of the tree has no .git: the commit recorded in results comes from that variable)
 # STEPs: check train adam layernorm_gelu attention train_step (default: all, in that order).
 # Results land in benchmarks/results/; after every step, results and logs are archived to
 # $OUT/gpu_suite.tgz (the device tool returns at most 8 files), so a timeout loses only the last step.

@@ -9,7 +9,7 @@ Choosing a backend is one argument (or `GPTConfig.backend`); nothing else in the
 """
 from __future__ import annotations
 
-import functools
+import importlib.util
 import math
 
 import torch
@@ -18,13 +18,12 @@ import torch.nn.functional as F
 BACKENDS = ("torch", "triton", "auto")
 
 
-@functools.lru_cache(maxsize=None)
+# Looked up once at import (a cached function would be re-traced by torch.compile on every resolve).
+_TRITON_AVAILABLE = importlib.util.find_spec("triton") is not None
+
+
 def triton_available() -> bool:
-    try:
-        import triton  # noqa: F401
-    except Exception:
-        return False
-    return True
+    return _TRITON_AVAILABLE
 
 
 def resolve(backend: str, x: torch.Tensor) -> str:
