@@ -127,5 +127,7 @@ def attention(qkv: torch.Tensor, n_head: int, dropout_p: float = 0.0, training: 
 
 # ---------------------------------------------------------------------------------- cross-entropy
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, backend: str = "auto") -> torch.Tensor:
-    """Per-row cross-entropy (reduction 'none'), computed in float32 whatever the logits' dtype."""
+    """Per-row cross-entropy (reduction 'none'), computed in float32 whatever the logits' dtype.
+    Every backend uses PyTorch's here (no fused LM-head + cross-entropy kernel yet); `backend` keeps
+    the op boundary's signature uniform for when one exists."""
     return F.cross_entropy(logits.float(), targets, reduction="none")
