@@ -17,12 +17,14 @@ softmax, dropout on the probabilities, ·v. Flash-style: the T×T matrix is neve
   by `triton.autotune` on first use; every candidate is compiled for sm_80/sm_90 without spills and
   checked for correctness by tests/test_attention.py.
 - Dropout: no stored mask. keep(b, h, i, j) is Philox4x32 keyed by a 64-bit seed with counter
-  (j // 4, i, b·H + h, 0); its 4 outputs serve keys j = 4c..4c+3 (FlashAttention's trick: one Philox
-  call per 4 elements). It depends only on (seed, b, h, i, j), not on block sizes, so the backward and
-  `attention_dropout_mask` regenerate exactly the forward's mask. keep ⟺ (u >> 8) >= round(p·2²⁴):
-  P(keep) = 1 - p to 2⁻²⁴. The seed is a 1-element int64 tensor drawn from PyTorch's generator of the
-  input's device (`draw_dropout_seed`), so `torch.manual_seed` reproduces a run, and it is an explicit
-  op input (the ops stay functional for torch.compile). Output = softmax·keep/(1-p) @ v.
+  (j // 8, i, b·H + h, 0); its 4 32-bit outputs split into 8 16-bit uniforms serving keys j = 8c..8c+7
+  (one Philox call per 8 elements: the RNG is the main cost of dropout here; FlashAttention uses 8-bit
+  uniforms, 16 per call, which biases the drop rate by up to 2⁻⁹). It depends only on (seed, b, h, i, j),
+  not on block sizes, so the backward and `attention_dropout_mask` regenerate exactly the forward's
+  mask. keep ⟺ u16 >= round(p·2¹⁶): P(keep) = 1 - p to 2⁻¹⁷. The seed is a 1-element int64 tensor
+  drawn from PyTorch's generator of the input's device (`draw_dropout_seed`), so `torch.manual_seed`
+  reproduces a run, and it is an explicit op input (the ops stay functional for torch.compile).
+  Output = softmax·keep/(1-p) @ v.
 - fp32/fp16/bf16 inputs, fp32 accumulation. fp32 inputs use exact fp32 dots ("ieee"), not tf32, to
   match torch's default fp32 matmul.
 
@@ -36,7 +38,6 @@ the same op bodies directly: the custom-op dispatcher's Python costs as much as 
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 import os
@@ -58,16 +59,20 @@ SUPPORTED_HEAD_DIMS = (16, 32, 64, 128)
 # ----------------------------------------------------------------------------------------- kernels
 @triton.jit
 def _dropout_keep(seed, bh, offs_i, start_j, BLOCK_J: tl.constexpr, thr, N_ROUNDS: tl.constexpr):
-    """Keep-mask tile [len(offs_i), BLOCK_J] for keys start_j.. (start_j % 4 == 0)."""
-    c0 = (start_j // 4 + tl.arange(0, BLOCK_J // 4)).to(tl.uint32)
-    zero = tl.zeros([offs_i.shape[0], BLOCK_J // 4], dtype=tl.uint32)
+    """Keep-mask tile [len(offs_i), BLOCK_J] for keys start_j.. (start_j % 8 == 0, BLOCK_J % 8 == 0)."""
+    c0 = (start_j // 8 + tl.arange(0, BLOCK_J // 8)).to(tl.uint32)
+    zero = tl.zeros([offs_i.shape[0], BLOCK_J // 8], dtype=tl.uint32)
     c0 = zero + c0[None, :]
     c1 = zero + offs_i[:, None].to(tl.uint32)
     c2 = zero + bh.to(tl.uint32)
     r0, r1, r2, r3 = tl.philox(seed, c0, c1, c2, zero, N_ROUNDS)
-    # [..., c, x, y] = r_{2x+y}; row-major reshape puts it at key 4c + 2x + y.
-    u = tl.reshape(tl.join(tl.join(r0, r1), tl.join(r2, r3)), [offs_i.shape[0], BLOCK_J])
-    return (u >> 8).to(tl.int32) >= thr
+    # 16-bit halves h_{2k} = low(r_k), h_{2k+1} = high(r_k); [..., c, x, y, z] = h_{4x+2y+z}, and the
+    # row-major reshape puts it at key 8c + 4x + 2y + z.
+    lo = 0xFFFF
+    u = tl.join(tl.join(tl.join(r0 & lo, r0 >> 16), tl.join(r1 & lo, r1 >> 16)),
+                tl.join(tl.join(r2 & lo, r2 >> 16), tl.join(r3 & lo, r3 >> 16)))
+    u = tl.reshape(u, [offs_i.shape[0], BLOCK_J])
+    return u.to(tl.int32) >= thr
 
 
 @triton.jit
@@ -160,18 +165,24 @@ def _bwd_p_ds(q, k, v, do, lse, delta, offs_m, start_n, offs_kn, qk_scale, seed,
 
 
 @triton.jit
-def _bwd_dkdv_inner(dk, dv, k, v, qT_base, do_base, lse_base, delta_base, stride_qt, stride_dot, start_n, offs_kn,
-                    lo, hi, T, qk_scale, seed, bh, thr, keep_scale, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                    MASK: tl.constexpr, DROPOUT: tl.constexpr, PRECISION: tl.constexpr, N_ROUNDS: tl.constexpr):
+def _bwd_dkdv_inner(dk, dv, k, v, qT_base, do_base, o_base, lse_base, delta_base, stride_qt, stride_dot, stride_ot,
+                    start_n, offs_kn, lo, hi, T, qk_scale, seed, bh, thr, keep_scale, BLOCK_M: tl.constexpr,
+                    BLOCK_N: tl.constexpr, MASK: tl.constexpr, DROPOUT: tl.constexpr, PRECISION: tl.constexpr,
+                    N_ROUNDS: tl.constexpr, FUSED_DELTA: tl.constexpr):
     """Transposed tiles [keys, queries] (tutorial 06): Pᵀ and dSᵀ feed the dV, dK dots without a
-    register transpose; q is loaded as qᵀ straight from memory."""
+    register transpose; q is loaded as qᵀ straight from memory. FUSED_DELTA: delta = rowsum(dO∘O)
+    from an O tile here instead of the preprocess kernel's buffer."""
     for start_m in range(lo, hi, BLOCK_M):
         offs_m = start_m + tl.arange(0, BLOCK_M)
         row_ok = offs_m < T
         qT = tl.load(qT_base + offs_m[None, :] * stride_qt, mask=row_ok[None, :], other=0.0)
         do = tl.load(do_base + offs_m[:, None] * stride_dot, mask=row_ok[:, None], other=0.0)
         lse = tl.load(lse_base + offs_m, mask=row_ok, other=0.0)
-        delta = tl.load(delta_base + offs_m, mask=row_ok, other=0.0)
+        if FUSED_DELTA:
+            o = tl.load(o_base + offs_m[:, None] * stride_ot, mask=row_ok[:, None], other=0.0)
+            delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
+        else:
+            delta = tl.load(delta_base + offs_m, mask=row_ok, other=0.0)
         pT = tl.exp2(tl.dot(k, qT, input_precision=PRECISION) * qk_scale - lse[None, :])
         if MASK:
             pT = tl.where(offs_m[None, :] >= offs_kn[:, None], pT, 0.0)
@@ -223,14 +234,14 @@ def _attn_bwd_preprocess(O, DO, DELTA, stride_ob, stride_oh, stride_ot, stride_d
 
 
 @triton.jit
-def _attn_bwd(Q, K, V, DO, DQKV, LSE, DELTA, SEED,
+def _attn_bwd(Q, K, V, O, DO, DQKV, LSE, DELTA, SEED,
               stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
-              stride_vb, stride_vh, stride_vt, stride_dob, stride_doh, stride_dot,
+              stride_vb, stride_vh, stride_vt, stride_ob, stride_oh, stride_ot, stride_dob, stride_doh, stride_dot,
               stride_gb, stride_gh, stride_gt, dq_off, dk_off, dv_off,
               H, T, sm_scale, thr, keep_scale,
               HEAD_DIM: tl.constexpr, BLOCK_M1: tl.constexpr, BLOCK_N1: tl.constexpr,
               BLOCK_M2: tl.constexpr, BLOCK_N2: tl.constexpr,
-              DROPOUT: tl.constexpr, PRECISION: tl.constexpr, N_ROUNDS: tl.constexpr):
+              DROPOUT: tl.constexpr, PRECISION: tl.constexpr, N_ROUNDS: tl.constexpr, FUSED_DELTA: tl.constexpr):
     """Program i: dK, dV of keys [i·BLOCK_N1, +BLOCK_N1) and dQ of queries [i·BLOCK_M2, +BLOCK_M2).
     dQ, dK, dV are written into one buffer DQKV at element offsets dq_off, dk_off, dv_off, with the
     same (b, h, t) strides: the packed layout [B, T, 3C] or a stacked [3, B, H, T, D]."""
@@ -244,6 +255,7 @@ def _attn_bwd(Q, K, V, DO, DQKV, LSE, DELTA, SEED,
     k_base = K + off_b * stride_kb + off_h * stride_kh + offs_d[None, :]
     v_base = V + off_b * stride_vb + off_h * stride_vh + offs_d[None, :]
     do_base = DO + off_b * stride_dob + off_h * stride_doh + offs_d[None, :]
+    o_base = O + off_b * stride_ob + off_h * stride_oh + offs_d[None, :]
     g_base = DQKV + off_b * stride_gb + off_h * stride_gh + offs_d[None, :]
     stat_base = bh.to(tl.int64) * T
     sm_scale = tl.cast(sm_scale, tl.float32)
@@ -262,14 +274,14 @@ def _attn_bwd(Q, K, V, DO, DQKV, LSE, DELTA, SEED,
     dk = tl.zeros([BLOCK_N1, HEAD_DIM], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N1, HEAD_DIM], dtype=tl.float32)
     # Rows past T load q = dO = 0 (and lse = delta = 0): their P is finite and their terms vanish.
-    dk, dv = _bwd_dkdv_inner(dk, dv, k, v, qT_base, do_base, LSE + stat_base, DELTA + stat_base, stride_qt,
-                             stride_dot, start_n, offs_kn, start_n, tl.minimum(start_n + BLOCK_N1, T), T,
+    dk, dv = _bwd_dkdv_inner(dk, dv, k, v, qT_base, do_base, o_base, LSE + stat_base, DELTA + stat_base, stride_qt,
+                             stride_dot, stride_ot, start_n, offs_kn, start_n, tl.minimum(start_n + BLOCK_N1, T), T,
                              qk_scale, seed, bh, thr, keep_scale, BLOCK_M1, BLOCK_N1, True, DROPOUT, PRECISION,
-                             N_ROUNDS)
-    dk, dv = _bwd_dkdv_inner(dk, dv, k, v, qT_base, do_base, LSE + stat_base, DELTA + stat_base, stride_qt,
-                             stride_dot, start_n, offs_kn, start_n + BLOCK_N1, T, T,
+                             N_ROUNDS, FUSED_DELTA)
+    dk, dv = _bwd_dkdv_inner(dk, dv, k, v, qT_base, do_base, o_base, LSE + stat_base, DELTA + stat_base, stride_qt,
+                             stride_dot, stride_ot, start_n, offs_kn, start_n + BLOCK_N1, T, T,
                              qk_scale, seed, bh, thr, keep_scale, BLOCK_M1, BLOCK_N1, False, DROPOUT, PRECISION,
-                             N_ROUNDS)
+                             N_ROUNDS, FUSED_DELTA)
     out_ty = DQKV.dtype.element_ty
     tl.store(g_base + dk_off + offs_kn[:, None] * stride_gt, (dk * sm_scale).to(out_ty), mask=kv_ok)
     tl.store(g_base + dv_off + offs_kn[:, None] * stride_gt, dv.to(out_ty), mask=kv_ok)
@@ -281,7 +293,11 @@ def _attn_bwd(Q, K, V, DO, DQKV, LSE, DELTA, SEED,
     q = tl.load(q_base + offs_m[:, None] * stride_qt, mask=row_ok[:, None], other=0.0)
     do = tl.load(do_base + offs_m[:, None] * stride_dot, mask=row_ok[:, None], other=0.0)
     lse = tl.load(LSE + stat_base + offs_m, mask=row_ok, other=0.0)
-    delta = tl.load(DELTA + stat_base + offs_m, mask=row_ok, other=0.0)
+    if FUSED_DELTA:
+        o = tl.load(o_base + offs_m[:, None] * stride_ot, mask=row_ok[:, None], other=0.0)
+        delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
+    else:
+        delta = tl.load(DELTA + stat_base + offs_m, mask=row_ok, other=0.0)
     dq = tl.zeros([BLOCK_M2, HEAD_DIM], dtype=tl.float32)
     dq = _bwd_dq_inner(dq, q, do, lse, delta, k_base, v_base, stride_kt, stride_vt, offs_m, 0, start_m, T,
                        qk_scale, seed, bh, thr, keep_scale, BLOCK_N2, False, DROPOUT, PRECISION, N_ROUNDS)
@@ -363,6 +379,15 @@ def _dropout_mask_kernel(OUT, SEED, H, T, thr, BLOCK: tl.constexpr, N_ROUNDS: tl
 SMALL_T = 128  # T <= SMALL_T: the whole-sequence backward program is a candidate
 
 
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _next_pow2(n: int) -> int:
+    # triton.next_power_of_2 / cdiv are constexpr functions in recent Triton: microseconds per call.
+    return 1 << (n - 1).bit_length() if n > 1 else 1
+
+
 def _cfg(num_warps, num_stages, **blocks):
     return dict(blocks, num_warps=num_warps, num_stages=num_stages)
 
@@ -373,15 +398,20 @@ def fwd_configs(T: int, D: int, dtype: torch.dtype, arch: int = 0) -> list[dict]
     if dtype == torch.float32:  # exact fp32 dots run on the FMA units: small tiles
         return [_cfg(4, 2, BLOCK_M=32, BLOCK_N=32)]
     if T <= 64:
-        return [_cfg(4, 2, BLOCK_M=max(16, triton.next_power_of_2(T)), BLOCK_N=16 if T <= 16 else 32)]
+        return [_cfg(4, 2, BLOCK_M=max(16, _next_pow2(T)), BLOCK_N=16 if T <= 16 else 32)]
     if D >= 128:
         return [_cfg(4, 2, BLOCK_M=64, BLOCK_N=32)]
+    # 128x64 tiles with 8 warps spill 8 bytes on sm_80 when dropout is on (16-bit RNG lanes).
+    sm80 = 0 < arch < 90
     if T <= SMALL_T:
-        return [_cfg(4, 2, BLOCK_M=64, BLOCK_N=32), _cfg(8, 2, BLOCK_M=128, BLOCK_N=32),
-                _cfg(4, 2, BLOCK_M=32, BLOCK_N=32), _cfg(8, 2, BLOCK_M=128, BLOCK_N=64),
-                _cfg(4, 2, BLOCK_M=128, BLOCK_N=32)]
-    return [_cfg(8, 3, BLOCK_M=128, BLOCK_N=64), _cfg(8, 3, BLOCK_M=64, BLOCK_N=64),
-            _cfg(8, 3, BLOCK_M=128, BLOCK_N=32), _cfg(4, 3, BLOCK_M=64, BLOCK_N=32)]
+        cands = [_cfg(4, 2, BLOCK_M=64, BLOCK_N=32), _cfg(8, 2, BLOCK_M=128, BLOCK_N=32),
+                 _cfg(4, 2, BLOCK_M=32, BLOCK_N=32), _cfg(8, 2, BLOCK_M=128, BLOCK_N=64),
+                 _cfg(4, 2, BLOCK_M=128, BLOCK_N=32)]
+    else:
+        cands = [_cfg(8, 3, BLOCK_M=128, BLOCK_N=64), _cfg(8, 4, BLOCK_M=128, BLOCK_N=64),
+                 _cfg(8, 3, BLOCK_M=64, BLOCK_N=64), _cfg(8, 3, BLOCK_M=128, BLOCK_N=32),
+                 _cfg(4, 3, BLOCK_M=64, BLOCK_N=32)]
+    return [c for c in cands if not (sm80 and c["BLOCK_M"] == 128 and c["BLOCK_N"] == 64)]
 
 
 # Backward candidates per architecture (sm_80's register allocation differs: several sm_90 choices
@@ -390,7 +420,8 @@ _TILED = {
     90: [_cfg(8, 3, BLOCK_M1=32, BLOCK_N1=64, BLOCK_M2=64, BLOCK_N2=32),
          _cfg(8, 3, BLOCK_M1=16, BLOCK_N1=64, BLOCK_M2=64, BLOCK_N2=16),
          _cfg(4, 3, BLOCK_M1=16, BLOCK_N1=32, BLOCK_M2=32, BLOCK_N2=16),
-         _cfg(8, 3, BLOCK_M1=32, BLOCK_N1=128, BLOCK_M2=128, BLOCK_N2=32)],  # tutorial 06's blocks
+         _cfg(8, 3, BLOCK_M1=32, BLOCK_N1=128, BLOCK_M2=128, BLOCK_N2=32),  # tutorial 06's blocks
+         _cfg(8, 4, BLOCK_M1=32, BLOCK_N1=128, BLOCK_M2=128, BLOCK_N2=32)],
     80: [_cfg(8, 3, BLOCK_M1=16, BLOCK_N1=64, BLOCK_M2=64, BLOCK_N2=16),
          _cfg(4, 3, BLOCK_M1=16, BLOCK_N1=32, BLOCK_M2=32, BLOCK_N2=16)],
 }
@@ -414,7 +445,7 @@ def bwd_configs(T: int, D: int, dtype: torch.dtype, arch: int = 0) -> dict[str, 
     if dtype == torch.float32:
         return {"tiled": [_TILED_FP32[family]]}
     if T <= SMALL_T:
-        block_t = max(16, triton.next_power_of_2(T))
+        block_t = max(16, _next_pow2(T))
         if block_t <= 64 and D <= 64:
             return {"small": [_cfg(4, 2, BLOCK_T=block_t, BLOCK_N=32 if block_t >= 32 else 16)]}
         if D >= 128:
@@ -442,13 +473,12 @@ def _arch(t: torch.Tensor) -> int:
 _direct = threading.local()
 
 
-@contextlib.contextmanager
-def _direct_launch():
-    """Launch kernels straight away (the eager autograd.Function path, see `_use_ops`)."""
+def _eager(fn, *args):
+    """fn(*args) launching kernels straight away (the eager autograd.Function path, see `_use_ops`)."""
     prev = getattr(_direct, "on", False)
     _direct.on = True
     try:
-        yield
+        return fn(*args)
     finally:
         _direct.on = prev
 
@@ -487,7 +517,7 @@ def _launch(kernel, configs: list[dict], grid, args: tuple, consts: dict, T: int
         cfg = configs[0]
         _wrap(kernel)[grid(cfg)](*args, **consts, **cfg)
     elif getattr(_direct, "on", False):
-        bucket = triton.next_power_of_2(bh)
+        bucket = _next_pow2(bh)
         key = (kernel.__name__, T, consts["HEAD_DIM"], dtype, consts["DROPOUT"], bucket, id(configs))
         cfg = _BEST.get(key)
         if cfg is not None:
@@ -499,7 +529,7 @@ def _launch(kernel, configs: list[dict], grid, args: tuple, consts: dict, T: int
         if best is not None:
             _BEST[key] = dict(best.kwargs, num_warps=best.num_warps, num_stages=best.num_stages)
     else:
-        _wrap(_autotuned(kernel, configs, triton.next_power_of_2(bh)))[grid](*args, **consts)
+        _wrap(_autotuned(kernel, configs, _next_pow2(bh)))[grid](*args, **consts)
 
 
 def tuning_report() -> dict:
@@ -517,7 +547,7 @@ def _precision(dtype: torch.dtype) -> str:
 
 
 def _dropout_args(p: float) -> tuple[int, float]:
-    return int(round(p * (1 << 24))), 1.0 / (1.0 - p)
+    return int(round(p * (1 << 16))), 1.0 / (1.0 - p)
 
 
 def _bht(t: torch.Tensor) -> tuple[int, int, int]:
@@ -527,7 +557,7 @@ def _bht(t: torch.Tensor) -> tuple[int, int, int]:
 def _launch_fwd(q4, k4, v4, o, o_strides, lse, seed, p: float, scale: float):
     B, H, T, D = q4.shape
     thr, keep_scale = _dropout_args(p)
-    _launch(_attn_fwd, fwd_configs(T, D, q4.dtype, _arch(q4)), lambda meta: (triton.cdiv(T, meta["BLOCK_M"]), B * H),
+    _launch(_attn_fwd, fwd_configs(T, D, q4.dtype, _arch(q4)), lambda meta: (_cdiv(T, meta["BLOCK_M"]), B * H),
             (q4, k4, v4, o, lse, seed, *_bht(q4), *_bht(k4), *_bht(v4), *o_strides, H, T, scale, thr, keep_scale),
             dict(HEAD_DIM=D, DROPOUT=p > 0, PRECISION=_precision(q4.dtype), N_ROUNDS=PHILOX_ROUNDS), T, q4.dtype,
             B * H)
@@ -552,16 +582,23 @@ def _launch_bwd(do4, q4, k4, v4, o4, lse, seed, g, g_strides, g_offs, p: float, 
                  *g_strides, *g_offs, H, T, scale, thr, keep_scale), consts, T, q4.dtype, B * H)
 
     def tiled(configs):
-        delta = torch.empty((B, H, T), device=q4.device, dtype=torch.float32)
-        _wrap(_attn_bwd_preprocess)[(triton.cdiv(T, 64), B * H)](
-            o4, do4, delta, *_bht(o4), *_bht(do4), H, T, HEAD_DIM=D, BLOCK_M=64)
-        _launch(_attn_bwd, configs, lambda meta: (triton.cdiv(T, meta["BLOCK_N1"]), B * H),
-                (q4, k4, v4, do4, g, lse, delta, seed, *_bht(q4), *_bht(k4), *_bht(v4), *_bht(do4),
-                 *g_strides, *g_offs, H, T, scale, thr, keep_scale), consts, T, q4.dtype, B * H)
+        # Short sequences: each query row is revisited by only a few key blocks, so computing delta
+        # in the kernel costs less than the preprocess launch (host time dominates at T=77).
+        fused = T <= SMALL_T
+        if fused:
+            delta = lse  # not read
+        else:
+            delta = torch.empty((B, H, T), device=q4.device, dtype=torch.float32)
+            _wrap(_attn_bwd_preprocess)[(_cdiv(T, 64), B * H)](
+                o4, do4, delta, *_bht(o4), *_bht(do4), H, T, HEAD_DIM=D, BLOCK_M=64)
+        _launch(_attn_bwd, configs, lambda meta: (_cdiv(T, meta["BLOCK_N1"]), B * H),
+                (q4, k4, v4, o4, do4, g, lse, delta, seed, *_bht(q4), *_bht(k4), *_bht(v4), *_bht(o4), *_bht(do4),
+                 *g_strides, *g_offs, H, T, scale, thr, keep_scale), dict(consts, FUSED_DELTA=fused), T, q4.dtype,
+                B * H)
 
     run = {"small": small, "tiled": tiled}
     kinds = bwd_configs(T, D, q4.dtype, _arch(q4))
-    key = (T, D, q4.dtype, p > 0, triton.next_power_of_2(B * H), str(q4.device))
+    key = (T, D, q4.dtype, p > 0, _next_pow2(B * H), str(q4.device))
     kind = _BWD_KIND.get(key)
     if kind is None and len(kinds) > 1 and _can_time(q4):
         # Eager, first call for this key: time each kind (each autotunes its own configs first).
@@ -722,8 +759,7 @@ _attn_packed_fwd_op.register_autograd(_packed_backward, setup_context=_packed_se
 class _EagerAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, seed, dropout_p, scale):
-        with _direct_launch():
-            o, lse = _attn_fwd_impl(q, k, v, seed, dropout_p, scale)
+        o, lse = _eager(_attn_fwd_impl, q, k, v, seed, dropout_p, scale)
         ctx.save_for_backward(q, k, v, o, lse, seed)
         ctx.dropout_p, ctx.scale = dropout_p, scale
         return o
@@ -731,16 +767,14 @@ class _EagerAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx, do):
         q, k, v, o, lse, seed = ctx.saved_tensors
-        with _direct_launch():
-            g = _attn_bwd_impl(do, q, k, v, o, lse, seed, ctx.dropout_p, ctx.scale)
+        g = _eager(_attn_bwd_impl, do, q, k, v, o, lse, seed, ctx.dropout_p, ctx.scale)
         return g[0], g[1], g[2], None, None, None
 
 
 class _EagerPackedAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, qkv, n_head, seed, dropout_p, scale):
-        with _direct_launch():
-            o, lse = _attn_packed_fwd_impl(qkv, n_head, seed, dropout_p, scale)
+        o, lse = _eager(_attn_packed_fwd_impl, qkv, n_head, seed, dropout_p, scale)
         ctx.save_for_backward(qkv, o, lse, seed)
         ctx.n_head, ctx.dropout_p, ctx.scale = n_head, dropout_p, scale
         return o
@@ -748,8 +782,7 @@ class _EagerPackedAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx, do):
         qkv, o, lse, seed = ctx.saved_tensors
-        with _direct_launch():
-            g = _attn_packed_bwd_impl(do, qkv, o, lse, seed, ctx.n_head, ctx.dropout_p, ctx.scale)
+        g = _eager(_attn_packed_bwd_impl, do, qkv, o, lse, seed, ctx.n_head, ctx.dropout_p, ctx.scale)
         return g, None, None, None, None
 
 
@@ -765,8 +798,16 @@ def draw_dropout_seed(device) -> torch.Tensor:
     return torch.randint(0, 2**62, (1,), dtype=torch.int64, device=device)
 
 
-def _seed_tensor(seed, dropout_p: float, device) -> torch.Tensor:
+_NO_SEED: dict = {}  # eager path, dropout_p == 0: one placeholder seed per device (never read)
+
+
+def _seed_tensor(seed, dropout_p: float, device, eager: bool = False) -> torch.Tensor:
     if dropout_p == 0.0:
+        if eager:
+            t = _NO_SEED.get(device)
+            if t is None:
+                t = _NO_SEED[device] = torch.zeros((1,), dtype=torch.int64, device=device)
+            return t
         return torch.empty((1,), dtype=torch.int64, device=device)  # never read
     if seed is None:
         return draw_dropout_seed(device)
@@ -800,10 +841,9 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_
         raise ValueError("T must be >= 1")
     scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
     dropout_p = float(dropout_p)
-    seed_t = _seed_tensor(seed, dropout_p, q.device)
     if _use_ops(q):
-        return _attn_fwd_op(q, k, v, seed_t, dropout_p, scale)[0]
-    return _EagerAttention.apply(q, k, v, seed_t, dropout_p, scale)
+        return _attn_fwd_op(q, k, v, _seed_tensor(seed, dropout_p, q.device), dropout_p, scale)[0]
+    return _EagerAttention.apply(q, k, v, _seed_tensor(seed, dropout_p, q.device, True), dropout_p, scale)
 
 
 def causal_attention_packed(qkv: torch.Tensor, n_head: int, dropout_p: float = 0.0, scale: float | None = None,
@@ -820,10 +860,10 @@ def causal_attention_packed(qkv: torch.Tensor, n_head: int, dropout_p: float = 0
         raise ValueError("T must be >= 1")
     scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
     dropout_p = float(dropout_p)
-    seed_t = _seed_tensor(seed, dropout_p, qkv.device)
     if _use_ops(qkv):
-        return _attn_packed_fwd_op(qkv, int(n_head), seed_t, dropout_p, scale)[0]
-    return _EagerPackedAttention.apply(qkv, int(n_head), seed_t, dropout_p, scale)
+        return _attn_packed_fwd_op(qkv, int(n_head), _seed_tensor(seed, dropout_p, qkv.device), dropout_p, scale)[0]
+    return _EagerPackedAttention.apply(qkv, int(n_head), _seed_tensor(seed, dropout_p, qkv.device, True),
+                                       dropout_p, scale)
 
 
 def attention_dropout_mask(seed: int | torch.Tensor, B: int, H: int, T: int, p: float, device=None, *,
@@ -834,6 +874,6 @@ def attention_dropout_mask(seed: int | torch.Tensor, B: int, H: int, T: int, p: 
     device = torch.device(device) if device is not None else (seed.device if isinstance(seed, torch.Tensor) else "cpu")
     seed_t = _seed_tensor(seed, max(p, 1e-9), device)
     out = torch.empty((B, H, T, T), dtype=torch.int8, device=device)
-    grid = (triton.cdiv(T, block), triton.cdiv(T, block), B * H)
+    grid = (_cdiv(T, block), _cdiv(T, block), B * H)
     _dropout_mask_kernel[grid](out, seed_t, H, T, _dropout_args(p)[0], BLOCK=block, N_ROUNDS=PHILOX_ROUNDS)
     return out.bool()
