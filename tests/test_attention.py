@@ -396,9 +396,12 @@ def test_aot_compile_no_spills():
     fwd_512 = {(r["BLOCK_M"], r["BLOCK_N"], r["num_warps"], r["num_stages"]) for r in rows
                if r["kernel"] == "_attn_fwd" and r["T"] == 512 and r["dtype"] == "bfloat16"}
     assert len(fwd_512) == len(A.fwd_configs(512, 64, torch.bfloat16, 90)) > 1, fwd_512
-    tiled_90 = {(r["BLOCK_M1"], r["BLOCK_N1"], r["num_warps"], r["num_stages"]) for r in rows if r["kernel"] == "_attn_bwd" and r["cc"] == 90
-                and r["T"] == 512 and r["dtype"] == "bfloat16" and r["p"] > 0}
-    assert len(tiled_90) == len(A.bwd_configs(512, 64, torch.bfloat16, 90)["tiled"]), tiled_90
+    for kind, atomic in (("tiled", False), ("atomic", True)):
+        got = {(r["BLOCK_M1"], r["BLOCK_N1"], r["num_warps"], r["num_stages"]) for r in rows
+               if r["kernel"] == "_attn_bwd" and r["cc"] == 90 and r["T"] == 512 and r["dtype"] == "bfloat16"
+               and r["p"] > 0 and r["ATOMIC_DQ"] == atomic}
+        assert len(got) == len(A.bwd_configs(512, 64, torch.bfloat16, 90)[kind]), (kind, got)
+    assert "_attn_dq_store" in kernels
     spilling = [r for r in rows if r["n_spills"] != 0]
     assert not spilling, spilling
 

@@ -165,13 +165,16 @@ def _bwd_p_ds(q, k, v, do, lse, delta, offs_m, start_n, offs_kn, qk_scale, seed,
 
 
 @triton.jit
-def _bwd_dkdv_inner(dk, dv, k, v, qT_base, do_base, o_base, lse_base, delta_base, stride_qt, stride_dot, stride_ot,
-                    start_n, offs_kn, lo, hi, T, qk_scale, seed, bh, thr, keep_scale, BLOCK_M: tl.constexpr,
-                    BLOCK_N: tl.constexpr, MASK: tl.constexpr, DROPOUT: tl.constexpr, PRECISION: tl.constexpr,
-                    N_ROUNDS: tl.constexpr, FUSED_DELTA: tl.constexpr):
+def _bwd_dkdv_inner(dk, dv, k, v, qT_base, do_base, o_base, lse_base, delta_base, dq_base, stride_qt, stride_dot,
+                    stride_ot, stride_dqt, start_n, offs_kn, lo, hi, T, qk_scale, seed, bh, thr, keep_scale,
+                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, MASK: tl.constexpr, DROPOUT: tl.constexpr,
+                    PRECISION: tl.constexpr, N_ROUNDS: tl.constexpr, FUSED_DELTA: tl.constexpr,
+                    ATOMIC_DQ: tl.constexpr):
     """Transposed tiles [keys, queries] (tutorial 06): Pᵀ and dSᵀ feed the dV, dK dots without a
     register transpose; q is loaded as qᵀ straight from memory. FUSED_DELTA: delta = rowsum(dO∘O)
-    from an O tile here instead of the preprocess kernel's buffer."""
+    from an O tile here instead of the preprocess kernel's buffer. ATOMIC_DQ: dQ += dS·K of this tile is
+    added (fp32 atomics) into dq_base too (FlashAttention-2's backward: P, dP and the dropout mask are
+    computed once, not again in a dQ pass)."""
     for start_m in range(lo, hi, BLOCK_M):
         offs_m = start_m + tl.arange(0, BLOCK_M)
         row_ok = offs_m < T
@@ -196,6 +199,9 @@ def _bwd_dkdv_inner(dk, dv, k, v, qT_base, do_base, o_base, lse_base, delta_base
         dv = tl.dot(pdT.to(do.dtype), do, dv, input_precision=PRECISION)
         dsT = pT * (dpT - delta[None, :])
         dk = tl.dot(dsT.to(qT.dtype), tl.trans(qT), dk, input_precision=PRECISION)
+        if ATOMIC_DQ:
+            dq = tl.dot(tl.trans(dsT.to(k.dtype)), k, input_precision=PRECISION)
+            tl.atomic_add(dq_base + offs_m[:, None] * stride_dqt, dq, mask=row_ok[:, None], sem="relaxed")
     return dk, dv
 
 
@@ -234,17 +240,37 @@ def _attn_bwd_preprocess(O, DO, DELTA, stride_ob, stride_oh, stride_ot, stride_d
 
 
 @triton.jit
-def _attn_bwd(Q, K, V, O, DO, DQKV, LSE, DELTA, SEED,
+def _attn_dq_store(DQACC, DQKV, stride_gb, stride_gh, stride_gt, dq_off, H, T, sm_scale,
+                   HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr):
+    """dQ = sm_scale · DQACC (fp32 [B·H, T, D], from the atomic backward) into DQKV at dq_off."""
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    bh = tl.program_id(1)
+    off_b = (bh // H).to(tl.int64)
+    off_h = (bh % H).to(tl.int64)
+    offs_d = tl.arange(0, HEAD_DIM)
+    row_ok = offs_m[:, None] < T
+    dq = tl.load(DQACC + bh.to(tl.int64) * T * HEAD_DIM + offs_m[:, None] * HEAD_DIM + offs_d[None, :],
+                 mask=row_ok, other=0.0)
+    sm_scale = tl.cast(sm_scale, tl.float32)
+    tl.store(DQKV + dq_off + off_b * stride_gb + off_h * stride_gh + offs_m[:, None] * stride_gt + offs_d[None, :],
+             (dq * sm_scale).to(DQKV.dtype.element_ty), mask=row_ok)
+
+
+@triton.jit
+def _attn_bwd(Q, K, V, O, DO, DQKV, LSE, DELTA, SEED, DQACC,
               stride_qb, stride_qh, stride_qt, stride_kb, stride_kh, stride_kt,
               stride_vb, stride_vh, stride_vt, stride_ob, stride_oh, stride_ot, stride_dob, stride_doh, stride_dot,
               stride_gb, stride_gh, stride_gt, dq_off, dk_off, dv_off,
               H, T, sm_scale, thr, keep_scale,
               HEAD_DIM: tl.constexpr, BLOCK_M1: tl.constexpr, BLOCK_N1: tl.constexpr,
               BLOCK_M2: tl.constexpr, BLOCK_N2: tl.constexpr,
-              DROPOUT: tl.constexpr, PRECISION: tl.constexpr, N_ROUNDS: tl.constexpr, FUSED_DELTA: tl.constexpr):
+              DROPOUT: tl.constexpr, PRECISION: tl.constexpr, N_ROUNDS: tl.constexpr, FUSED_DELTA: tl.constexpr,
+              ATOMIC_DQ: tl.constexpr):
     """Program i: dK, dV of keys [i·BLOCK_N1, +BLOCK_N1) and dQ of queries [i·BLOCK_M2, +BLOCK_M2).
     dQ, dK, dV are written into one buffer DQKV at element offsets dq_off, dk_off, dv_off, with the
-    same (b, h, t) strides: the packed layout [B, T, 3C] or a stacked [3, B, H, T, D]."""
+    same (b, h, t) strides: the packed layout [B, T, 3C] or a stacked [3, B, H, T, D]. ATOMIC_DQ: no dQ
+    pass; the dK/dV loop adds unscaled dQ into the fp32 [B·H, T, D] buffer DQACC (zeroed by the caller),
+    which `_attn_dq_store` scales and writes into DQKV."""
     pid = tl.program_id(0)
     bh = tl.program_id(1)
     off_b = (bh // H).to(tl.int64)
@@ -258,6 +284,7 @@ def _attn_bwd(Q, K, V, O, DO, DQKV, LSE, DELTA, SEED,
     o_base = O + off_b * stride_ob + off_h * stride_oh + offs_d[None, :]
     g_base = DQKV + off_b * stride_gb + off_h * stride_gh + offs_d[None, :]
     stat_base = bh.to(tl.int64) * T
+    dq_base = DQACC + stat_base * HEAD_DIM + offs_d[None, :]
     sm_scale = tl.cast(sm_scale, tl.float32)
     keep_scale = tl.cast(keep_scale, tl.float32)
     qk_scale = sm_scale * 1.4426950408889634
@@ -274,18 +301,20 @@ def _attn_bwd(Q, K, V, O, DO, DQKV, LSE, DELTA, SEED,
     dk = tl.zeros([BLOCK_N1, HEAD_DIM], dtype=tl.float32)
     dv = tl.zeros([BLOCK_N1, HEAD_DIM], dtype=tl.float32)
     # Rows past T load q = dO = 0 (and lse = delta = 0): their P is finite and their terms vanish.
-    dk, dv = _bwd_dkdv_inner(dk, dv, k, v, qT_base, do_base, o_base, LSE + stat_base, DELTA + stat_base, stride_qt,
-                             stride_dot, stride_ot, start_n, offs_kn, start_n, tl.minimum(start_n + BLOCK_N1, T), T,
-                             qk_scale, seed, bh, thr, keep_scale, BLOCK_M1, BLOCK_N1, True, DROPOUT, PRECISION,
-                             N_ROUNDS, FUSED_DELTA)
-    dk, dv = _bwd_dkdv_inner(dk, dv, k, v, qT_base, do_base, o_base, LSE + stat_base, DELTA + stat_base, stride_qt,
-                             stride_dot, stride_ot, start_n, offs_kn, start_n + BLOCK_N1, T, T,
+    dk, dv = _bwd_dkdv_inner(dk, dv, k, v, qT_base, do_base, o_base, LSE + stat_base, DELTA + stat_base, dq_base,
+                             stride_qt, stride_dot, stride_ot, HEAD_DIM, start_n, offs_kn, start_n,
+                             tl.minimum(start_n + BLOCK_N1, T), T, qk_scale, seed, bh, thr, keep_scale, BLOCK_M1,
+                             BLOCK_N1, True, DROPOUT, PRECISION, N_ROUNDS, FUSED_DELTA, ATOMIC_DQ)
+    dk, dv = _bwd_dkdv_inner(dk, dv, k, v, qT_base, do_base, o_base, LSE + stat_base, DELTA + stat_base, dq_base,
+                             stride_qt, stride_dot, stride_ot, HEAD_DIM, start_n, offs_kn, start_n + BLOCK_N1, T, T,
                              qk_scale, seed, bh, thr, keep_scale, BLOCK_M1, BLOCK_N1, False, DROPOUT, PRECISION,
-                             N_ROUNDS, FUSED_DELTA)
+                             N_ROUNDS, FUSED_DELTA, ATOMIC_DQ)
     out_ty = DQKV.dtype.element_ty
     tl.store(g_base + dk_off + offs_kn[:, None] * stride_gt, (dk * sm_scale).to(out_ty), mask=kv_ok)
     tl.store(g_base + dv_off + offs_kn[:, None] * stride_gt, dv.to(out_ty), mask=kv_ok)
 
+    if ATOMIC_DQ:
+        return
     # ---- dQ: queries fixed, loop over the key blocks at or left of the diagonal.
     start_m = pid * BLOCK_M2
     offs_m = start_m + tl.arange(0, BLOCK_M2)
@@ -425,6 +454,15 @@ _TILED = {
     80: [_cfg(8, 3, BLOCK_M1=16, BLOCK_N1=64, BLOCK_M2=64, BLOCK_N2=16),
          _cfg(4, 3, BLOCK_M1=16, BLOCK_N1=32, BLOCK_M2=32, BLOCK_N2=16)],
 }
+# Atomic-dQ backward (T > 128): dK/dV programs only, so BLOCK_M2/BLOCK_N2 are unused (kept equal).
+_ATOMIC = {
+    90: [_cfg(8, 3, BLOCK_M1=32, BLOCK_N1=128, BLOCK_M2=32, BLOCK_N2=128),
+         _cfg(8, 3, BLOCK_M1=32, BLOCK_N1=64, BLOCK_M2=32, BLOCK_N2=64),
+         _cfg(4, 3, BLOCK_M1=32, BLOCK_N1=64, BLOCK_M2=32, BLOCK_N2=64),
+         _cfg(8, 4, BLOCK_M1=32, BLOCK_N1=128, BLOCK_M2=32, BLOCK_N2=128)],  # 64x128 spills
+    80: [_cfg(8, 3, BLOCK_M1=16, BLOCK_N1=64, BLOCK_M2=16, BLOCK_N2=64),
+         _cfg(4, 3, BLOCK_M1=16, BLOCK_N1=32, BLOCK_M2=16, BLOCK_N2=32)],
+}
 # Extra tiled candidates for T <= 128: 32-wide blocks skip more of the masked triangle and give more
 # programs per (batch, head) (occupancy at small T).
 _TILED_SHORT = [_cfg(4, 2, BLOCK_M1=32, BLOCK_N1=32, BLOCK_M2=32, BLOCK_N2=32),
@@ -454,7 +492,7 @@ def bwd_configs(T: int, D: int, dtype: torch.dtype, arch: int = 0) -> dict[str, 
         return {k: v for k, v in kinds.items() if v}
     if D >= 128:
         return {"tiled": [_TILED_D128]}
-    return {"tiled": _TILED[family]}
+    return {"tiled": _TILED[family], "atomic": _ATOMIC[family]}
 
 
 @functools.lru_cache(maxsize=None)
@@ -495,41 +533,47 @@ _AUTOTUNERS: dict = {}
 _AUTOTUNE_KEY = ["T", "HEAD_DIM", "DROPOUT"]  # triton adds the tensor arguments' dtypes
 
 
-def _autotuned(kernel, configs: list[dict], bh_bucket: int = 0):
+def _autotuned(kernel, configs: list[dict], bh_bucket: int = 0, reset: tuple = ()):
     # One autotuner per batch·heads bucket too: the best tile size depends on how many programs fill
     # the GPU, which Triton's key (kernel arguments only) cannot see.
-    key = (kernel.__name__, tuple(tuple(sorted(c.items())) for c in configs), bh_bucket)
+    key = (kernel.__name__, tuple(tuple(sorted(c.items())) for c in configs), bh_bucket, reset)
     if key not in _AUTOTUNERS:
         tconfigs = [triton.Config({k: v for k, v in c.items() if k.isupper()}, num_warps=c["num_warps"],
                                   num_stages=c["num_stages"]) for c in configs]
-        _AUTOTUNERS[key] = triton.autotune(configs=tconfigs, key=_AUTOTUNE_KEY)(kernel)
+        _AUTOTUNERS[key] = triton.autotune(configs=tconfigs, key=_AUTOTUNE_KEY, reset_to_zero=list(reset) or None)(kernel)
     return _AUTOTUNERS[key]
 
 
 _BEST: dict = {}  # eager path: autotuner's pick per (kernel, T, D, dtype, dropout, B·H bucket, candidates)
 
 
-def _launch(kernel, configs: list[dict], grid, args: tuple, consts: dict, T: int, dtype: torch.dtype, bh: int):
+def _launch(kernel, configs: list[dict], grid, args: tuple, consts: dict, T: int, dtype: torch.dtype, bh: int,
+            reset: tuple = ()) -> bool:
     """Launch `kernel` with `configs[0]`, or autotuned over `configs`. grid(meta) -> launch grid.
     The eager path asks the autotuner once per key, then launches its pick directly (the Autotuner's
-    per-call Python costs microseconds that matter at T=77)."""
+    per-call Python costs microseconds that matter at T=77). `reset`: outputs the kernel accumulates
+    into (zeroed between the autotuner's trial runs). Returns True when this call ran the autotuner
+    eagerly (its trial runs also wrote the outputs)."""
     if _INTERPRET or len(configs) == 1:
         cfg = configs[0]
         _wrap(kernel)[grid(cfg)](*args, **consts, **cfg)
     elif getattr(_direct, "on", False):
         bucket = _next_pow2(bh)
-        key = (kernel.__name__, T, consts["HEAD_DIM"], dtype, consts["DROPOUT"], bucket, id(configs))
+        name = kernel.__name__ + (" atomic-dQ" if consts.get("ATOMIC_DQ") else "")
+        key = (name, T, consts["HEAD_DIM"], dtype, consts["DROPOUT"], bucket, id(configs))
         cfg = _BEST.get(key)
         if cfg is not None:
             _wrap(kernel)[grid(cfg)](*args, **consts, **cfg)
-            return
-        tuner = _autotuned(kernel, configs, bucket)
+            return False
+        tuner = _autotuned(kernel, configs, bucket, reset)
         _wrap(tuner)[grid](*args, **consts)
         best = getattr(tuner, "best_config", None)
         if best is not None:
             _BEST[key] = dict(best.kwargs, num_warps=best.num_warps, num_stages=best.num_stages)
+        return True
     else:
-        _wrap(_autotuned(kernel, configs, _next_pow2(bh)))[grid](*args, **consts)
+        _wrap(_autotuned(kernel, configs, _next_pow2(bh), reset))[grid](*args, **consts)
+    return False
 
 
 def tuning_report() -> dict:
@@ -551,7 +595,7 @@ def _dropout_args(p: float) -> tuple[int, float]:
 
 
 def _bht(t: torch.Tensor) -> tuple[int, int, int]:
-    return t.stride(0), t.stride(1), t.stride(2)
+    return t.stride()[:3]
 
 
 def _launch_fwd(q4, k4, v4, o, o_strides, lse, seed, p: float, scale: float):
@@ -581,22 +625,30 @@ def _launch_bwd(do4, q4, k4, v4, o4, lse, seed, g, g_strides, g_offs, p: float, 
                 (q4, k4, v4, o4, do4, g, lse, seed, *_bht(q4), *_bht(k4), *_bht(v4), *_bht(o4), *_bht(do4),
                  *g_strides, *g_offs, H, T, scale, thr, keep_scale), consts, T, q4.dtype, B * H)
 
-    def tiled(configs):
+    def tiled(configs, atomic=False):
         # Short sequences: each query row is revisited by only a few key blocks, so computing delta
         # in the kernel costs less than the preprocess launch (host time dominates at T=77).
-        fused = T <= SMALL_T
+        fused = T <= SMALL_T and not atomic
         if fused:
             delta = lse  # not read
         else:
             delta = torch.empty((B, H, T), device=q4.device, dtype=torch.float32)
             _wrap(_attn_bwd_preprocess)[(_cdiv(T, 64), B * H)](
                 o4, do4, delta, *_bht(o4), *_bht(do4), H, T, HEAD_DIM=D, BLOCK_M=64)
-        _launch(_attn_bwd, configs, lambda meta: (_cdiv(T, meta["BLOCK_N1"]), B * H),
-                (q4, k4, v4, o4, do4, g, lse, delta, seed, *_bht(q4), *_bht(k4), *_bht(v4), *_bht(o4), *_bht(do4),
-                 *g_strides, *g_offs, H, T, scale, thr, keep_scale), dict(consts, FUSED_DELTA=fused), T, q4.dtype,
-                B * H)
+        dq_acc = torch.zeros((B, H, T, D), device=q4.device, dtype=torch.float32) if atomic else lse  # lse: unused
+        args = (q4, k4, v4, o4, do4, g, lse, delta, seed, dq_acc, *_bht(q4), *_bht(k4), *_bht(v4), *_bht(o4),
+                *_bht(do4), *g_strides, *g_offs, H, T, scale, thr, keep_scale)
+        kconsts = dict(consts, FUSED_DELTA=fused, ATOMIC_DQ=atomic)
+        grid = lambda meta: (_cdiv(T, meta["BLOCK_N1"]), B * H)  # noqa: E731
+        if _launch(_attn_bwd, configs, grid, args, kconsts, T, q4.dtype, B * H, reset=("DQACC",) if atomic else ()):
+            if atomic:  # that call autotuned (ran every candidate into dq_acc): run the pick on zeros
+                dq_acc.zero_()
+                _launch(_attn_bwd, configs, grid, args, kconsts, T, q4.dtype, B * H, reset=("DQACC",))
+        if atomic:
+            _wrap(_attn_dq_store)[(_cdiv(T, 64), B * H)](dq_acc, g, *g_strides, g_offs[0], H, T, scale, HEAD_DIM=D,
+                                                         BLOCK_M=64)
 
-    run = {"small": small, "tiled": tiled}
+    run = {"small": small, "tiled": tiled, "atomic": lambda configs: tiled(configs, atomic=True)}
     kinds = bwd_configs(T, D, q4.dtype, _arch(q4))
     key = (T, D, q4.dtype, p > 0, _next_pow2(B * H), str(q4.device))
     kind = _BWD_KIND.get(key)
