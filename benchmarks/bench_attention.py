@@ -96,6 +96,27 @@ def gpu_check(device) -> list[str]:
             errs = [rel(out, ref)] + ([rel(a, b) for a, b in ((gq, rq), (gk, rk), (gv, rv))] if T > 1 else [])
             lines.append(f"  bf16 B{B} H{H} T{T} D{D} p{p}: rel err out/dq/dk/dv " + " ".join(f"{e:.2e}" for e in errs))
             assert all(e < 2e-2 for e in errs), (B, H, T, D, p, errs)
+    # Every backward kind offered at T=512 (the first call times them and keeps one per B·H bucket, so
+    # the check above saw only that one).
+    from gpt1_fast.kernels.attention import bwd_configs, forced_backward_kind
+
+    B, H, T, D = 2, 12, 512, 64
+    arch = 10 * torch.cuda.get_device_capability(device)[0] + torch.cuda.get_device_capability(device)[1]
+    for kind in bwd_configs(T, D, torch.bfloat16, arch):
+        for p in (0.0, 0.1):
+            q, k, v = (torch.randn(B, H, T, D, device=device, dtype=torch.bfloat16, requires_grad=True)
+                       for _ in range(3))
+            with forced_backward_kind(kind):
+                out = causal_attention(q, k, v, p, seed=5)
+                do = torch.randn_like(out)
+                grads = torch.autograd.grad(out, (q, k, v), do)
+            keep = attention_dropout_mask(5, B, H, T, p, device) if p > 0 else None
+            qr, kr, vr = (t.detach().float().requires_grad_() for t in (q, k, v))
+            ref = ref32(qr, kr, vr, keep, p)
+            refs = torch.autograd.grad(ref, (qr, kr, vr), do.float())
+            errs = [rel(out, ref)] + [rel(a, b) for a, b in zip(grads, refs)]
+            lines.append(f"  backward kind {kind} T{T} p{p}: rel err out/dq/dk/dv " + " ".join(f"{e:.2e}" for e in errs))
+            assert all(e < 2e-2 for e in errs), (kind, p, errs)
     # packed == split (same seed) and Inductor compile (fullgraph) == eager
     B, H, T, D = 8, 12, 77, 64
     qkv = torch.randn(B, T, 3 * H * D, device=device, dtype=torch.bfloat16, requires_grad=True)

@@ -613,6 +613,23 @@ def _can_time(t: torch.Tensor) -> bool:
 
 
 _BWD_KIND: dict = {}  # (T, D, dtype, dropout on, B·H bucket, device) -> fastest backward kind (first use)
+_FORCED_KIND = None  # see forced_backward_kind
+
+
+def forced_backward_kind(kind: str | None):
+    """Context manager (checks, benchmarks): backward calls whose shape offers `kind` ("small",
+    "tiled", "atomic") use it instead of the timed choice."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def ctx():
+        global _FORCED_KIND
+        prev, _FORCED_KIND = _FORCED_KIND, kind
+        try:
+            yield
+        finally:
+            _FORCED_KIND = prev
+    return ctx()
 
 
 def _launch_bwd(do4, q4, k4, v4, o4, lse, seed, g, g_strides, g_offs, p: float, scale: float):
@@ -651,7 +668,7 @@ def _launch_bwd(do4, q4, k4, v4, o4, lse, seed, g, g_strides, g_offs, p: float, 
     run = {"small": small, "tiled": tiled, "atomic": lambda configs: tiled(configs, atomic=True)}
     kinds = bwd_configs(T, D, q4.dtype, _arch(q4))
     key = (T, D, q4.dtype, p > 0, _next_pow2(B * H), str(q4.device))
-    kind = _BWD_KIND.get(key)
+    kind = _FORCED_KIND if _FORCED_KIND in kinds else _BWD_KIND.get(key)
     if kind is None and len(kinds) > 1 and _can_time(q4):
         # Eager, first call for this key: time each kind (each autotunes its own configs first).
         from triton.testing import do_bench
