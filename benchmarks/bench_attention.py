@@ -183,6 +183,66 @@ def loop_ms(fn, device, iters: int = 100):
     return best
 
 
+def host_costs(device, shape=(128, 12, 77, 64)) -> list[str]:
+    """Host microseconds per call at the ROCStories shape: the time to enqueue n calls (the GPU keeps
+    up or queues; one sync after the clock stops), ours vs SDPA, plus a bare Triton launch. With
+    ATTN_HOST_PROFILE=<path>, a cProfile (main thread: the forward and the autograd call; the
+    backward runs on autograd's device thread) of 100 fwd+bwd calls is written there."""
+    import time
+
+    from gpt1_fast.kernels import attention as A
+
+    B, H, T, D = shape
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    q, k, v = _inputs(B, H, T, D, device, dtype)
+    do = torch.randn(B, H, T, D, device=device, dtype=dtype)
+
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def per_call_us(fn, n=200):
+        for _ in range(3):
+            fn()
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        t1 = time.perf_counter()
+        sync()
+        return (t1 - t0) / n * 1e6
+
+    out = A.causal_attention(q, k, v)
+    o = torch.empty_like(q)
+    lse = torch.empty((B, H, T), device=device, dtype=torch.float32)
+    seed = torch.zeros(1, dtype=torch.int64, device=device)
+    sdpa = lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True)  # noqa: E731
+    cases = {
+        "triton fwd": lambda: A.causal_attention(q, k, v),
+        "triton bwd": lambda: torch.autograd.grad(out, (q, k, v), do, retain_graph=True),
+        "triton fwd+bwd": lambda: torch.autograd.grad(A.causal_attention(q, k, v), (q, k, v), do),
+        "sdpa fwd+bwd": lambda: torch.autograd.grad(sdpa(q, k, v), (q, k, v), do),
+        "bare Triton launch (forward kernel)": lambda: A._eager(A._launch_fwd, q, k, v, o, A._bht(o), lse, seed, 0.0,
+                                                              0.125),
+        "torch.empty": lambda: torch.empty((B, H, T), device=device),
+    }
+    lines = [f"host us/call {name}: {per_call_us(fn):.1f}" for name, fn in cases.items()]
+    path = os.environ.get("ATTN_HOST_PROFILE")
+    if path:
+        import cProfile
+        import io
+        import pstats
+
+        prof = cProfile.Profile()
+        prof.enable()
+        for _ in range(100):
+            cases["triton fwd+bwd"]()
+        prof.disable()
+        buf = io.StringIO()
+        pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(30)
+        with open(path, "w") as fh:
+            fh.write("\n".join(lines) + "\n\n" + buf.getvalue())
+    return lines
+
+
 def kernel_ms(fn, device, iters: int = 10):
     """GPU busy time per call of `fn` (sum of its kernels' durations, from the profiler): the time
     without Python and launch overhead. Measured apart from the wall-clock timings."""
@@ -223,6 +283,12 @@ def main(quick: bool = False):
             print(f"GPU CHECK FAILED: {type(e).__name__}: {e}", flush=True)
             notes.append(f"GPU CHECK FAILED: {type(e).__name__}: {str(e)[:300]}")
         from gpt1_fast.kernels.attention import causal_attention, causal_attention_packed
+        try:
+            host = host_costs(device)
+            print("\n".join(host), flush=True)
+            notes.append("Host cost (" + "; ".join(h.replace("host us/call ", "") for h in host) + " us per call).")
+        except Exception as e:  # noqa: BLE001 - diagnostic only
+            print(f"host cost measurement failed: {type(e).__name__}: {e}", flush=True)
     else:
         notes.append("Triton kernels not timed on CPU (interpreter); reference and SDPA only.")
     if quick or not on_gpu:
