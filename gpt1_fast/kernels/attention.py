@@ -10,9 +10,11 @@ softmax, dropout on the probabilities, ·v. Flash-style: the T×T matrix is neve
   wholly above the diagonal are skipped (exact), and only diagonal blocks apply a mask.
 - Backward (Triton tutorial 06 structure): delta = rowsum(dO∘O), then one launch whose program i
   computes dK, dV of key block i (loop over query blocks, transposed tiles) and dQ of query block i
-  (loop over key blocks). For T <= 128 a second kind is offered: one program per (batch, head) holds
-  the whole sequence, computes delta itself and writes dQ, dK, dV in one pass (one launch); the first
-  call on a GPU times both kinds and keeps the faster.
+  (loop over key blocks). For T <= 128 delta is computed in that kernel (no preprocess launch: host
+  time dominates there), and a second kind is offered: one program per (batch, head) holds the whole
+  sequence and writes dQ, dK, dV in one pass. For T > 128 with dropout, a third kind (FlashAttention-2's)
+  adds dQ by fp32 atomics from the dK/dV loop, so P, dP and the dropout mask are computed once instead
+  of twice. The first eager call on a GPU times the kinds and keeps the fastest.
 - Launch configurations: small per-shape candidate lists (`fwd_configs`, `bwd_configs`), autotuned
   by `triton.autotune` on first use; every candidate is compiled for sm_80/sm_90 without spills and
   checked for correctness by tests/test_attention.py.
@@ -477,7 +479,9 @@ _SMALL_128 = {90: [_cfg(8, 1, BLOCK_T=128, BLOCK_N=32), _cfg(8, 2, BLOCK_T=128, 
 @functools.lru_cache(maxsize=None)
 def bwd_configs(T: int, D: int, dtype: torch.dtype, arch: int = 0) -> dict[str, list[dict]]:
     """Backward candidates per kernel kind ("small": one program per (batch, head); "tiled":
-    preprocess + tutorial-06 kernel); with two kinds, the first call times both (`_launch_bwd`)."""
+    tutorial-06 kernel, after the delta preprocess for T > 128; "atomic": dK/dV loop with dQ by fp32
+    atomics, T > 128, used with dropout only); with several kinds, the first eager call times them
+    and keeps the fastest (`_launch_bwd`)."""
     family = 80 if 0 < arch < 90 else 90
     # Exact fp32 dots need many more registers: the whole-sequence program spills even at 8 warps.
     if dtype == torch.float32:
@@ -667,6 +671,11 @@ def _launch_bwd(do4, q4, k4, v4, o4, lse, seed, g, g_strides, g_offs, p: float, 
 
     run = {"small": small, "tiled": tiled, "atomic": lambda configs: tiled(configs, atomic=True)}
     kinds = bwd_configs(T, D, q4.dtype, _arch(q4))
+    if p == 0 and "atomic" in kinds and len(kinds) > 1 and _FORCED_KIND != "atomic":
+        # Without dropout the atomic kind saved no GPU time on an H100 (LM shape: 0.556 vs 0.560 ms
+        # fwd+bwd) but costs two more launches (zeroing, dQ store) of host time, which the kind timing
+        # (do_bench, L2 flushed between calls) does not see.
+        kinds = {k: v for k, v in kinds.items() if k != "atomic"}
     key = (T, D, q4.dtype, p > 0, _next_pow2(B * H), str(q4.device))
     kind = _FORCED_KIND if _FORCED_KIND in kinds else _BWD_KIND.get(key)
     if kind is None and len(kinds) > 1 and _can_time(q4):
