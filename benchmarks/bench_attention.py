@@ -224,6 +224,17 @@ def host_costs(device, shape=(128, 12, 77, 64)) -> list[str]:
                                                               0.125),
         "torch.empty": lambda: torch.empty((B, H, T), device=device),
     }
+
+    def single_threaded(fn):
+        # The backward on the calling thread instead of autograd's per-device worker thread: our backward
+        # is Python, so with the worker it costs GIL handoffs and wake-ups between two threads.
+        def run():
+            with torch.autograd.set_multithreading_enabled(False):
+                return fn()
+        return run
+
+    cases["triton fwd+bwd, autograd single-threaded"] = single_threaded(cases["triton fwd+bwd"])
+    cases["sdpa fwd+bwd, autograd single-threaded"] = single_threaded(cases["sdpa fwd+bwd"])
     lines = [f"host us/call {name}: {per_call_us(fn):.1f}" for name, fn in cases.items()]
     path = os.environ.get("ATTN_HOST_PROFILE")
     if path:
