@@ -6,12 +6,13 @@ STAMP := $(VENV)/.installed
 
 .PHONY: test demo venv clean
 
-# torch 2.13.0 first (a CPU build on these machines; a plain `torch` would pull CUDA wheels),
-# then the package with --no-build-isolation so pip sees torch satisfied.
+# torch 2.13.0 first (a CPU build on these machines; a plain `torch` would pull CUDA wheels), with
+# numpy, which the extension build reaches through torch; then the package with
+# --no-build-isolation so pip sees torch satisfied.
 $(STAMP): setup.py $(wildcard csrc/*)
 	test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q torch==2.13.0
+	$(VPY) -m pip install -q torch==2.13.0 numpy
 	$(VPY) -m pip install -q --no-build-isolation -e ".[test]"
 	touch $(STAMP)
 
