@@ -78,17 +78,24 @@ def _dropout_keep(seed, bh, offs_i, start_j, BLOCK_J: tl.constexpr, thr, N_ROUND
 
 
 @triton.jit
+def _load_kv(k_base, v_base, offs_kn, stride_kt, stride_vt, T, MASK: tl.constexpr):
+    # One block of K and V rows; bounds-checked only for the block that may run past T.
+    if MASK:
+        k = tl.load(k_base + offs_kn[:, None] * stride_kt, mask=offs_kn[:, None] < T, other=0.0)
+        v = tl.load(v_base + offs_kn[:, None] * stride_vt, mask=offs_kn[:, None] < T, other=0.0)
+    else:
+        k = tl.load(k_base + offs_kn[:, None] * stride_kt)
+        v = tl.load(v_base + offs_kn[:, None] * stride_vt)
+    return k, v
+
+
+@triton.jit
 def _fwd_inner(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt, offs_m, lo, hi, T, qk_scale, seed, bh, thr,
                BLOCK_N: tl.constexpr, MASK: tl.constexpr, DROPOUT: tl.constexpr, PRECISION: tl.constexpr,
                N_ROUNDS: tl.constexpr):
     for start_n in range(lo, hi, BLOCK_N):
         offs_kn = start_n + tl.arange(0, BLOCK_N)
-        if MASK:
-            k = tl.load(k_base + offs_kn[:, None] * stride_kt, mask=offs_kn[:, None] < T, other=0.0)
-            v = tl.load(v_base + offs_kn[:, None] * stride_vt, mask=offs_kn[:, None] < T, other=0.0)
-        else:
-            k = tl.load(k_base + offs_kn[:, None] * stride_kt)
-            v = tl.load(v_base + offs_kn[:, None] * stride_vt)
+        k, v = _load_kv(k_base, v_base, offs_kn, stride_kt, stride_vt, T, MASK)
         s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * qk_scale
         if MASK:
             s = tl.where(offs_m[:, None] >= offs_kn[None, :], s, float("-inf"))
@@ -213,12 +220,7 @@ def _bwd_dq_inner(dq, q, do, lse, delta, k_base, v_base, stride_kt, stride_vt, o
                   PRECISION: tl.constexpr, N_ROUNDS: tl.constexpr):
     for start_n in range(lo, hi, BLOCK_N):
         offs_kn = start_n + tl.arange(0, BLOCK_N)
-        if MASK:
-            k = tl.load(k_base + offs_kn[:, None] * stride_kt, mask=offs_kn[:, None] < T, other=0.0)
-            v = tl.load(v_base + offs_kn[:, None] * stride_vt, mask=offs_kn[:, None] < T, other=0.0)
-        else:
-            k = tl.load(k_base + offs_kn[:, None] * stride_kt)
-            v = tl.load(v_base + offs_kn[:, None] * stride_vt)
+        k, v = _load_kv(k_base, v_base, offs_kn, stride_kt, stride_vt, T, MASK)
         pd, ds = _bwd_p_ds(q, k, v, do, lse, delta, offs_m, start_n, offs_kn, qk_scale, seed, bh, thr,
                            keep_scale, BLOCK_N, MASK, DROPOUT, PRECISION, N_ROUNDS)
         dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=PRECISION)
