@@ -337,5 +337,21 @@ def test_aot_compile_no_spills():
     assert out.stdout.count("ok ") == 2 * len(_aot_cases())
 
 
+def test_aot_occupancy_tool():
+    """benchmarks/aot_occupancy.py (the occupancy table in NOTES.md) compiles every config it lists for
+    sm_80, without spills, and reports a residency consistent with the register count."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "aot_occupancy.py"), "--arch", "80"],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = [line.split("|")[1:-1] for line in out.stdout.splitlines() if line.startswith("| _")]
+    assert len(rows) >= 10
+    for kernel, _, _, warps, regs, spills, progs, _ in rows:
+        warps, regs, progs = int(warps), int(regs), int(progs)
+        assert int(spills) == 0, kernel
+        assert progs >= 1 and progs * warps <= 64 and progs * warps * 32 * regs <= 65536, (kernel, regs, progs)
+
+
 if __name__ == "__main__" and sys.argv[1:] == ["aot"]:
     _aot_main()
