@@ -51,27 +51,29 @@ def _ptxas(cap: int) -> str:
         return knobs.nvidia.ptxas.path
 
 
-def compile_stats(fn, const: dict, num_warps: int, cap: int) -> tuple[int, int]:
-    """(registers per thread, spill bytes) of `fn` compiled for sm_<cap> with these constexprs."""
-    sig = SIGS[fn]
+def compile_stats(fn, sig: dict, const: dict, num_warps: int, cap: int) -> tuple[int, int, str]:
+    """(registers per thread, spill bytes, PTX) of `fn` compiled for sm_<cap>: `sig` maps the runtime
+    arguments to Triton types, `const` the constexprs to values. Raises if ptxas fails."""
     # launch-time specialisation: 16-byte aligned pointers, ints that are multiples of 16
     attrs = {(fn.arg_names.index(k),): [["tt.divisibility", 16]]
              for k, v in sig.items() if v.startswith("*") or v == "i32"}
     src = triton.compiler.ASTSource(fn=fn, signature={**sig, **{k: "constexpr" for k in const}},
                                     constexprs=const, attrs=attrs)
-    ck = triton.compile(src, target=GPUTarget("cuda", cap, 32), options={"num_warps": num_warps})
+    ptx = triton.compile(src, target=GPUTarget("cuda", cap, 32), options={"num_warps": num_warps}).asm["ptx"]
     with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as f:
-        f.write(ck.asm["ptx"])
+        f.write(ptx)
     try:
         arch = "sm_90a" if cap == 90 else f"sm_{cap}"
         out = subprocess.run([_ptxas(cap), "-v", f"--gpu-name={arch}", f.name, "-o", os.devnull],
-                             capture_output=True, text=True, check=True)
+                             capture_output=True, text=True)
     finally:
         os.unlink(f.name)
     log = out.stdout + out.stderr
-    regs = int(re.findall(r"Used (\d+) registers", log)[0])
-    spills = sum(int(a) + int(b) for a, b in re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", log))
-    return regs, spills
+    regs = re.findall(r"Used (\d+) registers", log)
+    spills = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", log)
+    if out.returncode != 0 or not regs or not spills:
+        raise RuntimeError(f"ptxas on {fn.__name__} {const} for sm_{cap} failed:\n{log[-2000:]}")
+    return int(regs[0]), sum(int(a) + int(b) for a, b in spills), ptx
 
 
 def resident_programs(regs: int, num_warps: int) -> int:
@@ -87,7 +89,7 @@ def main() -> None:
     print("| kernel | width | constexprs | warps | regs | spill bytes | programs/SM | warps/SM |")
     print("|---|---|---|---|---|---|---|---|")
     for fn, n, const, nw in CASES:
-        regs, spills = compile_stats(fn, const, nw, args.arch)
+        regs, spills, _ = compile_stats(fn, SIGS[fn], const, nw, args.arch)
         progs = resident_programs(regs, nw)
         shown = {k: v for k, v in const.items() if k != "HAS_RES"}
         print(f"| {fn.__name__} | {n} | {shown} | {nw} | {regs} | {spills} | {progs} | {progs * nw} |", flush=True)
