@@ -212,6 +212,17 @@ def test_bad_inputs():
         causal_attention(*(torch.randn(1, 2, 8, 64, dtype=torch.float64) for _ in range(3)))
     with pytest.raises(ValueError):
         causal_attention_packed(torch.randn(1, 8, 3 * 64), 5)
+    # the checks both entry points share
+    with pytest.raises(ValueError, match="head dim 48"):
+        causal_attention_packed(torch.randn(1, 8, 3 * 96), 2)
+    with pytest.raises(ValueError, match="T must be"):
+        causal_attention_packed(torch.randn(1, 0, 3 * 64), 1)
+    with pytest.raises(ValueError, match="T must be"):
+        causal_attention(*(torch.randn(1, 2, 0, 64) for _ in range(3)))
+    with pytest.raises(ValueError, match="dropout_p"):
+        causal_attention_packed(torch.randn(1, 8, 3 * 64), 1, dropout_p=-0.1)
+    with pytest.raises(TypeError, match="qkv"):
+        causal_attention_packed(torch.randn(1, 8, 3 * 64, dtype=torch.float64), 1)
 
 
 def test_opcheck_registered_ops():

@@ -896,11 +896,17 @@ def _seed_tensor(seed, dropout_p: float, device, eager: bool = False) -> torch.T
     return torch.tensor([int(seed)], dtype=torch.int64, device=device)
 
 
-def _check(t: torch.Tensor, name: str, dropout_p: float):
+def _check(t: torch.Tensor, name: str, D: int, T: int, dropout_p, scale) -> tuple[float, float]:
+    """Validates what both entry points share; returns (dropout_p, scale) as floats, scale defaulted."""
     if t.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise TypeError(f"{name}: dtype {t.dtype} not supported (float32, float16, bfloat16)")
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"dropout_p must be in [0, 1), got {dropout_p}")
+    if D not in SUPPORTED_HEAD_DIMS:
+        raise ValueError(f"head dim {D} not supported; expected one of {SUPPORTED_HEAD_DIMS}")
+    if T < 1:
+        raise ValueError("T must be >= 1")
+    return float(dropout_p), 1.0 / math.sqrt(D) if scale is None else float(scale)
 
 
 def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float = 0.0,
@@ -913,14 +919,7 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_
         raise ValueError(f"q, k, v must all be [B, H, T, D]; got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
     if not (q.dtype == k.dtype == v.dtype) or not (q.device == k.device == v.device):
         raise TypeError("q, k, v must share dtype and device")
-    _check(q, "q", dropout_p)
-    D = q.shape[-1]
-    if D not in SUPPORTED_HEAD_DIMS:
-        raise ValueError(f"head dim {D} not supported; expected one of {SUPPORTED_HEAD_DIMS}")
-    if q.shape[2] < 1:
-        raise ValueError("T must be >= 1")
-    scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
-    dropout_p = float(dropout_p)
+    dropout_p, scale = _check(q, "q", q.shape[3], q.shape[2], dropout_p, scale)
     if _use_ops(q):
         return _attn_fwd_op(q, k, v, _seed_tensor(seed, dropout_p, q.device), dropout_p, scale)[0]
     return _EagerAttention.apply(q, k, v, _seed_tensor(seed, dropout_p, q.device, True), dropout_p, scale)
@@ -932,14 +931,7 @@ def causal_attention_packed(qkv: torch.Tensor, n_head: int, dropout_p: float = 0
     -> [B, T, C] with heads merged, read and written by stride (no split/permute/merge copies)."""
     if qkv.dim() != 3 or qkv.shape[-1] % (3 * n_head):
         raise ValueError(f"qkv must be [B, T, 3C] with C divisible by n_head={n_head}; got {tuple(qkv.shape)}")
-    _check(qkv, "qkv", dropout_p)
-    D = qkv.shape[-1] // 3 // n_head
-    if D not in SUPPORTED_HEAD_DIMS:
-        raise ValueError(f"head dim {D} not supported; expected one of {SUPPORTED_HEAD_DIMS}")
-    if qkv.shape[1] < 1:
-        raise ValueError("T must be >= 1")
-    scale = 1.0 / math.sqrt(D) if scale is None else float(scale)
-    dropout_p = float(dropout_p)
+    dropout_p, scale = _check(qkv, "qkv", qkv.shape[-1] // 3 // n_head, qkv.shape[1], dropout_p, scale)
     if _use_ops(qkv):
         return _attn_packed_fwd_op(qkv, int(n_head), _seed_tensor(seed, dropout_p, qkv.device), dropout_p, scale)[0]
     return _EagerPackedAttention.apply(qkv, int(n_head), _seed_tensor(seed, dropout_p, qkv.device, True),
