@@ -54,6 +54,14 @@ CONFIG_OVERRIDES: dict[str, dict] = {}
 
 # ------------------------------------------------------------------------------------- kernels
 @triton.jit
+def _row_tile(rows, row_end, cols, cmask, N):
+    """Mask and int64 element offsets of the [ROWS, BLOCK_N] tile of whole rows `rows` (those below
+    row_end) of a row-major [., N] matrix."""
+    mask = (rows < row_end)[:, None] & cmask[None, :]
+    return mask, rows.to(tl.int64)[:, None] * N + cols[None, :]
+
+
+@triton.jit
 def _ln_fwd_kernel(X, R, W, B, Y, Mean, Rstd, M, N, eps,
                    HAS_RES: tl.constexpr, ROWS: tl.constexpr, BLOCK_N: tl.constexpr):
     # ROWS whole rows per program: narrow rows (768) get enough bytes in flight per program and
@@ -62,8 +70,7 @@ def _ln_fwd_kernel(X, R, W, B, Y, Mean, Rstd, M, N, eps,
     cols = tl.arange(0, BLOCK_N)
     rmask = rows < M
     cmask = cols < N
-    mask = rmask[:, None] & cmask[None, :]
-    offs = rows.to(tl.int64)[:, None] * N + cols[None, :]
+    mask, offs = _row_tile(rows, M, cols, cmask, N)
     x = tl.load(X + offs, mask=mask, other=0.0).to(tl.float32)
     if HAS_RES:
         x += tl.load(R + offs, mask=mask, other=0.0).to(tl.float32)
@@ -96,8 +103,7 @@ def _ln_bwd_kernel(DY, X, R, W, Mean, Rstd, DS, DWp, DBp, M, N, rows_per_prog,
     row0 = pid * rows_per_prog
     row_end = tl.minimum(row0 + rows_per_prog, M)
     rows = row0 + tl.arange(0, ROWS)
-    mask = (rows < row_end)[:, None] & cmask[None, :]
-    offs = rows.to(tl.int64)[:, None] * N + cols[None, :]
+    mask, offs = _row_tile(rows, row_end, cols, cmask, N)
     x = tl.load(X + offs, mask=mask, other=0.0)
     r = x
     if HAS_RES:
@@ -109,8 +115,7 @@ def _ln_bwd_kernel(DY, X, R, W, Mean, Rstd, DS, DWp, DBp, M, N, rows_per_prog,
         # prefetch the next block (fully masked past the end of this program's rows)
         n_rows = rows + ROWS
         n_rmask = n_rows < row_end
-        n_mask = n_rmask[:, None] & cmask[None, :]
-        n_offs = n_rows.to(tl.int64)[:, None] * N + cols[None, :]
+        n_mask, n_offs = _row_tile(n_rows, row_end, cols, cmask, N)
         n_x = tl.load(X + n_offs, mask=n_mask, other=0.0)
         n_r = n_x
         if HAS_RES:
@@ -172,8 +177,7 @@ def _bias_gelu_fwd_kernel(X, B, Y, M, N, ROWS: tl.constexpr, BLOCK_N: tl.constex
     rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
     cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     cmask = cols < N
-    mask = (rows < M)[:, None] & cmask[None, :]
-    offs = rows.to(tl.int64)[:, None] * N + cols[None, :]
+    mask, offs = _row_tile(rows, M, cols, cmask, N)
     b = tl.load(B + cols, mask=cmask, other=0.0).to(tl.float32)
     z = tl.load(X + offs, mask=mask, other=0.0).to(tl.float32) + b[None, :]
     t = _tanh(0.7978845608028654 * (z + 0.044715 * z * z * z))
@@ -193,14 +197,12 @@ def _bias_gelu_bwd_kernel(DY, X, B, DX, DBp, M, N, rows_per_prog,
     row0 = pid * rows_per_prog
     row_end = tl.minimum(row0 + rows_per_prog, M)
     rows = row0 + tl.arange(0, ROWS)
-    mask = (rows < row_end)[:, None] & cmask[None, :]
-    offs = rows.to(tl.int64)[:, None] * N + cols[None, :]
+    mask, offs = _row_tile(rows, row_end, cols, cmask, N)
     x = tl.load(X + offs, mask=mask, other=0.0)
     dy = tl.load(DY + offs, mask=mask, other=0.0)
     for _ in range(row0, row_end, ROWS):
         n_rows = rows + ROWS
-        n_mask = (n_rows < row_end)[:, None] & cmask[None, :]
-        n_offs = n_rows.to(tl.int64)[:, None] * N + cols[None, :]
+        n_mask, n_offs = _row_tile(n_rows, row_end, cols, cmask, N)
         n_x = tl.load(X + n_offs, mask=n_mask, other=0.0)
         n_dy = tl.load(DY + n_offs, mask=n_mask, other=0.0)
         z = x.to(tl.float32) + b[None, :]
