@@ -30,15 +30,16 @@ SIGS = {
                            M="i32", N="i32", rows_per_prog="i32"),
     K._bias_gelu_bwd_kernel: dict(DY=A, X=A, B="*fp32", DX=A, DBp="*fp32", M="i32", N="i32", rows_per_prog="i32"),
 }
-# (kernel, width, constexprs, num_warps): the defaults first, then the sweep's untimed candidates
+# (kernel, width, constexprs, num_warps): the launched defaults (ln_ / gelu_*_config) and the GPU sweep's
+# candidates around them (benchmarks/gpu_check_layernorm_gelu.py)
 CASES = [
     (K._ln_fwd_kernel, 768, dict(HAS_RES=True, ROWS=1, BLOCK_N=1024), 4),
     (K._ln_fwd_kernel, 768, dict(HAS_RES=True, ROWS=1, BLOCK_N=1024), 8),
     *[(K._ln_bwd_kernel, 768, dict(HAS_RES=True, ROWS=r, BLOCK_N=1024), w)
       for r, w in ((1, 2), (1, 4), (1, 8), (1, 16), (2, 8), (2, 16))],
     *[(K._ln_bwd_kernel, 3072, dict(HAS_RES=True, ROWS=1, BLOCK_N=4096), w) for w in (8, 16, 32)],
-    *[(K._bias_gelu_bwd_kernel, n, dict(ROWS=r, BLOCK_N=256), w)
-      for n in (768,) for r, w in ((8, 8), (8, 4), (4, 4), (4, 8), (16, 8), (8, 16))],
+    *[(K._bias_gelu_bwd_kernel, 768, dict(ROWS=r, BLOCK_N=256), w)
+      for r, w in ((8, 8), (8, 4), (4, 4), (4, 8), (16, 8), (8, 16))],
 ]
 
 
@@ -77,6 +78,7 @@ def compile_stats(fn, sig: dict, const: dict, num_warps: int, cap: int) -> tuple
 
 
 def resident_programs(regs: int, num_warps: int) -> int:
+    """Programs of `num_warps` warps that fit on one SM at `regs` registers per thread (at most 32)."""
     per_warp = -(-regs * 32 // 256) * 256
     return min(65536 // (per_warp * num_warps), 64 // num_warps, 32)
 
