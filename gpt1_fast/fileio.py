@@ -1,0 +1,75 @@
+"""The one way the project writes a file: atomically.
+
+`atomic_write(path, fn)` writes through a temporary file in the same folder (so the rename never
+crosses a file system), flushes and fsyncs it, renames it over `path`, and fsyncs the folder so the
+rename itself survives a crash. On any failure (an exception, Ctrl-C) the temporary file is removed
+and `path` keeps its previous content; after a SIGKILL a reader sees either the old file or the
+new one, never half of one. Temporary names start with `.` and end with `.tmp`, so
+`remove_stale_temporaries(folder)` can clean what a killed process left behind.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, IO
+
+TMP_SUFFIX = ".tmp"
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # some platforms cannot open a folder
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path, write_fn: Callable[[IO], None], mode: str = "w") -> Path:
+    """Call `write_fn(f)` on a temporary file beside `path`, then rename it over `path`.
+
+    mode: "w" (text, UTF-8) or "wb" (binary). Returns `path` as a Path."""
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_write mode must be 'w' or 'wb', got {mode!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, **({"encoding": "utf-8", "newline": ""} if mode == "w" else {})) as f:
+            write_fn(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_text(path, text: str) -> Path:
+    return atomic_write(path, lambda f: f.write(text))
+
+
+def atomic_write_bytes(path, data: bytes) -> Path:
+    return atomic_write(path, lambda f: f.write(data), mode="wb")
+
+
+def remove_stale_temporaries(folder) -> list[Path]:
+    """Delete the temporary files that a killed `atomic_write` left in `folder` (not recursive).
+    Call it only where no other process is writing into the same folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [p for p in folder.iterdir() if p.name.startswith(".") and p.name.endswith(TMP_SUFFIX) and p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
