@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .fileio import atomic_write
 
 VAL_FILE = "cloze_test_val__spring2016 - cloze_test_ALL_val.csv"
 TEST_FILE = "cloze_test_test__spring2016 - cloze_test_ALL_test.csv"
@@ -95,15 +97,35 @@ def _pack(lists):
 
 
 def _unpack(flat, lens):
+    if lens.ndim != 1 or (lens < 0).any() or int(lens.sum()) != flat.size:
+        raise ValueError(f"lengths sum to {int(lens.sum())} but {flat.size} ids are stored")
     offs = np.concatenate([[0], np.cumsum(lens)])
     return [flat[offs[i]:offs[i + 1]].tolist() for i in range(len(lens))]
+
+
+def _read_cache(cache_file: Path, n_stories: int):
+    """The cached fields, or None when the file is damaged (zip CRC, truncation, wrong arrays): then
+    one warning line names it and it is deleted, so the caller encodes again and rewrites it."""
+    try:
+        with np.load(cache_file, allow_pickle=False) as z:
+            fields = [_unpack(z[f"f{k}"], z[f"l{k}"]) for k in range(3)]
+        if all(len(f) == n_stories for f in fields):
+            return fields
+        why = f"{[len(f) for f in fields]} entries for {n_stories} stories"
+    except Exception as e:  # zipfile.BadZipFile (CRC, truncation), KeyError, ValueError, EOFError, ...: all mean rebuild
+        why = f"{type(e).__name__}: {e}"
+    print(f"warning: damaged encoding cache file {cache_file} ({why}); deleting it and encoding again",
+          file=sys.stderr, flush=True)
+    cache_file.unlink(missing_ok=True)
+    return None
 
 
 def encode_csv(path, text_encoder, vocab_paths, cache_dir=None, verbose=True):
     """Encode a CSV's stories and endings -> (x1, x2, x3, labels), token-id lists per story.
 
     With `cache_dir`, the result is stored as `<sha256>.npz` keyed by the CSV's bytes and the
-    vocabulary files' bytes, so a second run skips encoding (no pickle: plain int arrays)."""
+    vocabulary files' bytes, so a second run skips encoding (no pickle: plain int arrays). A damaged
+    cache file is reported, deleted and rebuilt."""
     split = read_rocstories_csv(path)
     cache_file = None
     if cache_dir:
@@ -113,22 +135,15 @@ def encode_csv(path, text_encoder, vocab_paths, cache_dir=None, verbose=True):
             h.update(b"\0")
         cache_file = Path(cache_dir) / f"rocstories-{h.hexdigest()[:32]}.npz"
         if cache_file.is_file():
-            try:
-                with np.load(cache_file, allow_pickle=False) as z:
-                    fields = [_unpack(z[f"f{k}"], z[f"l{k}"]) for k in range(3)]
-                if all(len(f) == len(split.stories) for f in fields):
-                    return (*fields, split.labels)
-            except (OSError, KeyError, ValueError):
-                pass  # unreadable cache: encode again and overwrite it
+            fields = _read_cache(cache_file, len(split.stories))
+            if fields is not None:
+                return (*fields, split.labels)
     fields = [text_encoder.encode(texts, verbose=verbose) for texts in (split.stories, split.endings1, split.endings2)]
     if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
         arrays = {}
         for k, f in enumerate(fields):
             arrays[f"f{k}"], arrays[f"l{k}"] = _pack(f)
-        tmp = cache_file.with_name(f"{cache_file.stem}.tmp{os.getpid()}.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, cache_file)
+        atomic_write(cache_file, lambda f: np.savez(f, **arrays), mode="wb")
     return (*fields, split.labels)
 
 
