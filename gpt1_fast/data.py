@@ -43,9 +43,28 @@ def read_rocstories_csv(path) -> Split:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"ROCStories file not found: {path}\nExpected '{VAL_FILE}' and '{TEST_FILE}' in the data "
+            f"ROCStories file not found: {path}; expected '{VAL_FILE}' and '{TEST_FILE}' in the data "
             f"folder (--data_dir). The Story Cloze Test (spring 2016) is available from {DATA_URL} "
             "(`python -m gpt1_fast.synthetic --out DIR` writes synthetic files in the same layout).")
+    try:
+        return _read_csv(path)
+    except UnicodeDecodeError:
+        raise DataError(_utf8_error(path)) from None
+
+
+def _utf8_error(path: Path) -> str:
+    """Where the first byte that is not UTF-8 is: `file:line: ...` (the csv reader cannot tell)."""
+    raw = path.read_bytes()
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line, line_start = raw.count(b"\n", 0, e.start) + 1, raw.rfind(b"\n", 0, e.start) + 1
+        return (f"{path}:{line}: expected UTF-8 text, found byte "
+                f"{raw[e.start:e.start + 1]!r} at column {e.start - line_start + 1} (save the file as UTF-8)")
+    return f"{path}: expected UTF-8 text"
+
+
+def _read_csv(path: Path) -> Split:
     stories, e1, e2, labels = [], [], [], []
     with open(path, encoding="utf-8", newline="") as f:
         reader = csv.reader(f)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import gpt1_fast
-from gpt1_fast import data, synthetic
+from gpt1_fast import cli, data, synthetic
 
 
 # ------------------------------------------------------------------------------ encoding cache
@@ -116,3 +116,68 @@ def test_help_names_the_python_m_form(name, capsys):
     assert e.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith(f"usage: python -m {name} "), out[:200]
+
+
+# ------------------------------------------------------------------------------ text files
+def test_non_utf8_csv_names_file_line_and_column(tmp_path):
+    synthetic.write_rocstories(tmp_path, n=6, n_test=2)
+    path = tmp_path / data.VAL_FILE
+    lines = path.read_bytes().split(b"\n")
+    lines[3] = lines[3][:5] + b"\xe9" + lines[3][5:]  # Latin-1 e-acute on line 4, column 6
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(data.DataError) as e:
+        data.read_rocstories_csv(path)
+    msg = str(e.value)
+    assert msg.startswith(f"{path}:4: expected UTF-8 text, found byte b'\\xe9' at column 6") and "\n" not in msg
+
+
+def test_missing_csv_is_one_line(tmp_path):
+    with pytest.raises(FileNotFoundError) as e:
+        data.read_rocstories_csv(tmp_path / data.VAL_FILE)
+    assert "\n" not in str(e.value) and "python -m gpt1_fast.synthetic" in str(e.value)
+
+
+# ------------------------------------------------------------------------------ argument types
+@pytest.mark.parametrize("typ, good, bad, want", [
+    (cli.positive_int, [("1", 1), ("64", 64)], ["0", "-4", "1.5", "x"], "expected an integer >= 1"),
+    (cli.int_at_least(-1), [("-1", -1), ("0", 0)], ["-2"], "expected an integer >= -1"),
+    (cli.probability, [("0", 0.0), ("0.1", 0.1)], ["1", "1.5", "-0.1", "nan", "x"], "expected a number in [0, 1)"),
+    (cli.positive_float, [("6.25e-5", 6.25e-5)], ["0", "-1", "inf"], "expected a number > 0"),
+    (cli.nonnegative_float, [("0", 0.0)], ["-0.5"], "expected a number >= 0"),
+    (cli.seed_int, [("0", 0), ("4294967295", 2 ** 32 - 1)], ["-1", "4294967296"], "expected an integer in [0, 4294967295]"),
+])
+def test_argument_types(typ, good, bad, want, capsys):
+    p = cli.Parser(prog="python -m gpt1_fast.x")
+    p.add_argument("--v", type=typ)
+    for text, value in good:
+        assert p.parse_args(["--v", text]).v == value
+    for text in bad:
+        with pytest.raises(SystemExit) as e:
+            p.parse_args(["--v", text])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err == f"error: argument --v: {want}, got {text!r} (see python -m gpt1_fast.x --help)\n"
+
+
+def test_device_and_backend_checks(capsys, monkeypatch):
+    import torch
+
+    p = cli.Parser(prog="python -m gpt1_fast.x")
+    assert cli.check_device(p, "cpu") == torch.device("cpu")
+    for spec, want in [("tpu", "expected cpu, cuda or cuda:N, got 'tpu'"), ("nonsense", "expected cpu, cuda")]:
+        with pytest.raises(SystemExit):
+            cli.check_device(p, spec)
+        assert want in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit):
+            cli.check_device(p, "cuda")
+        err = capsys.readouterr().err
+        assert err.startswith("error: argument --device: 'cuda' is not available (") and "--device cpu" in err
+    pytest.importorskip("triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(SystemExit):
+        cli.check_backend(p, "triton", torch.device("cpu"))
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "TRITON_INTERPRET=1" in err and "--backend torch" in err
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    cli.check_backend(p, "triton", torch.device("cpu"))  # the interpreter runs them
+    cli.check_backend(p, "torch", torch.device("cpu"))
