@@ -260,3 +260,11 @@ def test_train_cli_builds_the_objective_from_its_flags():
     model = train.build_model(args, train.model_config(args), DatasetTask(FakeSpec(splits={"train": "t"})), LAYOUT)
     assert model.lm_coef == 0.25 and model.task_head.linear.out_features == 2
     assert model.transformer.embed.weight.shape == (LAYOUT.size, 16)
+
+
+def test_evaluation_sorted_by_length_returns_the_split_order(tmp_path):
+    trainer = make_trainer(tmp_path, submit=False, n_batch_eval=3)
+    trainer.model.eval()
+    one_by_one = torch.cat([trainer.model.task_logits(make_batch(trainer.data["dev"], [i], LAYOUT, "cpu")[0])
+                            for i in range(8)])
+    torch.testing.assert_close(trainer.logits("dev"), one_by_one, rtol=1e-5, atol=1e-6)
