@@ -212,14 +212,11 @@ def _read_glue(spec, path, split):
         raise DataError(f"{path}: expected a header line, found an empty file")
     _, header = first
     col = {name: i for i, name in enumerate(header)}
-    wanted = [name for _, name in spec.columns]
-    labelled = spec.label_column in col
-    if not split.startswith("test") and not labelled:
-        wanted.append(spec.label_column)
-    missing = [name for name in wanted if name not in col]
-    if missing:
+    wanted = [name for _, name in spec.columns] + ([] if split.startswith("test") else [spec.label_column])
+    if any(name not in col for name in wanted):
         raise DataError(f"{path}:1: expected a header with the columns {', '.join(wanted)}, "
                         f"found {chr(9).join(header)!r}")
+    labelled = spec.label_column in col  # test files have no label column
     id_col = next((col[c] for c in _ID_COLUMNS if c in col), None)
     fields = {f: [] for f, _ in spec.columns}
     ids, labels, short = [], [], []
