@@ -103,6 +103,7 @@ def test_mnli_train_dev_and_test_widths(tmp_path):
     t = read_split("mnli", tmp_path, "test_matched")
     assert t.labels is None and t.ids == ["12"] and t.fields["hypothesis"] == [MNLI_ROW[9]]
     assert DATASETS["mnli"].eval_splits == ("dev_matched", "dev_mismatched")
+    assert DATASETS["mnli"].test_splits == ("test_matched", "test_mismatched")
 
 
 def test_qnli_and_rte(tmp_path):

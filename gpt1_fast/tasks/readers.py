@@ -63,6 +63,11 @@ class DatasetSpec:
     levels: tuple[str, ...] = ()  # RACE: the subfolders read ("middle", "high")
     folder: str = ""  # the public folder name, for --help ("SST-2", "RACE", ...)
 
+    @property
+    def test_splits(self) -> tuple[str, ...]:
+        """The splits a submission is written for ("test"; MNLI "test_matched", "test_mismatched")."""
+        return tuple(s for s in self.splits if s.startswith("test"))
+
 
 _NLI3 = ("contradiction", "entailment", "neutral")
 _BIN = ("0", "1")
