@@ -1,1 +1,0 @@
-"""The paper's fine-tuning tasks (Figure 1): readers, metrics, transforms, heads and their training."""
