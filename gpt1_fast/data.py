@@ -162,7 +162,7 @@ def encode_csv(path, text_encoder, vocab_paths, cache_dir=None, verbose=True):
         arrays = {}
         for k, f in enumerate(fields):
             arrays[f"f{k}"], arrays[f"l{k}"] = _pack(f)
-        atomic_write(cache_file, lambda f: np.savez(f, **arrays), mode="wb")
+        atomic_write(cache_file, lambda fh: np.savez(fh, **arrays), mode="wb")
     return (*fields, split.labels)
 
 

@@ -131,3 +131,15 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, backend: str = "a
     Every backend uses PyTorch's here (no fused LM-head + cross-entropy kernel yet); `backend` keeps
     the op boundary's signature uniform for when one exists."""
     return F.cross_entropy(logits.float(), targets, reduction="none")
+
+
+# ------------------------------------------------------------------------------ LM head + loss
+def lm_head_loss(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
+                 backend: str = "auto") -> torch.Tensor:
+    """Per-row LM cross-entropy through the tied head, float32 [N]: CE(h @ weight.T, targets) * mask.
+
+    h [N, C] hidden states, weight [V, C] (the embedding table), targets [N] int64, mask [N] (0/1):
+    a row with mask 0 gives exactly 0. Callers pass hidden states, not logits, so that a fused
+    backend can avoid materialising the [N, V] logits; this reference does materialise them."""
+    logits = F.linear(h, weight)  # h @ weight.T, as the LM head computes it (same kernels, same bits)
+    return F.cross_entropy(logits.float(), targets, reduction="none") * mask
