@@ -16,15 +16,12 @@ from pathlib import Path
 import torch
 
 from .fileio import atomic_write
+from .weights import CheckpointError  # one error type for every checkpoint problem
 
 FORMAT = "gpt1_fast-model"
 VERSION = 1
 # Tests only: seconds to sleep with the complete data in the temporary file, before the rename.
 TEST_PAUSE_ENV = "GPT1_FAST_TEST_PAUSE_IN_MODEL_WRITE"
-
-
-class CheckpointError(ValueError):
-    """A model file that is missing, damaged, or not one of ours; the message names the file."""
 
 
 def save_model(path, state_dict: dict, config: dict) -> Path:

@@ -104,3 +104,14 @@ def check_backend(parser: argparse.ArgumentParser, backend: str, device) -> None
         parser.error(f"argument --backend: 'triton' on {device} needs a CUDA GPU; to run the kernels on the "
                      "CPU through Triton's interpreter (slow, for testing) set TRITON_INTERPRET=1, "
                      "or use --backend torch")
+
+
+class UsageError(ValueError):
+    """A flag value that only the data (or another flag) shows to be wrong: `error: ...`, exit code 2."""
+
+
+def run_name(text: str) -> str:
+    """argparse type: a run's name, used as one folder name."""
+    if not text or text in (".", "..") or "/" in text or os.sep in text or text.startswith("."):
+        raise argparse.ArgumentTypeError(f"expected a plain folder name (no '/', not starting with '.'), got {text!r}")
+    return text
