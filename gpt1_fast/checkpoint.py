@@ -20,7 +20,8 @@ from .weights import CheckpointError  # one error type for every checkpoint prob
 
 FORMAT = "gpt1_fast-model"
 VERSION = 1
-# Tests only: seconds to sleep with the complete data in the temporary file, before the rename.
+# Tests only: seconds to sleep with the complete data in the temporary file, before the rename that
+# replaces an existing checkpoint.
 TEST_PAUSE_ENV = "GPT1_FAST_TEST_PAUSE_IN_MODEL_WRITE"
 
 
@@ -28,10 +29,12 @@ def save_model(path, state_dict: dict, config: dict) -> Path:
     sd = {k: v.detach().to("cpu") for k, v in state_dict.items()}
     blob = {"format": FORMAT, "version": VERSION, "config": config, "state_dict": sd}
 
+    replacing = Path(path).exists()
+
     def write(f):
         torch.save(blob, f)
         pause = float(os.environ.get(TEST_PAUSE_ENV, "0") or 0)
-        if pause > 0:
+        if pause > 0 and replacing:  # the case where the previous checkpoint must survive a kill
             f.flush()
             print(f"checkpoint: pausing {pause}s inside the write of {path}", flush=True)
             time.sleep(pause)

@@ -337,6 +337,11 @@ def cli(argv=None):
     except KeyboardInterrupt:
         print("interrupted before training started: nothing of this run was written", file=sys.stderr)
         raise SystemExit(130) from None
+    except SystemExit as e:
+        if isinstance(e.code, str):  # main()'s `raise SystemExit("error: ...")`: print it ourselves, exit 1
+            print(e.code, file=sys.stderr)
+            raise SystemExit(1) from None
+        raise
 
 
 if __name__ == "__main__":

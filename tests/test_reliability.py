@@ -181,3 +181,158 @@ def test_device_and_backend_checks(capsys, monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     cli.check_backend(p, "triton", torch.device("cpu"))  # the interpreter runs them
     cli.check_backend(p, "torch", torch.device("cpu"))
+
+
+# ------------------------------------------------------------------------------ train: bad input matrix
+# Each case: one `error:` line on stderr naming what is wrong, the exit code, no traceback, and the
+# files of an earlier run with the same --desc byte-identical afterwards (the cases pass --overwrite,
+# so a check that came after the first write would show as deleted or rewritten files).
+TINY = ["--n_layer", "1", "--n_embd", "32", "--n_head", "2", "--device", "cpu", "--backend", "torch"]
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    pytest.importorskip("spacy")
+    pytest.importorskip("ftfy")
+    from gpt1_fast import train
+    from gpt1_fast.text import learn_bpe
+
+    d = tmp_path_factory.mktemp("rel")
+    synthetic.write_rocstories(d / "data", n=120, n_test=50, seed=7)
+    val = data.read_rocstories_csv(d / "data" / data.VAL_FILE)
+    learn_bpe(val.stories + val.endings1 + val.endings2, 300, d / "vocab" / "enc.json", d / "vocab" / "merges.bpe")
+    train.main(base_args(d) + ["--desc", "earlier", "--n_batch", "16", "--n_iter", "1", "--submit"])
+    return d
+
+
+def base_args(d, data_dir=None):
+    return ["--data_dir", str(data_dir or d / "data"), "--from_scratch", "--encoder_path", str(d / "vocab" / "enc.json"),
+            "--bpe_path", str(d / "vocab" / "merges.bpe"), "--cache_dir", str(d / "cache"), "--n_valid", "40",
+            "--runs_dir", str(d / "runs")] + TINY
+
+
+def snapshot(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _bad_data(d):
+    out = d / "bad_utf8"
+    if not out.exists():
+        out.mkdir()
+        for name in (data.VAL_FILE, data.TEST_FILE):
+            (out / name).write_bytes((d / "data" / name).read_bytes())
+        lines = (out / data.VAL_FILE).read_bytes().split(b"\n")
+        lines[6] = b"\xff" + lines[6]
+        (out / data.VAL_FILE).write_bytes(b"\n".join(lines))
+    return ["--data_dir", str(out)]
+
+
+def _damaged_release(d):
+    out = d / "damaged_model"
+    if not out.exists():
+        out.mkdir()
+        (out / "params_shapes.json").write_text("[[64, 32], [")  # truncated JSON
+        np.save(out / "params_0.npy", np.zeros(3, np.float32))
+    return ["--model_dir", str(out)]
+
+
+NO_CUDA = "torch.cuda.is_available()"
+CASES = [  # id, extra args (a callable gets the work folder), exit code, what the line must say, must not say
+    ("n_batch_0", ["--n_batch", "0"], 2, "argument --n_batch: expected an integer >= 1, got '0'", None),
+    ("n_batch_neg", ["--n_batch", "-4"], 2, "argument --n_batch: expected an integer >= 1, got '-4'", None),
+    ("n_batch_eval", ["--n_batch_eval", "-1"], 2, "argument --n_batch_eval: expected an integer >= 1, got '-1'", None),
+    ("lr", ["--lr", "-1"], 2, "argument --lr: expected a number > 0, got '-1'", None),
+    ("n_iter", ["--n_iter", "0"], 2, "argument --n_iter: expected an integer >= 1, got '0'", "lower --n_batch"),
+    ("n_head", ["--n_head", "3"], 2, "argument --n_head: 3 does not divide --n_embd 32", None),
+    ("embd_pdrop", ["--embd_pdrop", "1.5"], 2, "argument --embd_pdrop: expected a number in [0, 1), got '1.5'", None),
+    ("n_ctx", ["--n_ctx", "3"], 2, "argument --n_ctx: expected an integer >= 6, got '3'", None),
+    ("seed", ["--seed", "-1"], 2, "argument --seed: expected an integer in [0, 4294967295]", None),
+    ("device", ["--device", "cuda"], 2, "argument --device: 'cuda' is not available", None),
+    ("device_name", ["--device", "gpu0"], 2, "argument --device: expected cpu, cuda or cuda:N, got 'gpu0'", None),
+    ("backend", ["--backend", "triton"], 2, "TRITON_INTERPRET=1", None),
+    ("analysis", ["--analysis"], 2, "argument --analysis: it reads the submission file: pass --submit too", None),
+    ("desc_path", ["--desc", "../elsewhere"], 2, "argument --desc: expected a plain folder name", None),
+    ("desc_reuse", ["--no-overwrite"], 2, "argument --desc: 'earlier' already has results (", None),
+    ("n_batch_data", ["--n_batch", "1000"], 2, "argument --n_batch: expected at most the 80 training examples, got 1000", None),
+    ("non_utf8", _bad_data, 1, ":7: expected UTF-8 text, found byte b'\\xff' at column 1", None),
+    ("missing_data", lambda d: ["--data_dir", str(d / "nothing")], 1, data.VAL_FILE, None),
+    ("missing_vocab", lambda d: ["--encoder_path", str(d / "no_such_vocab.json")], 1, "no_such_vocab.json", None),
+    ("no_checkpoint", lambda d: ["--no-from_scratch", "--model_dir", str(d / "empty")], 1,
+     "no pretrained checkpoint in", None),
+    ("damaged_checkpoint", lambda d: ["--no-from_scratch"] + _damaged_release(d), 1, "params_shapes.json",
+     "no pretrained checkpoint"),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_and_loses_nothing(work, case, capsys, monkeypatch):
+    import torch
+    from gpt1_fast import train
+
+    name, extra, code, want, not_want = case
+    if name == "device" and torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    if name == "backend":
+        monkeypatch.setenv("TRITON_INTERPRET", "0")
+    (work / "empty").mkdir(exist_ok=True)
+    before = snapshot(work / "runs")
+    assert "earlier/best_params.pt" in before
+    extra = extra(work) if callable(extra) else extra
+    args = base_args(work) + ["--desc", "earlier", "--overwrite", "--n_batch", "16", "--n_iter", "1"]
+    args = strip_negations(args + extra)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        train.cli(args)
+    out, err = capsys.readouterr()
+    lines = err.splitlines()
+    assert e.value.code == code, (e.value.code, err)
+    assert len(lines) == 1 and lines[0].startswith("error: ") and want in lines[0], err
+    assert "Traceback" not in err + out
+    if not_want:
+        assert not_want not in lines[0]
+    assert snapshot(work / "runs") == before  # nothing written, nothing deleted
+
+
+def strip_negations(args):
+    """`--no-X` in a case removes the base's flag --X (a test-only spelling)."""
+    for neg in [a for a in args if a.startswith("--no-") and a != "--no-compile"]:
+        flag = "--" + neg[len("--no-"):]
+        args = [a for a in args if a not in (neg, flag)]
+    return args
+
+
+def test_n_ctx_cut_is_counted_and_warned(work, capsys):
+    from gpt1_fast import train
+    from gpt1_fast.pretrained import LazyTextEncoder
+    from gpt1_fast.tasks import get_task
+
+    te = LazyTextEncoder(work / "vocab" / "enc.json", work / "vocab" / "merges.bpe")
+    vocab = (str(work / "vocab" / "enc.json"), str(work / "vocab" / "merges.bpe"))
+    task = get_task("rocstories")
+    full = task.load(work / "data", te, vocab, n_ctx=512, n_valid=40, cache_dir=work / "cache")
+    assert full.cut[0] == 0
+    small = task.load(work / "data", te, vocab, n_ctx=20, n_valid=40, cache_dir=work / "cache")
+    kept = sum(int(e.lengths.sum()) for e in small.splits.values())
+    total = sum(int(e.lengths.sum()) for e in full.splits.values())
+    assert small.cut == (total - kept, total, full.layout.n_ctx) and small.cut[0] > 0
+    train.warn_if_cut(small, 20)
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"warning: --n_ctx 20 cuts {total - kept} of {total} tokens "
+                   f"({100 * (total - kept) / total:.1f} %) from the data; its longest example needs "
+                   f"{full.layout.n_ctx} positions"]
+
+
+def test_run_folder_holds_every_file_and_absolute_paths(work):
+    import json
+
+    from gpt1_fast.checkpoint import load_model
+
+    folder = work / "runs" / "earlier"
+    assert sorted(p.name for p in folder.iterdir()) == ["ROCStories.tsv", "ROCStories.valid.tsv", "best_params.pt",
+                                                         "config.json", "log.jsonl"]
+    cfg = json.loads((folder / "config.json").read_text())
+    header = json.loads((folder / "log.jsonl").read_text().splitlines()[0])
+    for k in ("data_dir", "encoder_path", "bpe_path", "cache_dir", "runs_dir", "model_dir"):
+        assert Path(header[k]).is_absolute() and Path(cfg["args"][k]).is_absolute(), k
+    meta, _ = load_model(folder / "best_params.pt")
+    assert Path(meta["encoder_path"]).is_absolute() and meta["layout"] == cfg["layout"]
