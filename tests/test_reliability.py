@@ -336,3 +336,100 @@ def test_run_folder_holds_every_file_and_absolute_paths(work):
         assert Path(header[k]).is_absolute() and Path(cfg["args"][k]).is_absolute(), k
     meta, _ = load_model(folder / "best_params.pt")
     assert Path(meta["encoder_path"]).is_absolute() and meta["layout"] == cfg["layout"]
+
+
+# ------------------------------------------------------------------------------ train: kills
+def _start(work, desc, extra=(), env=None):
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "gpt1_fast.train", *base_args(work), "--desc", desc, "--n_batch", "16", "--submit",
+           *extra]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _wait_for(proc, text, timeout=240):
+    """Read stdout lines until one contains `text`; -> the lines read."""
+    import time
+
+    seen, t0 = [], time.time()
+    for line in proc.stdout:
+        seen.append(line)
+        if text in line:
+            return seen
+        assert time.time() - t0 < timeout, seen
+    raise AssertionError(f"the run ended before printing {text!r}: {seen}\n{proc.stderr.read()}")
+
+
+def assert_consistent_or_absent(folder: Path):
+    """best_params.pt is absent, or loads and its stored configuration builds a model that takes it."""
+    from gpt1_fast.checkpoint import load_model
+    from gpt1_fast.config import GPTConfig
+    from gpt1_fast.layout import EmbeddingLayout
+    from gpt1_fast.model import DoubleHeadModel
+
+    path = folder / "best_params.pt"
+    if not path.exists():
+        return None
+    meta, sd = load_model(path)
+    layout = EmbeddingLayout.from_dict(meta["layout"])
+    model = DoubleHeadModel(GPTConfig(**meta["cfg"]), layout.clf, meta["head_type"], layout.size, layout.n_ctx)
+    model.load_state_dict(sd)  # strict: every shape agrees with the configuration
+    return meta
+
+
+def temporaries(folder: Path):
+    return [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_ctrl_c_stops_cleanly_naming_the_last_checkpoint(work):
+    import signal
+
+    proc = _start(work, "sigint", ["--n_iter", "50"])
+    _wait_for(proc, "n_epochs=1 ")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    lines = err.strip().splitlines()
+    folder = work / "runs" / "sigint"
+    assert "Traceback" not in err and len(lines) == 1, err
+    assert lines[0].startswith("interrupted at update ") and f"the last complete checkpoint is {folder / 'best_params.pt'}" in lines[0]
+    meta = assert_consistent_or_absent(folder)
+    assert meta is not None  # the one named: the initial parameters, or those of an evaluation
+    assert (f"update {meta['n_updates']}," if meta["n_updates"] else "(the initial parameters)") in lines[0]
+    assert temporaries(folder) == []
+
+
+@pytest.mark.parametrize("moment", ["during_checkpoint_write", "random"])
+def test_sigkill_leaves_a_loadable_checkpoint_or_none(work, moment):
+    import random
+    import signal
+    import time
+
+    from gpt1_fast import train
+    from gpt1_fast.checkpoint import TEST_PAUSE_ENV
+
+    desc = f"kill_{moment}"
+    folder = work / "runs" / desc
+    if moment == "during_checkpoint_write":
+        proc = _start(work, desc, ["--n_iter", "3"], env={TEST_PAUSE_ENV: "60"})
+        _wait_for(proc, "checkpoint: pausing")  # replacing the initial checkpoint after the first evaluation
+        old = folder / "best_params.pt"
+        before = old.read_bytes()
+    else:
+        proc = _start(work, desc, ["--n_iter", "3"])
+        time.sleep(random.Random().uniform(1.0, 25.0))
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL or moment == "random"
+    if folder.exists():
+        meta = assert_consistent_or_absent(folder)
+        if moment == "during_checkpoint_write":
+            assert meta["n_updates"] == 0 and (folder / "best_params.pt").read_bytes() == before  # the old one
+            assert len(temporaries(folder)) == 1  # the new one, never renamed
+    # A later run in the same folder (--overwrite) leaves no temporaries and a loadable checkpoint.
+    train.main(base_args(work) + ["--desc", desc, "--n_batch", "16", "--n_iter", "1", "--submit", "--overwrite"])
+    assert temporaries(folder) == [] and assert_consistent_or_absent(folder)["n_updates"] == 5
