@@ -110,7 +110,7 @@ def _optim_args(a):
       help="examples per update, over all GPUs (default 64; the TF release used 4 GPUs x 8 = 32, the PyTorch "
            "port 8, and reports +2.5 points going from 8 to 20 on ROCStories)")
     a("--max_grad_norm", type=float, default=1, help="clip gradients by their global norm (default 1; <=0: off)")
-    a("--lr", type=positive_float, default=6.25e-5, help="peak learning rate, > 0 (default 6.25e-5)")
+    a("--lr", type=nonnegative_float, default=6.25e-5, help="peak learning rate, >= 0 (0: the weights stay) (default 6.25e-5)")
     a("--lr_warmup", type=float_in(0, 1), default=0.002,
       help="warmup, as a fraction of all updates, in [0, 1] (default 0.002)")
     a("--l2", type=nonnegative_float, default=0.01, help="decoupled weight decay, >= 0 (default 0.01)")
@@ -147,7 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
 # ------------------------------------------------------------------------------------------ wiring
 def load_data(args, task, dist: Dist, vocab_paths, verbose: bool):
     """Read, encode (cached) and transform every split; rank 0 first, so the others read its cache."""
-    text_encoder = LazyTextEncoder(*vocab_paths)
+    try:
+        text_encoder = LazyTextEncoder(*vocab_paths)
+    except ValueError as e:  # bad JSON, a malformed merge, bytes that are not UTF-8: name both files
+        raise rocdata.DataError(f"the vocabulary ({vocab_paths[0]}, {vocab_paths[1]}) cannot be read: {e}") from None
     load = lambda: task.load(args.data_dir, text_encoder, vocab_paths, n_ctx=args.n_ctx,  # noqa: E731
                              n_valid=args.n_valid, cache_dir=resolve_cache_dir(args.cache_dir), verbose=verbose)
     data = load() if dist.main else None

@@ -236,12 +236,16 @@ def _damaged_release(d):
     return ["--model_dir", str(out)]
 
 
-NO_CUDA = "torch.cuda.is_available()"
+def _write(path, text):
+    path.write_text(text)
+    return path
+
+
 CASES = [  # id, extra args (a callable gets the work folder), exit code, what the line must say, must not say
     ("n_batch_0", ["--n_batch", "0"], 2, "argument --n_batch: expected an integer >= 1, got '0'", None),
     ("n_batch_neg", ["--n_batch", "-4"], 2, "argument --n_batch: expected an integer >= 1, got '-4'", None),
     ("n_batch_eval", ["--n_batch_eval", "-1"], 2, "argument --n_batch_eval: expected an integer >= 1, got '-1'", None),
-    ("lr", ["--lr", "-1"], 2, "argument --lr: expected a number > 0, got '-1'", None),
+    ("lr", ["--lr", "-1"], 2, "argument --lr: expected a number >= 0, got '-1'", None),
     ("n_iter", ["--n_iter", "0"], 2, "argument --n_iter: expected an integer >= 1, got '0'", "lower --n_batch"),
     ("n_head", ["--n_head", "3"], 2, "argument --n_head: 3 does not divide --n_embd 32", None),
     ("embd_pdrop", ["--embd_pdrop", "1.5"], 2, "argument --embd_pdrop: expected a number in [0, 1), got '1.5'", None),
@@ -257,6 +261,8 @@ CASES = [  # id, extra args (a callable gets the work folder), exit code, what t
     ("non_utf8", _bad_data, 1, ":7: expected UTF-8 text, found byte b'\\xff' at column 1", None),
     ("missing_data", lambda d: ["--data_dir", str(d / "nothing")], 1, data.VAL_FILE, None),
     ("missing_vocab", lambda d: ["--encoder_path", str(d / "no_such_vocab.json")], 1, "no_such_vocab.json", None),
+    ("bad_vocab", lambda d: ["--encoder_path", str(_write(d / "bad_vocab.json", '{"a</w>": 1,'))], 1,
+     "bad_vocab.json", None),
     ("no_checkpoint", lambda d: ["--no-from_scratch", "--model_dir", str(d / "empty")], 1,
      "no pretrained checkpoint in", None),
     ("damaged_checkpoint", lambda d: ["--no-from_scratch"] + _damaged_release(d), 1, "params_shapes.json",
@@ -433,3 +439,19 @@ def test_sigkill_leaves_a_loadable_checkpoint_or_none(work, moment):
     # A later run in the same folder (--overwrite) leaves no temporaries and a loadable checkpoint.
     train.main(base_args(work) + ["--desc", desc, "--n_batch", "16", "--n_iter", "1", "--submit", "--overwrite"])
     assert temporaries(folder) == [] and assert_consistent_or_absent(folder)["n_updates"] == 5
+
+
+def test_generate_names_a_damaged_checkpoint(work, capsys):
+    from gpt1_fast import generate
+
+    good = work / "runs" / "earlier" / "best_params.pt"
+    bad = work / "damaged_best_params.pt"
+    bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    for path, want in ((bad, f"error: {bad}: damaged or not a torch checkpoint ("),
+                       (work / "nowhere.pt", f"error: {work / 'nowhere.pt'}: no such checkpoint file")):
+        with pytest.raises(SystemExit) as e:
+            generate.main(["--checkpoint", str(path), "--prompt", "x", "--device", "cpu"])
+        assert str(e.value.code).startswith(want) and "\n" not in str(e.value.code), e.value.code
+        assert "no pretrained checkpoint" not in str(e.value.code)
+    from gpt1_fast.checkpoint import load_model
+    assert load_model(good)[0]["layout"]  # the intact one loads
