@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import collections
 import json
-import os
 import re
 from pathlib import Path
 
@@ -304,52 +303,101 @@ def _worker_encode(texts):
 
 
 # ------------------------------------------------------------------------------------------- learner
+def count_words(texts, verbose: bool = False) -> collections.Counter:
+    """How often each lower-cased token occurs, pre-tokenized exactly as TextEncoder does (batched)."""
+    pre = Pretokenizer()
+    bar = None
+    if verbose:
+        from tqdm import tqdm
+
+        bar = tqdm(ncols=80, leave=False, desc="counting words", unit="text")
+    by_orth: collections.Counter = collections.Counter()
+    batch: list = []
+
+    def flush():
+        for orths in pre.orth_batch(batch):
+            by_orth.update(orths)
+        if bar is not None:
+            bar.update(len(batch))
+        batch.clear()
+
+    for text in texts:
+        batch.append(text)
+        if len(batch) >= ENCODE_BATCH:
+            flush()
+    flush()
+    if bar is not None:
+        bar.close()
+    counts: collections.Counter = collections.Counter()
+    for h, n in by_orth.items():
+        counts[pre._strings[h].lower()] += n
+    return counts
+
+
 def learn_bpe(texts, n_merges: int, encoder_path, bpe_path, verbose: bool = False) -> dict:
     """Learn `n_merges` BPE merges from `texts` (pre-tokenized exactly as TextEncoder does) and write
     the release's two files: encoder json (`<unk>` = 0, every seen character alone and as `c</w>`,
     then each merge's result, then `\\n</w>`) and the merges file (version line, one `a b` per line in
     rank order, trailing empty line). Deterministic: ties go to the lexicographically smallest pair.
-    Returns the encoder dict."""
-    pre = Pretokenizer()
-    it = texts
-    if verbose:
-        from tqdm import tqdm
-
-        it = tqdm(texts, ncols=80, leave=False, desc="learning BPE")
-    counts = collections.Counter(tok for text in it for tok in pre(text))
-    words = [tuple(w[:-1]) + (w[-1] + EOW,) for w in counts]
-    freqs = [counts[w] for w in counts]
-
-    chars = collections.Counter()
+    Fewer merges are written when no pair is left. Returns the encoder dict."""
+    counts = count_words(texts, verbose)
+    merges = learn_merges(counts, n_merges, verbose)
+    chars: collections.Counter = collections.Counter()
     for w, f in counts.items():
         for c in w:
             chars[c] += f
     char_order = sorted(chars, key=lambda c: (-chars[c], c))
+    encoder: dict[str, int] = {"<unk>": 0}
+    for tok in char_order + [c + EOW for c in char_order] + [a + b for a, b in merges] + ["\n" + EOW]:
+        encoder.setdefault(tok, len(encoder))
+    from .fileio import atomic_write_text
 
+    atomic_write_text(encoder_path, json.dumps(encoder, ensure_ascii=False))
+    atomic_write_text(bpe_path, "#version: gpt1_fast learn_bpe\n" + "".join(f"{a} {b}\n" for a, b in merges))
+    return encoder
+
+
+def _mergeable(a: str, b: str) -> bool:
     # Pairs with whitespace can't be written in the merges file (lines are split on whitespace).
-    def mergeable(a, b):
-        return not any(ch.isspace() for ch in a + b.replace(EOW, ""))
+    return not any(ch.isspace() for ch in a + b.replace(EOW, ""))
 
+
+def learn_merges(counts, n_merges: int, verbose: bool = False) -> list[tuple[str, str]]:
+    """The merges, most frequent adjacent pair first (ties: smallest pair). A heap with lazy deletion
+    finds each best pair (a stale entry, whose count has changed since, is skipped when popped): the
+    same choice as a full min() over all pairs, in log time."""
+    import heapq
+
+    words = [tuple(w[:-1]) + (w[-1] + EOW,) for w in counts]
+    freqs = [counts[w] for w in counts]
     pair_counts: collections.Counter = collections.Counter()
     where: dict[tuple, set] = collections.defaultdict(set)
     for wi, (w, f) in enumerate(zip(words, freqs)):
         for p in zip(w[:-1], w[1:]):
-            if mergeable(*p):
+            if _mergeable(*p):
                 pair_counts[p] += f
                 where[p].add(wi)
+    heap = [(-c, p) for p, c in pair_counts.items()]
+    heapq.heapify(heap)
+    bar = None
+    if verbose:
+        from tqdm import tqdm
 
-    merges = []
-    while len(merges) < n_merges and pair_counts:
-        best = min(pair_counts, key=lambda p: (-pair_counts[p], p))
-        if pair_counts[best] < 1:
-            break
+        bar = tqdm(total=n_merges, ncols=80, leave=False, desc="learning BPE merges", unit="merge")
+    merges: list[tuple[str, str]] = []
+    while len(merges) < n_merges and heap:
+        neg, best = heapq.heappop(heap)
+        if pair_counts.get(best) != -neg:
+            continue  # stale
         merges.append(best)
         a, b = best
+        changed = set()
         for wi in sorted(where.pop(best, ())):
             w, f = words[wi], freqs[wi]
             for p in zip(w[:-1], w[1:]):  # remove the word's old pairs
                 if p in pair_counts:
                     pair_counts[p] -= f
+                    changed.add(p)
                     if pair_counts[p] <= 0:
                         del pair_counts[p]
                     if p != best and p in where:
@@ -364,23 +412,16 @@ def learn_bpe(texts, n_merges: int, encoder_path, bpe_path, verbose: bool = Fals
                     i += 1
             words[wi] = w = tuple(new)
             for p in zip(w[:-1], w[1:]):
-                if mergeable(*p):
+                if _mergeable(*p):
                     pair_counts[p] += f
+                    changed.add(p)
                     where[p].add(wi)
         pair_counts.pop(best, None)
-
-    encoder: dict[str, int] = {"<unk>": 0}
-    for tok in char_order + [c + EOW for c in char_order] + [a + b for a, b in merges] + ["\n" + EOW]:
-        encoder.setdefault(tok, len(encoder))
-    for path in (encoder_path, bpe_path):
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    _atomic_write_text(encoder_path, json.dumps(encoder, ensure_ascii=False))
-    _atomic_write_text(bpe_path, "#version: gpt1_fast learn_bpe\n" + "".join(f"{a} {b}\n" for a, b in merges))
-    return encoder
-
-
-def _atomic_write_text(path, text: str):
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+        for p in changed:
+            if p in pair_counts:
+                heapq.heappush(heap, (-pair_counts[p], p))
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return merges

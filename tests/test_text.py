@@ -264,3 +264,39 @@ def test_standardize_equals_the_original_regex_on_random_text():
         t = re.sub("\\s*\n\\s*", " \n ", t)
         t = re.sub("[^\\S\n]+", " ", t).strip()
         assert text_standardize(s) == t, repr(s)
+
+
+def test_learn_merges_equals_recounting_every_pair():
+    """The heap-based learner against the definition: recount every pair after each merge, take the
+    most frequent (ties: smallest pair), merge it left to right in every word."""
+    from gpt1_fast.text import learn_merges
+
+    rng = __import__("random").Random(3)
+    counts = {"".join(rng.choice("abcab d") for _ in range(rng.randint(1, 9))).strip() or "a": rng.randint(1, 5)
+              for _ in range(300)}
+    words = {tuple(w[:-1]) + (w[-1] + "</w>",): f for w, f in counts.items()}
+    want = []
+    for _ in range(120):
+        pairs = {}
+        for w, f in words.items():
+            for p in zip(w[:-1], w[1:]):
+                if not any(ch.isspace() for ch in p[0] + p[1].replace("</w>", "")):
+                    pairs[p] = pairs.get(p, 0) + f
+        if not pairs:
+            break
+        best = min(pairs, key=lambda p: (-pairs[p], p))
+        want.append(best)
+        merged = {}
+        for w, f in words.items():
+            new, i = [], 0
+            while i < len(w):
+                if i < len(w) - 1 and (w[i], w[i + 1]) == best:
+                    new.append(w[i] + w[i + 1])
+                    i += 2
+                else:
+                    new.append(w[i])
+                    i += 1
+            merged[tuple(new)] = merged.get(tuple(new), 0) + f
+        words = merged
+    assert len(want) > 50
+    assert learn_merges(counts, 120) == want
