@@ -108,6 +108,10 @@ class Pretokenizer:
     def __call__(self, text: str) -> list[str]:
         return [tok.text.lower() for tok in self._tokenizer(text_standardize(self.fix_text(text)))]
 
+    def token_text(self, orth: int) -> str:
+        """The text of a token hash that orth_batch returned."""
+        return self._strings[orth]
+
     def orth_batch(self, texts) -> list[list[int]]:
         """spaCy's token hashes (ORTH) of each text, fixed and standardized, from one tokenizer call.
         spaCy splits on whitespace first and matches its special cases on token sequences, so a
@@ -238,7 +242,7 @@ class TextEncoder:
             for h in orths:
                 t = ids_of.get(h)
                 if t is None:
-                    t = ids_of[h] = self._token_ids(self.pretokenize._strings[h])
+                    t = ids_of[h] = self._token_ids(self.pretokenize.token_text(h))
                 ids.extend(t)
             out.append(ids)
         return out
@@ -330,7 +334,7 @@ def count_words(texts, verbose: bool = False) -> collections.Counter:
         bar.close()
     counts: collections.Counter = collections.Counter()
     for h, n in by_orth.items():
-        counts[pre._strings[h].lower()] += n
+        counts[pre.token_text(h).lower()] += n
     return counts
 
 
