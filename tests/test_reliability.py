@@ -261,6 +261,8 @@ CASES = [  # id, extra args (a callable gets the work folder), exit code, what t
     ("non_utf8", _bad_data, 1, ":7: expected UTF-8 text, found byte b'\\xff' at column 1", None),
     ("missing_data", lambda d: ["--data_dir", str(d / "nothing")], 1, data.VAL_FILE, None),
     ("missing_vocab", lambda d: ["--encoder_path", str(d / "no_such_vocab.json")], 1, "no_such_vocab.json", None),
+    ("missing_vocab_advice", lambda d: ["--encoder_path", str(d / "no_such_vocab.json")], 1,
+     "`python -m gpt1_fast.vocab --data FILES --merges N --out DIR` learns one", None),
     ("bad_vocab", lambda d: ["--encoder_path", str(_write(d / "bad_vocab.json", '{"a</w>": 1,'))], 1,
      "bad_vocab.json", None),
     ("no_checkpoint", lambda d: ["--no-from_scratch", "--model_dir", str(d / "empty")], 1,
