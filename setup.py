@@ -55,6 +55,8 @@ setup(
         # Text pipeline (TextEncoder): ftfy + spaCy's rule-based English tokenizer.
         "text": ["ftfy", "spacy>=3.5"],
         "triton": ["triton>=3.1"],
+        # Loss curves (gpt1_fast.plot, the PNG gpt1_fast.pretrain draws at the end).
+        "plot": ["matplotlib"],
         "test": [
             "pytest",
             "pytest-timeout",
@@ -63,6 +65,7 @@ setup(
             "ftfy",
             "spacy>=3.5",
             "ninja",
+            "matplotlib",
         ],
     },
     package_data={"gpt1_fast": ["py.typed"]},
