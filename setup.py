@@ -57,6 +57,8 @@ setup(
         "triton": ["triton>=3.1"],
         # Loss curves (gpt1_fast.plot, the PNG gpt1_fast.pretrain draws at the end).
         "plot": ["matplotlib"],
+        # The paper's fine-tuning tasks: their metrics (gpt1_fast.tasks.metrics).
+        "tasks": ["scikit-learn", "scipy"],
         "test": [
             "pytest",
             "pytest-timeout",
@@ -66,6 +68,8 @@ setup(
             "spacy>=3.5",
             "ninja",
             "matplotlib",
+            "scikit-learn",
+            "scipy",
         ],
     },
     package_data={"gpt1_fast": ["py.typed"]},
