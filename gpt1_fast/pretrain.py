@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -213,16 +212,9 @@ def learn_vocab(args, out: Path) -> tuple[str, str]:
     return str(enc), str(bpe)
 
 
-def file_digest(paths) -> str:
-    h = hashlib.sha256()
-    for p in paths:
-        h.update(Path(p).read_bytes())
-    return h.hexdigest()
-
-
 def fingerprint(args, total_steps: int, vocab_digest: str, train_meta: dict) -> dict:
     fp = {k: getattr(args, k) for k in MATH_ARGS}
-    fp.update(total_steps=total_steps, vocab_digest=vocab_digest, train_tokens=int(train_meta["tokens"]),
+    fp.update(total_steps=total_steps, vocab_digest=vocab_digest, data_digest=train_meta.get("digest"),
               init_from=str(Path(args.init_from).resolve()) if args.init_from else None)
     return fp
 
@@ -299,7 +291,8 @@ def _prepare(args, dist: Dist, out: Path):
                              workers=args.workers, seed=args.seed, verbose=sys.stderr.isatty())
     dist.barrier()
     enc, bpe = vocab()
-    return (enc, bpe), corpus.open_split(data_dir, "train"), corpus.open_split(data_dir, "val")
+    digest = corpus.vocab_digest(enc, bpe)
+    return (enc, bpe), digest, corpus.open_split(data_dir, "train", digest), corpus.open_split(data_dir, "val", digest)
 
 
 def _run(args, dist: Dist) -> dict:
@@ -319,13 +312,13 @@ def _run(args, dist: Dist) -> dict:
     use_compile = args.compile if args.compile is not None else device.type == "cuda"
     tty = sys.stderr.isatty() and main_rank
 
-    vocab, train_tf, val_tf = _prepare(args, dist, out)
+    vocab, vocab_digest, train_tf, val_tf = _prepare(args, dist, out)
     train_tokens, val_tokens = train_tf.tokens, val_tf.tokens
     n_vocab = int(train_tf.meta["n_vocab"])
     sampler = WindowSampler(len(train_tokens), args.n_ctx, args.n_batch, args.seed)
     total = args.max_steps if args.max_steps is not None else max(1, math.ceil(args.epochs * sampler.steps_per_epoch))
     v_starts = val_starts(len(val_tokens), args.n_ctx, args.eval_windows)
-    fp = fingerprint(args, total, file_digest(vocab), train_tf.meta)
+    fp = fingerprint(args, total, vocab_digest, train_tf.meta)
 
     torch.manual_seed(args.seed)
     layout = EmbeddingLayout(n_vocab, (), args.n_ctx)

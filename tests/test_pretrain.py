@@ -25,7 +25,6 @@ from gpt1_fast.opt import OpenAIAdam, lr_at, warmup_cosine_after  # noqa: E402
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
-    h.install_corpus_standin()
     d = tmp_path_factory.mktemp("pretrain")
     corpus = h.write_corpus(d / "corpus")
     enc, bpe = h.learn_vocab(corpus, d / "vocab")
@@ -35,7 +34,7 @@ def work(tmp_path_factory):
 
 def base_args(work, out, *extra):
     return ["--data", *work["data"], "--out", str(out), "--encoder_path", work["enc"], "--bpe_path", work["bpe"],
-            "--data_dir", work["data_dir"], "--val_fraction", "0.1", *h.TINY, *map(str, extra)]
+            "--data_dir", work["data_dir"], "--val_fraction", "0.1", "--workers", "1", *h.TINY, *map(str, extra)]
 
 
 def records(out):
