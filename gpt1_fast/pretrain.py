@@ -335,12 +335,13 @@ def _run(args, dist: Dist) -> dict:
                      b2=args.b2, e=args.e, l2=args.l2, vector_l2=args.vector_l2, max_grad_norm=args.max_grad_norm)
     torch.manual_seed(args.seed + dist.rank)  # same init everywhere, own dropout masks per process
 
-    step, tokens_seen = 0, 0
+    step, tokens_seen, resumed_window = 0, 0, [0.0, 0]
     if args.resume is not None:
         ckpt = ckpts.load(None if args.resume == "latest" else args.resume, fp)
         lm.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         step, tokens_seen = ckpt["step"], ckpt["tokens_seen"]
+        resumed_window = ckpt["log_window"]
         rngs = ckpt["rng"]
         if len(rngs) == dist.world:
             set_rng_state(rngs[dist.rank])
@@ -380,7 +381,8 @@ def _run(args, dist: Dist) -> dict:
             torch.distributed.all_gather_object(rngs, rng_state())
         if main_rank:
             ckpts.save(step, {"model": lm.state_dict(), "optimizer": opt.state_dict(), "tokens_seen": tokens_seen,
-                              "sampler": sampler.state_dict(step), "rng": rngs}, fp)
+                              "sampler": sampler.state_dict(step), "rng": rngs,
+                              "log_window": [loss_sum.item(), loss_n]}, fp)  # the train loss since the last log
         dist.barrier()
 
     log = None
@@ -400,7 +402,8 @@ def _run(args, dist: Dist) -> dict:
     n_micro = per_rank // micro
     bar = tqdm(total=total, initial=step, ncols=90, desc="pretrain", disable=not tty)
     lm.train()
-    t_log, tok_log, loss_sum, loss_n = time.time(), 0, torch.zeros((), device=device), 0
+    t_log, tok_log = time.time(), 0
+    loss_sum, loss_n = torch.tensor(resumed_window[0], device=device), resumed_window[1]
     val_loss = None
     while step < total:
         lr = args.lr * warmup_cosine_after(step, args.warmup_steps, total)

@@ -130,7 +130,7 @@ class CheckpointDir:
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
             raise ResumeError(f"{path}: damaged checkpoint, cannot be read ({first}); older ones: "
                               f"{[p.name for _, p in self.list() if p != path] or 'none'}") from None
         if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
