@@ -442,8 +442,9 @@ def _run(args, dist: Dist) -> dict:
         if (args.save_every and step % args.save_every == 0) or step == total:
             save(step)
     bar.close()
-    if main_rank and val_loss is None:  # resumed from the final checkpoint
+    if main_rank and val_loss is None:  # resumed from the final checkpoint, or --max_steps 0
         val_loss = evaluate()
+        log.log(step=step, val_loss=val_loss, val_ppl=math.exp(min(val_loss, 700)))
 
     result = {"steps": step, "total_steps": total, "tokens_seen": tokens_seen, "val_loss": val_loss, "out": str(out)}
     if main_rank:
@@ -456,6 +457,8 @@ def _run(args, dist: Dist) -> dict:
             result["plot"] = str(plot_log(out / "log.jsonl", out / "loss.png"))
         except ImportError as e:
             print(f"warning: no loss plot ({e}); pip install matplotlib", file=sys.stderr)
+        except ValueError as e:  # the run's results are written; a plot is not worth failing it
+            print(f"warning: no loss plot ({e})", file=sys.stderr)
     dist.barrier()
     return result
 

@@ -249,3 +249,28 @@ def test_bad_arguments_are_one_line_errors(work, tmp_path):
     r = h.run_pretrain(base_args(work, tmp_path / "c", "--n_batch", 4096))
     assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith("error: the training split has")
     assert "Traceback" not in r.stderr
+
+
+def test_merges_learns_the_vocabulary_from_the_corpus(work, tmp_path):
+    from gpt1_fast.corpus import read_documents
+    from gpt1_fast.text import learn_bpe
+
+    out = tmp_path / "run"
+    args = ["--data", *work["data"], "--out", str(out), "--merges", "60", "--val_fraction", "0.1", "--workers", "1",
+            "--max_steps", "2", "--save_every", "0", *h.TINY]
+    pretrain.main(args)
+    learn_bpe(list(read_documents(work["data"])), 60, tmp_path / "e.json", tmp_path / "m.bpe")
+    assert (out / "vocab.json").read_bytes() == (tmp_path / "e.json").read_bytes()
+    assert (out / "merges.txt").read_bytes() == (tmp_path / "m.bpe").read_bytes()
+    meta = json.loads((out / "data" / "train.json").read_text())
+    assert meta["n_vocab"] == len(json.loads((out / "vocab.json").read_text()))
+
+
+def test_init_from_starts_at_the_given_weights(work, pretrained, tmp_path):
+    out = tmp_path / "cont"
+    pretrain.main(["--data", *work["data"], "--out", str(out), "--init_from", str(pretrained), "--data_dir",
+                   str(tmp_path / "tok"), "--val_fraction", "0.1", "--workers", "1", *h.TINY, "--n_ctx", "32",
+                   "--max_steps", "0", "--save_every", "0"])
+    a, b = h.read_weights(pretrained), h.read_weights(out)
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    assert (out / "vocab.json").read_bytes() == (pretrained / "vocab.json").read_bytes()  # its vocabulary
