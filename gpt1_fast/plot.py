@@ -70,13 +70,15 @@ def plot_log(path, out=None) -> Path:
         if xs:
             ax1.plot(xs, ys, label=label, marker="o" if len(xs) < 30 else None, markersize=3)
     ax1.set(xlabel=x, ylabel="loss (nats per token)" if x == "step" else "loss", title=path.name)
-    ax1.legend()
+    if ax1.lines:
+        ax1.legend()
     for y, label in right:
         xs, ys = series(records, x, y)
         if xs:
             ax2.plot(xs, ys, label=label)
     ax2.set(xlabel=x, title=right_title)
-    ax2.legend()
+    if ax2.lines:
+        ax2.legend()
     fig.tight_layout()
     out = Path(out) if out else path.with_suffix(".png")
     atomic_write(out, lambda f: fig.savefig(f, format="png", dpi=100), mode="wb")

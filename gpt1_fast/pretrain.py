@@ -38,12 +38,13 @@ import torch.nn.functional as F
 
 from . import ops
 from .config import GPTConfig
+from .distributed import Dist
 from .fileio import atomic_write, atomic_write_text
 from .layout import EmbeddingLayout
 from .model import LMModel
 from .opt import OpenAIAdam, warmup_cosine_after
+from .pretrained import resolve_vocab as find_vocab
 from .resume import CheckpointDir, ResumeError, rng_state, set_rng_state
-from .train import VOCAB_FILES, Dist
 
 VOCAB_OUT = ("vocab.json", "merges.txt")  # the vocabulary's names in the output folder (HF's)
 # Arguments that change the math: a checkpoint resumes only under the same values.
@@ -170,10 +171,12 @@ def val_starts(n_tokens: int, n_ctx: int, n_windows: int) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------ loss
-def lm_loss(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy over every position, float32, logits over the whole tied table
-    (positions included, as the original). The one place to switch to a fused LM-head op."""
-    return ops.cross_entropy(F.linear(h.reshape(-1, h.size(-1)), weight), targets.reshape(-1)).mean()
+def lm_loss(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, backend: str = "auto") -> torch.Tensor:
+    """Mean next-token cross-entropy over every position (float32), logits over the whole tied
+    table (positions included, as the original), through ops.lm_head_loss (fused where available)."""
+    rows = h.reshape(-1, h.size(-1))
+    mask = torch.ones(rows.size(0), device=h.device, dtype=torch.float32)  # every position is predicted
+    return ops.lm_head_loss(rows, weight, targets.reshape(-1), mask, backend=backend).mean()
 
 
 class LMObjective(nn.Module):
@@ -184,21 +187,15 @@ class LMObjective(nn.Module):
         self.lm = lm
 
     def forward(self, x, y):
-        tr = self.lm.transformer
-        return lm_loss(tr(input_ids=x), tr.embed.weight, y)
+        head = self.lm.lm_head
+        return lm_loss(self.lm.transformer(input_ids=x), head.decoder.weight, y, head.backend)
 
 
 # ----------------------------------------------------------------------------------------- setup
 def resolve_vocab(args) -> tuple[str, str]:
     """Vocabulary files: the arguments', else the --init_from folder's, else the --model_dir folder's
     (the release's names first, then Hugging Face's)."""
-    if args.encoder_path and args.bpe_path:
-        return args.encoder_path, args.bpe_path
-    md = Path(args.init_from or args.model_dir)
-    for e, b in VOCAB_FILES:
-        if (md / e).is_file():
-            return str(md / e), str(md / b)
-    return str(md / VOCAB_FILES[0][0]), str(md / VOCAB_FILES[0][1])
+    return find_vocab(args.init_from or args.model_dir, args.encoder_path, args.bpe_path)
 
 
 def learn_vocab(args, out: Path) -> tuple[str, str]:
