@@ -44,7 +44,7 @@ from .layout import EmbeddingLayout
 from .model import LMModel
 from .opt import OpenAIAdam, warmup_cosine_after
 from .pretrained import resolve_vocab as find_vocab
-from .resume import CheckpointDir, ResumeError, rng_state, set_rng_state
+from .resume import CheckpointDir, ResumeError, all_rng_states, restore_rng_states
 
 VOCAB_OUT = ("vocab.json", "merges.txt")  # the vocabulary's names in the output folder (HF's)
 # Arguments that change the math: a checkpoint resumes only under the same values.
@@ -339,12 +339,9 @@ def _run(args, dist: Dist) -> dict:
         opt.load_state_dict(ckpt["optimizer"])
         step, tokens_seen = ckpt["step"], ckpt["tokens_seen"]
         resumed_window = ckpt["log_window"]
-        rngs = ckpt["rng"]
-        if len(rngs) == dist.world:
-            set_rng_state(rngs[dist.rank])
-        elif main_rank:
-            print(f"warning: checkpoint written by {len(rngs)} processes, resuming with {dist.world}: dropout "
-                  "masks differ from an uninterrupted run", file=sys.stderr)
+        if not restore_rng_states(ckpt["rng"], dist.rank, dist.world) and main_rank:
+            print(f"warning: checkpoint written by {len(ckpt['rng'])} processes, resuming with {dist.world}: "
+                  "dropout masks differ from an uninterrupted run", file=sys.stderr)
         del ckpt
 
     objective = LMObjective(lm)
@@ -372,10 +369,7 @@ def _run(args, dist: Dist) -> dict:
         return total_loss / len(v_starts)
 
     def save(step):
-        rngs = [rng_state()]
-        if dist.world > 1:
-            rngs = [None] * dist.world
-            torch.distributed.all_gather_object(rngs, rng_state())
+        rngs = all_rng_states(dist.world)
         if main_rank:
             ckpts.save(step, {"model": lm.state_dict(), "optimizer": opt.state_dict(), "tokens_seen": tokens_seen,
                               "sampler": sampler.state_dict(step), "rng": rngs,

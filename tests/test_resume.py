@@ -156,3 +156,59 @@ def test_rng_states_round_trip():
     set_rng_state(state)
     b = (random.random(), np.random.rand(), torch.rand(3))
     assert a[0] == b[0] and a[1] == b[1] and torch.equal(a[2], b[2])
+
+
+# -------------------------------------------------------------------------------------- fine-tuning
+@pytest.fixture(scope="module")
+def roc(tmp_path_factory):
+    from gpt1_fast import data, synthetic
+    from gpt1_fast.text import learn_bpe
+
+    d = tmp_path_factory.mktemp("roc")
+    synthetic.write_rocstories(d / "data", n=80, n_test=20, seed=3)
+    val = data.read_rocstories_csv(d / "data" / data.VAL_FILE)
+    learn_bpe(val.stories + val.endings1 + val.endings2, 150, d / "enc.json", d / "merges.bpe")
+    return d
+
+
+def finetune_args(roc, out, *extra):
+    return ["--data_dir", str(roc / "data"), "--from_scratch", "--encoder_path", str(roc / "enc.json"),
+            "--bpe_path", str(roc / "merges.bpe"), "--cache_dir", str(roc / "cache"), "--n_valid", "20",
+            "--n_layer", "1", "--n_embd", "32", "--n_head", "2", "--device", "cpu", "--backend", "torch",
+            "--n_batch", "8", "--n_iter", "2", "--log_dir", str(out / "log"), "--save_dir", str(out / "save"),
+            "--submission_dir", str(out / "sub"), "--submit", "--save_every", "1", *map(str, extra)]
+
+
+def finetune_outputs(out):
+    log = [{k: v for k, v in json.loads(x).items() if k != "time"}
+           for x in (out / "log" / "rocstories.jsonl").read_text().splitlines()[1:]]
+    best = torch.load(out / "save" / "rocstories" / "best_params.pt", weights_only=True)
+    return log, best, (out / "sub" / "ROCStories.tsv").read_text()
+
+
+def test_finetuning_killed_mid_epoch_resumes_to_the_same_parameters_and_submission(roc, tmp_path):
+    from gpt1_fast import train
+
+    train.main(finetune_args(roc, tmp_path / "ref"))  # 60 training stories / 8 = 7 updates per epoch
+    out = tmp_path / "run"
+    folder = CheckpointDir(out / "save" / "rocstories" / "checkpoints")
+    cmd = [sys.executable, "-m", "gpt1_fast.train", *finetune_args(roc, out)]
+    import subprocess
+
+    proc = subprocess.Popen(cmd, cwd=h.REPO, env=h.env(**{TEST_SLEEP_ENV: 0.3}), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: folder.latest() is not None and int(folder.latest().name[5:-3]) >= 2, proc)
+    time.sleep(random.uniform(0, 0.25))  # each checkpoint write takes 0.3 s: at most one more
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    step = int(folder.latest().name[5:-3])
+    assert 2 <= step <= 4  # mid-epoch: the first epoch has 7 updates
+    with pytest.raises(SystemExit, match="already holds checkpoints"):
+        train.main(finetune_args(roc, out))
+    with pytest.raises(ResumeError, match="lr: checkpoint 6.25e-05, this run 0.001"):
+        train.main(finetune_args(roc, out, "--resume", "--lr", "1e-3"))
+    train.main(finetune_args(roc, out, "--resume"))
+    (log_a, best_a, sub_a), (log_b, best_b, sub_b) = finetune_outputs(tmp_path / "ref"), finetune_outputs(out)
+    assert log_a == log_b and sub_a == sub_b
+    assert best_a.keys() == best_b.keys() and all(torch.equal(best_a[k], best_b[k]) for k in best_a)
