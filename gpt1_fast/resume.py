@@ -59,6 +59,24 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def all_rng_states(world: int = 1) -> list[dict]:
+    """Every process's rng_state(), indexed by rank (a collective under DDP: call it on all ranks)."""
+    if world == 1:
+        return [rng_state()]
+    states = [None] * world
+    torch.distributed.all_gather_object(states, rng_state())
+    return states
+
+
+def restore_rng_states(states: list[dict], rank: int, world: int) -> bool:
+    """This process's RNG states from a checkpoint's list; False (nothing restored) when the
+    checkpoint was written by another number of processes (then dropout masks will differ)."""
+    if len(states) != world:
+        return False
+    set_rng_state(states[rank])
+    return True
+
+
 # ---------------------------------------------------------------------------------- fingerprints
 def check_fingerprint(saved: dict, current: dict, path) -> None:
     """Raise ResumeError naming every argument whose value differs between checkpoint and run."""
