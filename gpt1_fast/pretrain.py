@@ -25,8 +25,6 @@ import argparse
 import contextlib
 import json
 import math
-import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -34,7 +32,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from . import ops
 from .config import GPTConfig
@@ -250,7 +247,7 @@ def write_model_folder(out: Path, lm: LMModel, cfg: GPTConfig, layout: Embedding
 
     for src, name in zip(vocab, VOCAB_OUT):
         if Path(src).resolve() != (out / name).resolve():
-            atomic_write(out / name, lambda f, s=src: shutil.copyfileobj(open(s, "rb"), f), mode="wb")
+            atomic_write(out / name, lambda f, s=src: f.write(Path(s).read_bytes()), mode="wb")
     export_hf(lm.transformer, out)
     config = json.loads((out / "config.json").read_text())
     config["gpt1_fast"] = dict(cfg=cfg.to_dict(), layout=layout.to_dict(), vocab=list(VOCAB_OUT), **meta)

@@ -3,7 +3,6 @@ schedule, the windows, the loss falling, gradient accumulation and DDP equal to 
 output folder loading in train / generate / export_hf / transformers, and the plot command."""
 import json
 import math
-import os
 import socket
 import subprocess
 import sys
@@ -274,3 +273,13 @@ def test_init_from_starts_at_the_given_weights(work, pretrained, tmp_path):
     a, b = h.read_weights(pretrained), h.read_weights(out)
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     assert (out / "vocab.json").read_bytes() == (pretrained / "vocab.json").read_bytes()  # its vocabulary
+
+
+def test_help_names_the_command_and_every_flag(capsys):
+    with pytest.raises(SystemExit) as e:
+        pretrain.main(["--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    assert "python -m gpt1_fast.pretrain" in text
+    for action in pretrain.build_parser()._actions:
+        assert action.help, action.dest  # every flag explained
