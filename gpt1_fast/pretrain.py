@@ -196,7 +196,8 @@ def resolve_vocab(args) -> tuple[str, str]:
 
 
 def learn_vocab(args, out: Path) -> tuple[str, str]:
-    """--merges N: BPE learned from the training documents, written into the output folder."""
+    """--merges N: BPE learned from the training documents (as `python -m gpt1_fast.vocab` does), written
+    into the output folder."""
     from . import corpus
     from .text import learn_bpe
 
