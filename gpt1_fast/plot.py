@@ -4,8 +4,8 @@
     python -m gpt1_fast.plot log/rocstories.jsonl --out roc.png   # a gpt1_fast.train log
 
 Pretraining logs (gpt1_fast.pretrain) have `loss`/`lr` lines and `val_loss` lines per `step`;
-fine-tuning logs (gpt1_fast.train) have `tr_cost`/`va_cost`/`tr_acc`/`va_acc` per `n_updates`.
-The left panel shows the losses, the right one the learning rate or the accuracies.
+fine-tuning logs (gpt1_fast.train) have `<split>_cost` and metric keys (`tr_acc`, `va_acc`, `va_f1`, ...)
+per `n_updates`. The left panel shows the losses, the right one the learning rate or the scores.
 A half-written last line (a killed run) is skipped.
 """
 from __future__ import annotations
@@ -14,12 +14,18 @@ import argparse
 import json
 from pathlib import Path
 
-# (x key, [(y key, label)] for the losses, [(y key, label)] for the right panel, its title)
-KINDS = {
-    "pretrain": ("step", [("loss", "train"), ("val_loss", "validation")], [("lr", "learning rate")], "learning rate"),
-    "finetune": ("n_updates", [("tr_cost", "train (first n_valid)"), ("va_cost", "validation")],
-                 [("tr_acc", "train"), ("va_acc", "validation")], "accuracy (%)"),
-}
+METRIC_SUFFIXES = ("_acc", "_f1", "_mcc", "_pearson", "_spearman")  # gpt1_fast.tasks' log keys
+
+
+def curves(records, kind: str):
+    """(x key, loss keys, right-panel keys, right-panel title) of a log. Fine-tuning logs name each
+    scored split by a prefix (tr, va, or the split's name for tasks with several): every `*_cost`
+    is a loss, every metric key goes to the right panel."""
+    if kind == "pretrain":
+        return "step", ["loss", "val_loss"], ["lr"], "learning rate"
+    keys = sorted({k for r in records for k in r})
+    return ("n_updates", [k for k in keys if k.endswith("_cost")],
+            [k for k in keys if k.endswith(METRIC_SUFFIXES)], "score (%)")
 
 
 def read_log(path) -> list[dict]:
@@ -63,19 +69,19 @@ def plot_log(path, out=None) -> Path:
 
     path = Path(path)
     records = read_log(path)
-    x, losses, right, right_title = KINDS[log_kind(records, path)]
+    x, losses, right, right_title = curves(records, log_kind(records, path))
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    for y, label in losses:
+    for y in losses:
         xs, ys = series(records, x, y)
         if xs:
-            ax1.plot(xs, ys, label=label, marker="o" if len(xs) < 30 else None, markersize=3)
+            ax1.plot(xs, ys, label=y, marker="o" if len(xs) < 30 else None, markersize=3)
     ax1.set(xlabel=x, ylabel="loss (nats per token)" if x == "step" else "loss", title=path.name)
     if ax1.lines:
         ax1.legend()
-    for y, label in right:
+    for y in right:
         xs, ys = series(records, x, y)
         if xs:
-            ax2.plot(xs, ys, label=label)
+            ax2.plot(xs, ys, label=y, marker="o" if len(xs) < 30 else None, markersize=3)
     ax2.set(xlabel=x, title=right_title)
     if ax2.lines:
         ax2.legend()

@@ -230,6 +230,10 @@ def test_plot_draws_pretraining_and_finetuning_logs(tmp_path):
         n_epochs=1, n_updates=5, tr_cost=0.7, va_cost=0.69, tr_acc=50.0, va_acc=55.0)]) + "\n")
     assert plot.log_kind(plot.read_log(pre)) == "pretrain" and plot.log_kind(plot.read_log(fine)) == "finetune"
     assert plot.series(plot.read_log(pre), "step", "loss") == ([1, 2], [5.0, 4.0])
+    assert plot.curves(plot.read_log(fine), "finetune") == ("n_updates", ["tr_cost", "va_cost"], ["tr_acc", "va_acc"],
+                                                            "score (%)")
+    mnli = [{"n_updates": 5, "tr_cost": 1.0, "matched_cost": 1.1, "matched_acc": 40.0, "mismatched_f1": 30.0}]
+    assert plot.curves(mnli, "finetune")[1:3] == (["matched_cost", "tr_cost"], ["matched_acc", "mismatched_f1"])
     for log in (pre, fine):
         out = plot.main([str(log)])
         assert out == log.with_suffix(".png") and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
