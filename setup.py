@@ -55,6 +55,8 @@ setup(
         # Text pipeline (TextEncoder): ftfy + spaCy's rule-based English tokenizer.
         "text": ["ftfy", "spacy>=3.5"],
         "triton": ["triton>=3.1"],
+        # Loss curves (gpt1_fast.plot, the PNG gpt1_fast.pretrain draws at the end).
+        "plot": ["matplotlib"],
         # The paper's fine-tuning tasks: their metrics (gpt1_fast.tasks.metrics).
         "tasks": ["scikit-learn", "scipy"],
         "test": [
@@ -65,6 +67,7 @@ setup(
             "ftfy",
             "spacy>=3.5",
             "ninja",
+            "matplotlib",
             "scikit-learn",
             "scipy",
         ],

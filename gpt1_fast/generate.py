@@ -53,7 +53,9 @@ def build_parser():
     a("--gen_len", type=int, default=20, help="tokens to generate (default 20)")
     a("--topk", type=int, default=10, help="sample from the k most likely tokens (default 10; 0: all)")
     a("--seed", type=int, default=0, help="sampling seed (default 0)")
-    a("--model_dir", default="model/", help="pretrained checkpoint and vocabulary folder (default model/)")
+    a("--model_dir", default="model/",
+      help="pretrained checkpoint and vocabulary folder: the release's, a HF one, or a `gpt1_fast.pretrain` "
+           "--out folder (its shapes are read from its config.json) (default model/)")
     a("--checkpoint", default=None,
       help="fine-tuned parameters saved by `gpt1_fast.train --submit` (save/<desc>/best_params.pt; its "
            "config.json beside it gives the shapes and vocabulary)")
@@ -68,6 +70,17 @@ def build_parser():
     a("--device", default=None, help="cpu or cuda (default cuda when available)")
     a("--backend", default="auto", choices=["torch", "triton", "auto"], help="op implementation (default auto)")
     return p
+
+
+def _pretrain_config(model_dir: Path) -> dict | None:
+    """The "gpt1_fast" section of a `gpt1_fast.pretrain` output folder's config.json, else None."""
+    f = model_dir / "config.json"
+    if not f.is_file():
+        return None
+    try:
+        return json.loads(f.read_text()).get("gpt1_fast")
+    except (json.JSONDecodeError, AttributeError):
+        return None
 
 
 def load(args):
@@ -98,6 +111,11 @@ def load(args):
         layout = EmbeddingLayout(len(text_encoder.encoder), (), args.n_ctx)  # no special tokens
         cfg = GPTConfig(n_embd=args.n_embd, n_head=args.n_head, n_layer=args.n_layer, afn=args.afn,
                         backend=args.backend)
+        pretrained = _pretrain_config(md)  # a gpt1_fast.pretrain folder says its own shapes
+        if pretrained and not args.from_scratch:
+            cfg = GPTConfig(**dict(pretrained["cfg"], backend=args.backend))
+            layout = layout.with_n_ctx(pretrained["layout"]["n_ctx"])
+            args.n_ctx, args.n_embd = layout.n_ctx, cfg.n_embd
         model = LMModel(cfg, layout.size, layout.n_ctx, return_probs=True)
         if not args.from_scratch:
             if not checkpoint_present(md):

@@ -21,6 +21,7 @@ import argparse
 import random
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -107,6 +108,12 @@ def _run_args(a):
     a("--compile", default=None, action=argparse.BooleanOptionalAction,
       help="torch.compile the training forward (default: on for CUDA, off on CPU)")
     a("--n_batch_eval", type=int, default=None, help="examples per evaluation batch (default 2 x per-rank batch)")
+    a("--save_every", type=int, default=0,
+      help="checkpoint (model, optimizer, loop state, RNG states) every N updates into save/<desc>/checkpoints/ "
+           "(default 0: none)")
+    a("--resume", nargs="?", const="latest", default=None, metavar="CKPT",
+      help="continue from the latest checkpoint in save/<desc>/checkpoints/ (or from CKPT): same final "
+           "parameters and submission as an uninterrupted run")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -170,6 +177,48 @@ def wrap_for_training(model, args, dist: Dist):
     return train_model
 
 
+# Arguments that change the math: a checkpoint resumes only under the same values (resume.py).
+MATH_ARGS = ("dataset", "data_dir", "n_iter", "n_batch", "max_grad_norm", "lr", "lr_warmup", "lr_schedule", "n_ctx",
+             "n_embd", "n_head", "n_layer", "embd_pdrop", "attn_pdrop", "resid_pdrop", "clf_pdrop", "l2", "vector_l2",
+             "afn", "n_transfer", "lm_coef", "b1", "b2", "e", "n_valid", "from_scratch", "seed", "padding")
+
+
+def setup_checkpoints(args, trainer: Trainer, dist: Dist, vocab_paths):
+    """--resume: restore model, optimizer, the trainer's loop state and every RNG; --save_every:
+    checkpoint after every N-th update (save/<desc>/checkpoints/step_<N>.pt, the newest 2 kept)."""
+    from .corpus import vocab_digest
+    from .resume import CheckpointDir, all_rng_states, restore_rng_states
+
+    ckpts = CheckpointDir(trainer.paths.run_dir / "checkpoints")
+    fp = {k: getattr(args, k) for k in MATH_ARGS if hasattr(args, k)}
+    fp.update(vocab_digest=vocab_digest(*vocab_paths), data_dir=str(Path(args.data_dir).resolve()),
+              model_dir=None if args.from_scratch else str(Path(args.model_dir).resolve()))
+    if args.resume is None and ckpts.latest() is not None:
+        raise SystemExit(f"error: {ckpts.folder} already holds checkpoints ({ckpts.latest().name}): pass --resume "
+                         "to continue that run, or choose another --desc")
+    if args.resume is not None:
+        ckpt = ckpts.load(None if args.resume == "latest" else args.resume, fp)
+        trainer.model.load_state_dict(ckpt["model"])
+        trainer.opt.load_state_dict(ckpt["optimizer"])
+        trainer.load_state_dict(ckpt["trainer"])
+        if not restore_rng_states(ckpt["rng"], dist.rank, dist.world) and dist.main:
+            print(f"warning: checkpoint written by {len(ckpt['rng'])} processes, resuming with {dist.world}: "
+                  "dropout masks differ from an uninterrupted run", file=sys.stderr)
+        if trainer.logger is not None:  # the log again holds every evaluation so far
+            for rec in trainer.history:
+                trainer.logger.log(**rec)
+    if args.save_every > 0:
+        def save(t: Trainer):
+            if t.n_updates % args.save_every == 0:
+                rngs = all_rng_states(dist.world)
+                if dist.main:
+                    ckpts.save(t.n_updates, {"model": t.model.state_dict(), "optimizer": t.opt.state_dict(),
+                                             "trainer": t.state_dict(), "rng": rngs}, fp)
+                dist.barrier()
+
+        trainer.after_update = save
+
+
 def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
     if args.analysis and not args.submit:
@@ -215,6 +264,7 @@ def run(args, task, dist: Dist, vocab_paths) -> dict:
 
         atomic_write_text(paths.config, json.dumps(run_config(cfg, task, data.layout, vocab_paths), indent=2))
     trainer = Trainer(task, data, model, opt, config, paths, logger, train_model, dist.rank, dist.world, dist.barrier)
+    setup_checkpoints(args, trainer, dist, vocab_paths)
     t0 = time.time()
     trainer.fit()
     if device.type == "cuda":
@@ -239,7 +289,9 @@ def cli(argv=None):
     """Command-line entry: bad input (a missing or malformed file) is one clear line, no traceback."""
     from .weights import CheckpointError
 
-    errors = (FileNotFoundError, rocdata.DataError, CheckpointError)
+    from .resume import ResumeError
+
+    errors = (FileNotFoundError, rocdata.DataError, CheckpointError, ResumeError)
     try:
         from .tasks.readers import DataError
         errors += (DataError,)
