@@ -131,3 +131,27 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, backend: str = "a
     Every backend uses PyTorch's here (no fused LM-head + cross-entropy kernel yet); `backend` keeps
     the op boundary's signature uniform for when one exists."""
     return F.cross_entropy(logits.float(), targets, reduction="none")
+
+
+# ------------------------------------------------------------------------------- cached attention
+def attention_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None = None,
+                   dropout_p: float = 0.0, training: bool = False, backend: str = "auto") -> torch.Tensor:
+    """Attention of T new queries over the L >= T cached keys of incremental decoding.
+
+    q: [B, H, T, D], the queries of cache columns L-T .. L-1; k, v: [B, H, L, D] (the cache's filled
+    columns, new ones included); key_mask: [B, L] bool, False for padding columns. Query i sees
+    columns <= L-T+i that are not padding, and always its own column (so a padding query has one key,
+    not none: no NaN, and its output is never read). -> [B, H, T, D].
+    torch: the reference formula (w*b + -1e9*(1-b)), so it equals the full recomputation;
+    triton (CUDA): PyTorch's SDPA with the boolean mask (the fused kernel has no key mask).
+    """
+    T, L = q.size(-2), k.size(-2)
+    col = torch.arange(L, device=q.device)
+    row = torch.arange(L - T, L, device=q.device)[:, None]
+    allowed = (col <= row)[None, None]  # [1, 1, T, L] causal
+    if key_mask is not None:
+        allowed = allowed & (key_mask[:, None, None, :] | (col == row))
+    p = dropout_p if training else 0.0
+    if resolve(backend, q) == "triton":
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=p)
+    return _ref_attention(q, k, v, allowed.to(q.dtype), p, training)
