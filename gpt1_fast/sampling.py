@@ -92,7 +92,7 @@ class _Stream:
 def generate(transformer, input_ids, max_new_tokens: int = 20, *, temperature: float = 1.0, top_k: int = 0,
              top_p: float = 1.0, greedy: bool = False, eos_token_id=None, stop=None, n_vocab: int | None = None,
              generator: torch.Generator | None = None, attention_mask=None, use_cache: bool = True,
-             sliding: bool = False, on_tokens=None, output_scores: bool = False) -> Generation:
+             sliding: bool = False, on_tokens=None, on_finish=None, output_scores: bool = False) -> Generation:
     """Continue each prompt by up to max_new_tokens tokens.
 
     input_ids: a list of token-id lists (lengths may differ), or a [B, T] tensor (with attention_mask,
@@ -100,7 +100,8 @@ def generate(transformer, input_ids, max_new_tokens: int = 20, *, temperature: f
     the top_k tokens (0: all) and to the top_p nucleus (1.0: all). eos_token_id: an id or ids that end
     a row; stop: token-id sequences that end a row (neither is returned). generator: the sampling
     RNG (same generator state -> same text). use_cache=False recomputes the whole prefix every step
-    (the slow reference). on_tokens(row, ids): streaming callback.
+    (the slow reference). on_tokens(row, ids): streaming callback (a row's tokens in order, held back
+    while they could still be the start of a stop sequence); on_finish(row, reason) when a row ends.
     """
     if temperature <= 0 and not greedy:
         raise ValueError(f"temperature must be > 0 (or greedy=True), got {temperature}")
@@ -130,6 +131,8 @@ def generate(transformer, input_ids, max_new_tokens: int = 20, *, temperature: f
     def finish(i, why):
         reasons[i] = why
         stream.push(i, new[i], final=True)
+        if on_finish is not None:
+            on_finish(i, why)
 
     def rebuild():
         rows = [i for i in range(len(hist)) if reasons[i] is None]
