@@ -152,7 +152,7 @@ def generate(transformer, input_ids, max_new_tokens: int = 20, *, temperature: f
                 if not sliding:
                     finish(i, "n_ctx")
                 else:
-                    hist[i], cache = hist[i][-window:], None
+                    hist[i] = hist[i][-window:]  # the full cache is rebuilt below
         if all(r is not None for r in reasons):
             break
         if cache is None or not use_cache or cache.length >= n_ctx:
