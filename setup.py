@@ -63,6 +63,7 @@ setup(
             "ftfy",
             "spacy>=3.5",
             "ninja",
+            "pandas",
         ],
     },
     package_data={"gpt1_fast": ["py.typed"]},
