@@ -11,7 +11,6 @@ import pytest
 
 pytest.importorskip("spacy")
 pytest.importorskip("ftfy")
-pytest.importorskip("gpt1_fast.tasks.trainer")  # the task layer (issue 12's branch) until it is in main
 
 from gpt1_fast import Classifier, Entailment, MultipleChoice, Regressor, Similarity  # noqa: E402
 from gpt1_fast.api import GPTEstimator  # noqa: E402

@@ -68,7 +68,7 @@ def test_prefix_then_token_by_token_equals_one_forward():
         h, cache = tr(input_ids=x[:, t:t + 1], kv_cache=cache)
         steps.append(h)
     assert cache.length == 11 and isinstance(cache, KVCache)
-    torch.testing.assert_close(torch.cat(steps, 1), full, rtol=0, atol=1e-5)
+    torch.testing.assert_close(torch.cat(steps, 1), full, rtol=0, atol=5e-5)
     with pytest.raises(ValueError, match="exceeds n_ctx 16"):
         tr(input_ids=x[:, :6], kv_cache=cache)
 
@@ -82,8 +82,9 @@ def test_left_padding_shifts_nothing():
     ids = torch.cat([a, torch.cat([torch.full((1, 4), 7), b], 1)])
     mask = torch.tensor([[1] * 9, [0] * 4 + [1] * 5])
     h = tr(input_ids=ids, attention_mask=mask)
-    torch.testing.assert_close(h[0], tr(input_ids=a)[0], rtol=0, atol=1e-5)
-    torch.testing.assert_close(h[1, 4:], tr(input_ids=b)[0], rtol=0, atol=1e-5)
+    # hidden states of a lively model, O(1): fp32 rounding of differently shaped GEMMs stays below 5e-5
+    torch.testing.assert_close(h[0], tr(input_ids=a)[0], rtol=0, atol=5e-5)
+    torch.testing.assert_close(h[1, 4:], tr(input_ids=b)[0], rtol=0, atol=5e-5)
     pos = torch.tensor([list(range(9)), [0] * 4 + list(range(5))])
     torch.testing.assert_close(tr(input_ids=ids, attention_mask=mask, position_ids=pos), h, rtol=0, atol=0)
     with pytest.raises(ValueError, match=r"position ids must lie in \[0, 16\)"):
