@@ -279,3 +279,27 @@ def test_cli_bad_input_is_one_line(vocab, tmp_path):
         cli.main(cli_args(vocab, "--prompt_file", str(tmp_path / "nope.txt")))
     with pytest.raises(SystemExit, match=r"^error: --top_p must be in \(0, 1\]"):
         cli.main(cli_args(vocab, "--prompt", "a cat", "--top_p", "1.5"))
+
+
+def test_cli_checkpoint_of_a_fine_tuned_run_hides_the_specials(vocab, tmp_path):
+    """--checkpoint: save/<desc>/best_params.pt + config.json (the layout with 3 specials) as train writes them."""
+    import json
+
+    from gpt1_fast import generate as cli
+    from gpt1_fast.layout import EmbeddingLayout
+    from gpt1_fast.model import DoubleHeadModel
+
+    n_vocab = len(json.loads((vocab / "enc.json").read_text(encoding="utf-8")))
+    layout = EmbeddingLayout(n_vocab, n_ctx=20)
+    cfg = GPTConfig(n_embd=16, n_head=2, n_layer=1, backend="torch")
+    torch.manual_seed(0)
+    model = DoubleHeadModel(cfg, layout.clf, "multiple_choice", layout.size, layout.n_ctx)
+    with torch.no_grad():  # the specials as the most likely rows: only the mask keeps them out
+        model.transformer.embed.weight[n_vocab:layout.pos_offset] *= 100
+    torch.save(model.state_dict(), tmp_path / "best_params.pt")
+    (tmp_path / "config.json").write_text(json.dumps(dict(
+        cfg=cfg.to_dict(), layout=layout.to_dict(), encoder_path=str(vocab / "enc.json"),
+        bpe_path=str(vocab / "merges.bpe"))))
+    outs = cli.main(["--checkpoint", str(tmp_path / "best_params.pt"), "--prompt", "the dog", "--greedy",
+                     "--max_new_tokens", "5", "--device", "cpu", "--backend", "torch"])
+    assert len(outs) == 1 and outs[0] and "<" not in outs[0] and "_start_" not in outs[0]
