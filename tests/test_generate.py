@@ -294,8 +294,10 @@ def test_cli_checkpoint_of_a_fine_tuned_run_hides_the_specials(vocab, tmp_path):
     cfg = GPTConfig(n_embd=16, n_head=2, n_layer=1, backend="torch")
     torch.manual_seed(0)
     model = DoubleHeadModel(cfg, layout.clf, "multiple_choice", layout.size, layout.n_ctx)
-    with torch.no_grad():  # the specials as the most likely rows: only the mask keeps them out
-        model.transformer.embed.weight[n_vocab:layout.pos_offset] *= 100
+    with torch.no_grad():  # the specials as by far the most likely rows: only the mask keeps them out
+        u = torch.nn.functional.normalize(torch.randn(16), dim=0)
+        model.transformer.h[-1].ln_2.b.copy_(10 * u)
+        model.transformer.embed.weight[n_vocab:layout.pos_offset] = 10 * u
     torch.save(model.state_dict(), tmp_path / "best_params.pt")
     (tmp_path / "config.json").write_text(json.dumps(dict(
         cfg=cfg.to_dict(), layout=layout.to_dict(), encoder_path=str(vocab / "enc.json"),
