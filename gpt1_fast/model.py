@@ -70,8 +70,9 @@ class KVCache:
     def __init__(self, n_layer: int, batch: int, n_head: int, n_ctx: int, head_dim: int, device=None,
                  dtype=torch.float32):
         shape = (batch, n_head, n_ctx, head_dim)
-        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
-        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layer)]
+        # empty, not zeros: only the filled columns (< length) are ever read
+        self.k = [torch.empty(shape, device=device, dtype=dtype) for _ in range(n_layer)]
+        self.v = [torch.empty(shape, device=device, dtype=dtype) for _ in range(n_layer)]
         self.mask = torch.zeros(batch, n_ctx, dtype=torch.bool, device=device)
         self.length = 0
 
@@ -173,10 +174,12 @@ class TransformerModel(nn.Module):
         """Row of position 0 in the embedding table (n_vocab + n_special)."""
         return self.vocab - self.n_ctx
 
-    def new_kv_cache(self, batch: int, dtype: torch.dtype | None = None) -> KVCache:
+    def new_kv_cache(self, batch: int, dtype: torch.dtype | None = None, capacity: int | None = None) -> KVCache:
+        """An empty cache for `batch` rows and `capacity` columns (default n_ctx)."""
         w = self.embed.weight
         n_head = self.h[0].attn.n_head
-        return KVCache(len(self.h), batch, n_head, self.n_ctx, self.n_embd // n_head, w.device, dtype or w.dtype)
+        return KVCache(len(self.h), batch, n_head, capacity or self.n_ctx, self.n_embd // n_head, w.device,
+                       dtype or w.dtype)
 
     def forward(self, x: torch.Tensor | None = None, *, input_ids: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
@@ -201,20 +204,22 @@ class TransformerModel(nn.Module):
         T = input_ids.size(-1)
         ids = input_ids.reshape(-1, T)
         start = kv_cache.length if kv_cache is not None else 0
-        if start + T > self.n_ctx:
-            raise ValueError(f"sequence length {start + T} exceeds n_ctx {self.n_ctx}")
+        limit = self.n_ctx if kv_cache is None else min(self.n_ctx, kv_cache.n_ctx)
+        if start + T > limit:
+            raise ValueError(f"sequence length {start + T} exceeds n_ctx {limit}")
         cache = kv_cache
         if cache is None and attention_mask is not None:  # padding needs the key mask: a one-off cache
-            cache = self.new_kv_cache(ids.size(0))
+            cache = self.new_kv_cache(ids.size(0), capacity=T)
+        if position_ids is not None and position_ids.numel() and not (
+                0 <= int(position_ids.min()) <= int(position_ids.max()) < self.n_ctx):  # explicit ones only (a sync)
+            raise ValueError(f"position ids must lie in [0, {self.n_ctx}), got {int(position_ids.min())}.."
+                             f"{int(position_ids.max())}")
         if cache is not None:
             cache.mask[:, start:start + T] = True if attention_mask is None else attention_mask.reshape(-1, T).bool()
             if position_ids is None:  # real tokens so far, counted per row
                 position_ids = (cache.mask[:, :start + T].cumsum(1)[:, start:] - 1).clamp(min=0)
         if position_ids is None:
             position_ids = torch.arange(T, device=ids.device)
-        elif position_ids.numel() and not 0 <= int(position_ids.min()) <= int(position_ids.max()) < self.n_ctx:
-            raise ValueError(f"position ids must lie in [0, {self.n_ctx}), got {int(position_ids.min())}.."
-                             f"{int(position_ids.max())}")
         h = self.drop(self.embed(ids)) + self.drop(self.embed(position_ids + self.pos_offset))
         h = self._blocks(h, cache)
         if kv_cache is None:

@@ -142,7 +142,7 @@ def generate(transformer, input_ids, max_new_tokens: int = 20, *, temperature: f
         for j, i in enumerate(rows):
             ids[j, L - len(hist[i]):] = torch.tensor(hist[i], device=we.device)
             pad[j, L - len(hist[i]):] = True
-        kv = transformer.new_kv_cache(len(rows))
+        kv = transformer.new_kv_cache(len(rows), capacity=None if use_cache else L)
         h, kv = transformer(input_ids=ids, attention_mask=pad, kv_cache=kv)
         return rows, kv, h[:, -1]
 
@@ -160,10 +160,9 @@ def generate(transformer, input_ids, max_new_tokens: int = 20, *, temperature: f
         logits = F.linear(last, we) + mask
         nxt = next_tokens(logits, temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
                           generator=generator)
-        for j, i in enumerate(batch):
+        for j, (i, t) in enumerate(zip(batch, nxt.tolist())):
             if reasons[i] is not None:
                 continue
-            t = int(nxt[j])
             if output_scores:
                 scores[i].append(logits[j])
             hist[i].append(t)

@@ -173,8 +173,8 @@ class KnownLogits(nn.Module):
     def pos_offset(self):
         return self.vocab - self.n_ctx
 
-    def new_kv_cache(self, batch):
-        return KVCache(0, batch, 1, self.n_ctx, 1)
+    def new_kv_cache(self, batch, capacity=None):
+        return KVCache(0, batch, 1, capacity or self.n_ctx, 1)
 
     def forward(self, input_ids, attention_mask=None, kv_cache=None):
         kv_cache.length += input_ids.size(1)
