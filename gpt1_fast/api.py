@@ -181,7 +181,8 @@ class GPTEstimator:
             from .pretrained import checkpoint_present, missing_checkpoint_message
 
             if not checkpoint_present(self.model_dir):
-                raise FileNotFoundError(missing_checkpoint_message(self.model_dir).replace("--", ""))
+                raise FileNotFoundError(missing_checkpoint_message(self.model_dir).replace(
+                    "--model_dir", "model_dir=").replace("--from_scratch", "from_scratch=True"))
         self.text_encoder_ = self._text_encoder(self.vocab_paths_)
         if not self.regression:
             self._set_classes(self._classes(X, _as_list(y, "y")))
