@@ -62,7 +62,7 @@ class GPTEstimator:
                  clf_pdrop=0.1, afn="gelu", seed=42, n_iter=3, n_batch=64, max_grad_norm=1.0, lr=6.25e-5,
                  lr_warmup=0.002, l2=0.01, vector_l2=False, lr_schedule="warmup_linear", lm_coef=0.5, b1=0.9,
                  b2=0.999, e=1e-8, n_valid=374, padding="batch", device=None, backend="auto", dtype="auto",
-                 compile=False, n_batch_eval=None, verbose=True):
+                 compile=None, n_batch_eval=None, verbose=True):
         for k, v in locals().items():
             if k not in ("self", "__class__"):
                 setattr(self, k, v)
@@ -214,7 +214,8 @@ class GPTEstimator:
         config = TrainConfig(n_iter=self.n_iter, n_batch=self.n_batch, n_batch_eval=self.n_batch_eval,
                              n_valid=self.n_valid, seed=self.seed, padding=self.padding, submit=False,
                              bf16=self._bf16(device), verbose=self.verbose)
-        train_model = torch.compile(self.model_) if self.compile else self.model_
+        use_compile = self.compile if self.compile is not None else device.type == "cuda"  # as the CLI
+        train_model = torch.compile(self.model_) if use_compile else self.model_
         with tempfile.TemporaryDirectory() as tmp:  # the Trainer's files (none with submit=False)
             trainer = Trainer(_FacadeTask(self, eval_set is not None), _Data(self.layout_, splits), self.model_,
                               opt, config, RunPaths("api", tmp, tmp, tmp), train_model=train_model)

@@ -203,3 +203,15 @@ def test_parameters_are_keywords_and_round_trip():
         Classifier(5)  # keywords only
     assert set(GPTEstimator._param_names()) >= {"lr_schedule", "b1", "b2", "e", "l2", "vector_l2", "max_grad_norm",
                                                  "n_transfer", "padding", "dtype", "compile", "n_batch_eval"}
+
+
+def test_every_training_option_of_the_cli_is_a_keyword_with_its_default():
+    import inspect
+
+    from gpt1_fast import train
+
+    cli_only = {"dataset", "desc", "data_dir", "log_dir", "save_dir", "submission_dir", "cache_dir", "submit",
+                "analysis", "opt"}  # files and runs of the CLI; fit() takes the data itself
+    defaults = {k: v.default for k, v in inspect.signature(GPTEstimator.__init__).parameters.items() if k != "self"}
+    cli = vars(train.build_parser().parse_args([]))
+    assert {k: v for k, v in cli.items() if k not in cli_only} == {k: defaults[k] for k in cli if k not in cli_only}
