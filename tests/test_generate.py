@@ -305,3 +305,19 @@ def test_cli_checkpoint_of_a_fine_tuned_run_hides_the_specials(vocab, tmp_path):
     outs = cli.main(["--checkpoint", str(tmp_path / "best_params.pt"), "--prompt", "the dog", "--greedy",
                      "--max_new_tokens", "5", "--device", "cpu", "--backend", "torch"])
     assert len(outs) == 1 and outs[0] and "<" not in outs[0] and "_start_" not in outs[0]
+
+
+def test_triton_backend_generation_equals_the_reference():
+    """The CUDA path's code (Triton LayerNorm/GELU, SDPA for the cached step), run on the CPU through
+    the Triton interpreter in fp32, and under bf16 autocast (the cache is cast to the queries' dtype)."""
+    pytest.importorskip("triton")
+    ref = lm()
+    fast = lm(backend="triton")
+    prompts = [PROMPTS[0], PROMPTS[1]]
+    g_ref = ref.generate(prompts, 6, greedy=True, n_vocab=N_VOCAB, output_scores=True)
+    g = fast.generate(prompts, 6, greedy=True, n_vocab=N_VOCAB, output_scores=True)
+    assert g.tokens == g_ref.tokens
+    for a, b in zip(g.scores, g_ref.scores):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert [len(t) for t in ref.generate(prompts, 3, greedy=True).tokens] == [3, 3]
