@@ -117,8 +117,8 @@ class Attention(nn.Module):
         end = kv.start + T
         kv.k[:, :, kv.start:end] = k
         kv.v[:, :, kv.start:end] = v
-        k, v = kv.k[:, :, :end].to(q.dtype), kv.v[:, :, :end].to(q.dtype)  # no-op unless under autocast
-        a = ops.attention_step(q, k, v, kv.mask[:, :end], self.attn_dropout.p, self.training, backend=self.backend)
+        a = ops.attention_step(q, kv.k[:, :, :end], kv.v[:, :, :end], kv.mask[:, :end], self.attn_dropout.p,
+                               self.training, backend=self.backend)
         return a.transpose(1, 2).reshape(B, T, C)
 
 

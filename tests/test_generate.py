@@ -309,7 +309,7 @@ def test_cli_checkpoint_of_a_fine_tuned_run_hides_the_specials(vocab, tmp_path):
 
 def test_triton_backend_generation_equals_the_reference():
     """The CUDA path's code (Triton LayerNorm/GELU, SDPA for the cached step), run on the CPU through
-    the Triton interpreter in fp32, and under bf16 autocast (the cache is cast to the queries' dtype)."""
+    the Triton interpreter in fp32; and generation under bf16 autocast (autocast casts the fp32 cache)."""
     pytest.importorskip("triton")
     ref = lm()
     fast = lm(backend="triton")
