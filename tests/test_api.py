@@ -215,3 +215,17 @@ def test_every_training_option_of_the_cli_is_a_keyword_with_its_default():
     defaults = {k: v.default for k, v in inspect.signature(GPTEstimator.__init__).parameters.items() if k != "self"}
     cli = vars(train.build_parser().parse_args([]))
     assert {k: v for k, v in cli.items() if k not in cli_only} == {k: defaults[k] for k in cli if k not in cli_only}
+
+
+def test_regressor_on_pairs_uses_both_orders(vocab, tmp_path):
+    rng = random.Random(3)
+    X = [(sentence(rng, "red"), sentence(rng, "blue")) for _ in range(16)]
+    y = [float(a.count("dog") + b.count("dog")) for a, b in X]
+    est = tiny(Regressor, vocab, n_iter=1).fit(X, y)
+    assert est.pairs_ and est.model_.regression and type(est.model_.task_head).__name__ == "SimilarityHead"
+    swapped = [(b, a) for a, b in X]  # both orders summed: the score of (a, b) is the score of (b, a)
+    np.testing.assert_allclose(est.predict(swapped), est.predict(X), rtol=0, atol=1e-5)
+    again = Regressor.load(est.save(tmp_path / "r"))
+    np.testing.assert_array_equal(again.predict(X), est.predict(X))
+    with pytest.raises(ValueError, match="fitted on pairs of texts"):
+        again.predict(["good dog"])
