@@ -50,7 +50,7 @@ setup(
     description="Fast, faithful GPT-1 (OpenAI 2018) in PyTorch: fused Triton/C++ kernels, OpenAI weights, ROCStories",
     packages=find_packages(include=["gpt1_fast", "gpt1_fast.*"]),
     python_requires=">=3.10",
-    install_requires=["torch>=2.4", "numpy", "tqdm"],
+    install_requires=["torch>=2.4", "numpy", "tqdm", "safetensors>=0.4"],
     extras_require={
         # Text pipeline (TextEncoder): ftfy + spaCy's rule-based English tokenizer.
         "text": ["ftfy", "spacy>=3.5"],
@@ -70,6 +70,7 @@ setup(
             "matplotlib",
             "scikit-learn",
             "scipy",
+            "pandas",
         ],
     },
     package_data={"gpt1_fast": ["py.typed"]},

@@ -1,4 +1,4 @@
-"""Entry point: python -m benchmarks {layernorm_gelu,attention,adam,train_step,encode,pretrain,all} [--quick]."""
+"""Entry point: python -m benchmarks {layernorm_gelu,attention,adam,train_step,encode,pretrain,generate,all} [--quick]."""
 import argparse
 import importlib
 
@@ -9,6 +9,7 @@ BENCHES = {
     "train_step": "benchmarks.bench_train_step",
     "encode": "benchmarks.bench_encode",
     "pretrain": "benchmarks.bench_pretrain",
+    "generate": "benchmarks.bench_generate",
 }
 
 
