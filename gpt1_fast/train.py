@@ -133,6 +133,12 @@ def _run_args(a):
     a("--compile", default=None, action=argparse.BooleanOptionalAction,
       help="torch.compile the training forward (default: on for CUDA, off on CPU)")
     a("--n_batch_eval", type=positive_int, default=None, help="examples per evaluation batch (default 2 x per-rank batch)")
+    a("--save_every", type=int_at_least(0), default=0,
+      help="checkpoint (model, optimizer, loop state, RNG states) every N updates into <run folder>/checkpoints/ "
+           "(default 0: none)")
+    a("--resume", nargs="?", const="latest", default=None, metavar="CKPT",
+      help="continue from the latest checkpoint in <run folder>/checkpoints/ (or from CKPT): same final "
+           "parameters and submission as an uninterrupted run")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -197,6 +203,45 @@ def wrap_for_training(model, args, dist: Dist):
     if args.compile if args.compile is not None else dist.device.type == "cuda":
         train_model = torch.compile(train_model)
     return train_model
+
+
+# Arguments that change the math: a checkpoint resumes only under the same values (resume.py).
+MATH_ARGS = ("dataset", "data_dir", "n_iter", "n_batch", "max_grad_norm", "lr", "lr_warmup", "lr_schedule", "n_ctx",
+             "n_embd", "n_head", "n_layer", "embd_pdrop", "attn_pdrop", "resid_pdrop", "clf_pdrop", "l2", "vector_l2",
+             "afn", "n_transfer", "lm_coef", "b1", "b2", "e", "n_valid", "from_scratch", "seed", "padding")
+
+
+def setup_checkpoints(args, trainer: Trainer, dist: Dist, vocab_paths):
+    """--resume: restore model, optimizer, the trainer's loop state and every RNG; --save_every:
+    checkpoint after every N-th update (<run folder>/checkpoints/step_<N>.pt, the newest 2 kept)."""
+    from .corpus import vocab_digest
+    from .resume import CheckpointDir, all_rng_states, restore_rng_states
+
+    ckpts = CheckpointDir(trainer.paths.checkpoints)
+    fp = {k: getattr(args, k) for k in MATH_ARGS if hasattr(args, k)}
+    fp.update(vocab_digest=vocab_digest(*vocab_paths), data_dir=str(Path(args.data_dir).resolve()),
+              model_dir=None if args.from_scratch else str(Path(args.model_dir).resolve()))
+    if args.resume is None and ckpts.latest() is not None:
+        raise SystemExit(f"error: {ckpts.folder} already holds checkpoints ({ckpts.latest().name}): pass --resume "
+                         "to continue that run, or choose another --desc")
+    if args.resume is not None:
+        ckpt = ckpts.load(None if args.resume == "latest" else args.resume, fp)
+        trainer.model.load_state_dict(ckpt["model"])
+        trainer.opt.load_state_dict(ckpt["optimizer"])
+        trainer.load_state_dict(ckpt["trainer"])
+        if not restore_rng_states(ckpt["rng"], dist.rank, dist.world) and dist.main:
+            print(f"warning: checkpoint written by {len(ckpt['rng'])} processes, resuming with {dist.world}: "
+                  "dropout masks differ from an uninterrupted run", file=sys.stderr)
+    if args.save_every > 0:
+        def save(t: Trainer):
+            if t.n_updates % args.save_every == 0:
+                rngs = all_rng_states(dist.world)
+                if dist.main:
+                    ckpts.save(t.n_updates, {"model": t.model.state_dict(), "optimizer": t.opt.state_dict(),
+                                             "trainer": t.state_dict(), "rng": rngs}, fp)
+                dist.barrier()
+
+        trainer.after_update = save
 
 
 def validate(parser, args) -> None:
@@ -279,17 +324,19 @@ def run(args, task, dist: Dist, vocab_paths, paths: RunPaths) -> dict:
     train_model = wrap_for_training(model, args, dist)
     torch.manual_seed(args.seed + dist.rank)  # same init everywhere (DDP broadcasts), own dropout masks
 
-    # ---- everything is checked: from here on the run writes its files
     meta = run_config(cfg, task, data.layout, vocab_paths)
-    logger = None
+    trainer = Trainer(task, data, model, opt, config, paths, None, train_model, dist.rank, dist.world, dist.barrier)
+    trainer.checkpoint_config = meta
+    setup_checkpoints(args, trainer, dist, vocab_paths)  # --resume reads and checks its checkpoint here
+    # ---- everything is checked: from here on the run writes its files
     if dist.main:
         paths.claim(task, overwrite=args.overwrite)
         header = absolute_args(args, vocab_paths)
         atomic_write_text(paths.config, json.dumps(dict(meta, args=header), indent=2))
-        logger = JsonlLogger(paths.log, **header)
+        trainer.logger = JsonlLogger(paths.log, **header)
+        for rec in trainer.history:  # resumed: the log again holds every evaluation so far
+            trainer.logger.log(**rec)
     dist.barrier()
-    trainer = Trainer(task, data, model, opt, config, paths, logger, train_model, dist.rank, dist.world, dist.barrier)
-    trainer.checkpoint_config = meta
     t0 = time.time()
     try:
         trainer.fit()
@@ -326,6 +373,7 @@ def interrupted_message(trainer: Trainer, paths: RunPaths) -> str:
 def cli(argv=None):
     """Command-line entry: bad input is one `error:` line, no traceback. Exit codes: 2 a bad flag,
     1 a bad file, 130 Ctrl-C."""
+    from .resume import ResumeError
     from .tasks.readers import DataError
     from .weights import CheckpointError
 
@@ -334,7 +382,7 @@ def cli(argv=None):
     except UsageError as e:
         print(f"error: {e} (see python -m gpt1_fast.train --help)", file=sys.stderr)
         raise SystemExit(2) from None
-    except (FileNotFoundError, rocdata.DataError, DataError, CheckpointError) as e:
+    except (FileNotFoundError, rocdata.DataError, DataError, CheckpointError, ResumeError) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(1) from None
     except KeyboardInterrupt:

@@ -51,6 +51,7 @@ class RunPaths:
         save = Path(save_dir) / desc if save_dir else self.run_dir
         self.config = save / "config.json"
         self.best_params = save / "best_params.pt"
+        self.checkpoints = save / "checkpoints"  # --save_every / --resume (resume.CheckpointDir)
         self.submission_dir = Path(submission_dir) if submission_dir else self.run_dir
 
     def submission(self, file_name: str) -> Path:
@@ -62,7 +63,8 @@ class RunPaths:
         return [self.log, self.config, self.best_params, *subs]
 
     def earlier_results(self, task) -> list[Path]:
-        return [p for p in self.outputs(task) if p.exists()]
+        """Existing outputs, and the resume checkpoints (--save_every) of an earlier run in this folder."""
+        return [p for p in self.outputs(task) if p.exists()] + sorted(self.checkpoints.glob("step_*.pt"))
 
     def claim(self, task, overwrite: bool) -> None:
         """Make the folders; remove what a killed run left half-written; with `overwrite`, delete the
@@ -123,6 +125,7 @@ class Trainer:
         self.tokens = {"real": 0, "padded": 0}
         self.checkpoint_config: dict = {}  # stored with the parameters in best_params.pt (train.py: model, layout, vocabulary)
         self.last_saved: tuple | None = None  # (n_updates, score) of the newest complete best_params.pt
+        self.after_update = None  # called with the trainer after every update (and its evaluation)
 
     @property
     def main(self) -> bool:
@@ -173,6 +176,8 @@ class Trainer:
                     bar.set_postfix(loss=f"{loss.item():.3f}")
                 if self.epoch == 0 and self.n_updates in EVAL_UPDATES_FIRST_EPOCH:
                     self.evaluate(self.epoch)
+                if self.after_update is not None:
+                    self.after_update(self)  # e.g. a checkpoint: the loop state is complete here
             self.epoch, self.batch, self.perm = self.epoch + 1, 0, None
             self.evaluate(self.epoch)
         return self.history
