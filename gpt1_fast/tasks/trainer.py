@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..checkpoint import load_model, save_model
-from ..fileio import atomic_write_text
+from ..fileio import atomic_write_text, remove_stale_temporaries
 from .common import METRIC_KEYS, METRIC_TITLES, compute_metrics, make_batch
 
 EVAL_UPDATES_FIRST_EPOCH = tuple(1000 * 2 ** k for k in range(16))  # 1000, 2000, 4000, ...
@@ -69,8 +69,6 @@ class RunPaths:
     def claim(self, task, overwrite: bool) -> None:
         """Make the folders; remove what a killed run left half-written; with `overwrite`, delete the
         earlier run's files first, so the folders never mix two runs. Call after all validation."""
-        from ..fileio import remove_stale_temporaries
-
         for folder in {p.parent for p in self.outputs(task)}:
             folder.mkdir(parents=True, exist_ok=True)
             remove_stale_temporaries(folder)
