@@ -41,7 +41,7 @@ from .tasks.trainer import JsonlLogger, RunPaths, TrainConfig, Trainer
 def _task_args(a):
     a("--dataset", default="rocstories", choices=task_names(),
       help="task, by the paper's name (default rocstories); the files each expects are listed below")
-    a("--desc", default="rocstories", help="run name: log/<desc>.jsonl, save/<desc>/ (default rocstories)")
+    a("--desc", default=None, help="run name: log/<desc>.jsonl, save/<desc>/ (default: the dataset's name)")
     a("--data_dir", default="data/", help="folder holding the dataset's files (default data/)")
     a("--log_dir", default="log/", help="folder for <desc>.jsonl (default log/)")
     a("--save_dir", default="save/", help="folder for <desc>/best_params.pt with --submit (default save/)")
@@ -172,6 +172,7 @@ def wrap_for_training(model, args, dist: Dist):
 
 def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
+    args.desc = args.desc or args.dataset
     if args.analysis and not args.submit:
         raise SystemExit("--analysis reads the submission file: pass --submit too")
     vocab_paths = resolve_vocab(args.model_dir, args.encoder_path, args.bpe_path)
@@ -239,15 +240,9 @@ def cli(argv=None):
     """Command-line entry: bad input (a missing or malformed file) is one clear line, no traceback."""
     from .weights import CheckpointError
 
-    errors = (FileNotFoundError, rocdata.DataError, CheckpointError)
-    try:
-        from .tasks.readers import DataError
-        errors += (DataError,)
-    except ImportError:  # TEMPORARY, until the readers branch is merged
-        pass
     try:
         main(argv)
-    except errors as e:
+    except (FileNotFoundError, rocdata.DataError, CheckpointError) as e:  # readers raise data.DataError too
         raise SystemExit(f"error: {e}") from None
 
 

@@ -130,11 +130,7 @@ METRIC_TITLES = {"accuracy": "Accuracy", "f1": "F1", "mcc": "MCC", "pearson": "P
 
 
 def compute_metrics(names, y_true, y_pred) -> dict[str, float]:
-    """The task's metrics in percent (as the paper reports them), by metric name."""
-    try:
-        from .metrics import compute
-    except ImportError:  # TEMPORARY, until the readers branch (tasks/metrics.py) is merged
-        if tuple(names) != ("accuracy",):
-            raise
-        compute = lambda n, t, p: {"accuracy": float(np.mean(t == p))}  # noqa: E731
-    return {k: 100.0 * float(v) for k, v in compute(tuple(names), np.asarray(y_true), np.asarray(y_pred)).items()}
+    """The task's metrics in percent (as the paper reports them), by metric name (tasks.metrics)."""
+    from .metrics import compute
+
+    return compute(tuple(names), np.asarray(y_true), np.asarray(y_pred))

@@ -17,7 +17,7 @@ FAMILIES = {"classification": classification, "entailment": entailment, "similar
 # The names the GLUE server and the papers use (submission files are <display>.tsv).
 DISPLAY = {"rocstories": "ROCStories", "snli": "SNLI", "mnli": "MNLI", "qnli": "QNLI", "rte": "RTE",
            "scitail": "SciTail", "qqp": "QQP", "mrpc": "MRPC", "sts-b": "STS-B", "sst-2": "SST-2",
-           "cola": "CoLA", "race": "RACE"}
+           "cola": "CoLA", "race": "RACE", "race-m": "RACE-m", "race-h": "RACE-h"}
 SHORT_SPLITS = {"matched": "m", "mismatched": "mm"}  # GLUE's MNLI-m.tsv, MNLI-mm.tsv
 
 
@@ -56,7 +56,7 @@ class Task:
 
     def format_prediction(self, p) -> str:
         if self.regression:
-            return f"{float(p):.6f}"
+            return f"{float(p):.9g}"  # a float32 output, written back exactly
         return self.label_names[int(p)] if self.label_names else str(int(p))
 
     def parse_prediction(self, s: str):
@@ -112,7 +112,7 @@ class DatasetTask(Task):
         self.head_type = self.module.head_type(spec)
         self.metrics, self.label_names = tuple(spec.metrics), spec.label_names
         self.eval_splits = tuple(spec.eval_splits)
-        self.test_splits = tuple(s for s in spec.splits if s != "train" and s not in self.eval_splits)
+        self.test_splits = tuple(spec.test_splits)
         self.files = ", ".join(f"{split}: {f}" for split, f in spec.splits.items())
 
     def load(self, data_dir, text_encoder, vocab_paths, n_ctx=512, n_valid=374, cache_dir=None,
@@ -134,7 +134,7 @@ class DatasetTask(Task):
 
     def _encode(self, fields, text_encoder, source, vocab_paths, cache_dir, verbose):
         """Every text field through the BPE (cached); multiple choice's choice lists flattened and regrouped."""
-        texts = {k: v for k, v in fields.items() if k != "choices"}
+        texts = {k: fields[k] for k in self.module.FIELDS if k != "choices"}
         if "choices" in fields:
             texts["choices"] = [a for answers in fields["choices"] for a in answers]
         ids = encode_texts(texts, text_encoder, [source], vocab_paths, cache_dir, tag=self.name, verbose=verbose)

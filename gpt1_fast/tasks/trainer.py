@@ -211,6 +211,7 @@ class Trainer:
         return f"{self.eval_prefixes()[self.task.eval_splits[0]]}_{METRIC_KEYS[self.task.metrics[0]]}"
 
     def consider(self, score: float):
+        """Keep the parameters when `score` beats the best so far (a nan score never does)."""
         if self.config.submit and score > self.best_score:
             self.best_score = score
             self.save_best()
@@ -237,7 +238,7 @@ class Trainer:
     def analysis(self, written: dict[str, str]) -> dict[str, float]:
         """Print the validation score(s) of the best evaluation in the log and the metrics of every
         labelled test split's submission file against its labels (the release's --analysis)."""
-        best = max(self.history, key=lambda r: r[self.selection_key])
+        best = max(self.history, key=lambda r: _finite(r[self.selection_key]))
         lines, out = [], {}
         for split, prefix in list(self.eval_prefixes().items())[1:]:
             title = "Valid" if prefix == "va" else split
@@ -277,6 +278,10 @@ class Trainer:
         self.perm = None if state["perm"] is None else np.asarray(state["perm"], dtype=np.int64)
         self.best_score, self.history = state["best_score"], list(state["history"])
         self.tokens = dict(state.get("tokens", {"real": 0, "padded": 0}))
+
+
+def _finite(x: float) -> float:
+    return -math.inf if math.isnan(x) else x
 
 
 def read_predictions(path, task) -> np.ndarray:
