@@ -2,8 +2,6 @@
 fine-tuning objective (mask, shift, lm_coef), the kept parameters (scripted scores), the loop state."""
 import json
 import math
-from dataclasses import dataclass
-
 import numpy as np
 import pytest
 import torch
@@ -15,6 +13,7 @@ from gpt1_fast.layout import EmbeddingLayout
 from gpt1_fast.model import DoubleHeadModel
 from gpt1_fast.opt import OpenAIAdam
 from gpt1_fast.tasks import classification, entailment, multiple_choice, similarity
+from gpt1_fast.tasks.readers import DATASETS
 from gpt1_fast.tasks.common import Encoded, batch_width, make_batch
 from gpt1_fast.tasks.task import DatasetTask, TaskData
 from gpt1_fast.tasks.trainer import RunPaths, TrainConfig, Trainer
@@ -160,20 +159,8 @@ def test_regression_head_uses_squared_error():
 
 
 # ----------------------------------------------------------------------------------------- trainer
-@dataclass
-class FakeSpec:  # the readers' DatasetSpec contract
-    name: str = "sst-2"
-    family: str = "classification"
-    label_names: tuple = ("0", "1")
-    splits: dict = None
-    eval_splits: tuple = ("dev",)
-    metrics: tuple = ("accuracy",)
-    n_choices: int = None
-
-
 def fake_task_data(n_train=32):
-    spec = FakeSpec(splits={"train": "train.tsv", "dev": "dev.tsv", "test": "test.tsv"})
-    task = DatasetTask(spec)
+    task = DatasetTask(DATASETS["sst-2"])
     gen = torch.Generator().manual_seed(2)
     splits = {}
     for name, n in (("train", n_train), ("dev", 8), ("test", 6)):
@@ -257,7 +244,7 @@ def test_train_cli_builds_the_objective_from_its_flags():
 
     args = train.build_parser().parse_args(["--lm_coef", "0.25", "--from_scratch", "--n_layer", "1", "--n_embd", "16",
                                             "--n_head", "2", "--backend", "torch"])
-    model = train.build_model(args, train.model_config(args), DatasetTask(FakeSpec(splits={"train": "t"})), LAYOUT)
+    model = train.build_model(args, train.model_config(args), DatasetTask(DATASETS["sst-2"]), LAYOUT)
     assert model.lm_coef == 0.25 and model.task_head.linear.out_features == 2
     assert model.transformer.embed.weight.shape == (LAYOUT.size, 16)
 
@@ -268,3 +255,49 @@ def test_evaluation_sorted_by_length_returns_the_split_order(tmp_path):
     one_by_one = torch.cat([trainer.model.task_logits(make_batch(trainer.data["dev"], [i], LAYOUT, "cpu")[0])
                             for i in range(8)])
     torch.testing.assert_close(trainer.logits("dev"), one_by_one, rtol=1e-5, atol=1e-6)
+
+
+def test_lm_head_loss_reference():
+    from gpt1_fast import ops
+
+    g = torch.Generator().manual_seed(0)
+    h, w = torch.randn(6, 8, generator=g), torch.randn(20, 8, generator=g)
+    t = torch.randint(0, 20, (6,), generator=g)
+    mask = torch.tensor([1.0, 0, 1, 1, 0, 1])
+    got = ops.lm_head_loss(h, w, t, mask, backend="torch")
+    assert got.dtype == torch.float32 and got.shape == (6,)
+    torch.testing.assert_close(got, F.cross_entropy(h @ w.T, t, reduction="none") * mask)
+    assert (got[mask == 0] == 0).all() and (got[mask == 1] > 0).all()
+
+
+class CountingEncoder:
+    """One id per whitespace word (ids from a growing table); counts calls."""
+
+    def __init__(self):
+        self.calls, self.table, self.n_vocab = 0, {}, 1000
+
+    def encode(self, texts, verbose=False):
+        self.calls += 1
+        return [[self.table.setdefault(w, len(self.table) + 1) for w in t.split()] for t in texts]
+
+
+def test_dataset_encoded_once_and_choices_regrouped(tmp_path):
+    from fixtures_tasks import write_fixture
+    from gpt1_fast.tasks import get_task
+    from gpt1_fast.tasks.readers import read_split
+
+    data = write_fixture("race", tmp_path / "race", n_rows=8, seed=0)
+    task, enc = get_task("race"), CountingEncoder()
+    first = task.load(data, enc, (), cache_dir=tmp_path / "cache")
+    calls = enc.calls
+    again = task.load(data, enc, (), cache_dir=tmp_path / "cache")
+    assert enc.calls == calls  # every split from the cache
+    assert all(np.array_equal(first.splits[k].tokens, again.splits[k].tokens) for k in first.splits)
+    split = read_split("race", data, "dev")
+    L = first.layout
+    ex = first.splits["dev"]
+    ids = lambda s: [enc.table[w] for w in s.split()]  # noqa: E731
+    assert ex.tokens.shape[1] == 4 and ex.ids == split.ids
+    for k, answer in enumerate(split.fields["choices"][0]):
+        want = [L.start] + ids(split.fields["context"][0]) + [L.delimiter] + ids(answer) + [L.clf]
+        assert ex.tokens[0, k, :ex.lengths[0, k]].tolist() == want
