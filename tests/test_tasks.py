@@ -298,6 +298,7 @@ def test_dataset_encoded_once_and_choices_regrouped(tmp_path):
     ex = first.splits["dev"]
     ids = lambda s: [enc.table[w] for w in s.split()]  # noqa: E731
     assert ex.tokens.shape[1] == 4 and ex.ids == split.ids
-    for k, answer in enumerate(split.fields["choices"][0]):
-        want = [L.start] + ids(split.fields["context"][0]) + [L.delimiter] + ids(answer) + [L.clf]
-        assert ex.tokens[0, k, :ex.lengths[0, k]].tolist() == want
+    for i, (context, answers) in enumerate(zip(split.fields["context"], split.fields["choices"])):
+        for k, answer in enumerate(answers):
+            want = [L.start] + ids(context) + [L.delimiter] + ids(answer) + [L.clf]
+            assert ex.tokens[i, k, :ex.lengths[i, k]].tolist() == want
