@@ -64,3 +64,22 @@ def test_one_dataset_per_family(tmp_path, capsys, name):
             assert m, stdout
             if not np.isnan(value):
                 assert float(m.group(1)) == pytest.approx(value, abs=0.005)
+
+
+def test_bad_dataset_file_is_one_line_without_traceback(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    data = write_fixture("sst-2", tmp_path / "SST-2", n_rows=16, seed=0)
+    lines = (data / "dev.tsv").read_text().splitlines()
+    lines[3] = lines[3].split("\t")[0] + "\t7"  # a label outside {0, 1} on file line 4
+    (data / "dev.tsv").write_text("\n".join(lines) + "\n")
+    enc, bpe = tmp_path / "enc.json", tmp_path / "merges.bpe"
+    learn_bpe(["a b c"], 2, enc, bpe)
+    r = subprocess.run([sys.executable, "-m", "gpt1_fast.train", "--dataset", "sst-2", "--data_dir", str(data),
+                        "--from_scratch", "--encoder_path", str(enc), "--bpe_path", str(bpe), "--cache_dir", "none",
+                        "--log_dir", str(tmp_path / "log")] + TINY, capture_output=True, text=True, timeout=300,
+                       cwd=Path(__file__).resolve().parents[1])
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert re.search(r"^error: .*dev\.tsv:4: .*7", r.stderr, re.M), r.stderr

@@ -124,7 +124,7 @@ class Trainer:
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         self.n_updates += 1
-        self.tokens["real"] += int(M.sum().item())
+        self.tokens["real"] += int(self.data["train"].lengths[idx].sum())  # host-side: no device sync
         self.tokens["padded"] += M.numel()
         return out["loss"]
 
