@@ -224,6 +224,9 @@ def test_loop_state_round_trip(tmp_path):
     b = make_trainer(tmp_path / "b", n_iter=2, submit=False)
     b.load_state_dict(state)
     assert (b.epoch, b.batch, b.n_updates, b.history) == (2, 0, 8, a.history)
+    # 2 epochs over all 32 rows: every real token twice; computed positions = batches x 8 x their width
+    assert a.tokens["real"] == 2 * a.data["train"].lengths.sum() and b.tokens == a.tokens
+    assert a.tokens["padded"] >= a.tokens["real"]
     assert a.rng.randint(1 << 30) == b.rng.randint(1 << 30)
     assert math.isinf(b.best_score)
 
