@@ -18,6 +18,7 @@ Every file is written atomically (temporary file + rename).
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import sys
 import time
@@ -212,8 +213,6 @@ def run(args, task, dist: Dist, vocab_paths) -> dict:
     paths = RunPaths(args.desc, args.log_dir, args.save_dir, args.submission_dir)
     logger = JsonlLogger(paths.log, **vars(args)) if dist.main else None
     if dist.main and args.submit:
-        import json
-
         atomic_write_text(paths.config, json.dumps(run_config(cfg, task, data.layout, vocab_paths), indent=2))
     trainer = Trainer(task, data, model, opt, config, paths, logger, train_model, dist.rank, dist.world, dist.barrier)
     t0 = time.time()

@@ -305,3 +305,16 @@ def test_dataset_encoded_once_and_choices_regrouped(tmp_path):
         for k, answer in enumerate(answers):
             want = [L.start] + ids(context) + [L.delimiter] + ids(answer) + [L.clf]
             assert ex.tokens[i, k, :ex.lengths[i, k]].tolist() == want
+
+
+def test_help_lists_every_dataset_and_its_files():
+    from gpt1_fast import train
+
+    parser = train.build_parser()
+    text = parser.format_help()
+    choices = next(a for a in parser._actions if "--dataset" in a.option_strings).choices
+    assert set(choices) == {"rocstories", *DATASETS}
+    for name, spec in DATASETS.items():
+        line = next(x for x in text.splitlines() if x.strip().startswith(f"{name}:"))
+        assert all(str(f) in line for f in spec.splits.values()) and spec.family in line
+    assert rocdata.VAL_FILE in text and rocdata.TEST_FILE in text

@@ -34,9 +34,5 @@ def get_task(name: str) -> Task:
 
 
 def describe() -> str:
-    """One line per dataset: family and the files --data_dir must hold (for --help)."""
-    from .readers import describe as files
-
-    lines = [f"  rocstories: {ROCStories().files} (Story Cloze Test 2016 CSVs; multiple choice)"]
-    lines += [f"  {files(spec)}; {spec.family}" for name, spec in sorted(_datasets().items()) if name != "rocstories"]
-    return "\n".join(lines)
+    """One line per dataset: the files --data_dir must hold and the family (for --help)."""
+    return "\n".join(f"  {t.files}; {t.family}" for t in map(get_task, task_names()))

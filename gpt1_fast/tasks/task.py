@@ -36,7 +36,7 @@ class Task:
     specials: tuple[str, ...] = PAPER_SPECIALS
     eval_splits: tuple[str, ...] = ()   # model selection: the first metric on the first of these
     test_splits: tuple[str, ...] = ()
-    files: str = ""                     # what --data_dir must hold (for --help)
+    files: str = ""                     # one line for --help: the files --data_dir must hold
 
     @property
     def display(self) -> str:
@@ -83,7 +83,7 @@ class ROCStories(Task):
     def files(self):
         from .. import data as rocdata
 
-        return f"'{rocdata.VAL_FILE}', '{rocdata.TEST_FILE}'"
+        return f"rocstories: '{rocdata.VAL_FILE}', '{rocdata.TEST_FILE}' (Story Cloze Test 2016 CSVs)"
 
     def load(self, data_dir, text_encoder, vocab_paths, n_ctx=512, n_valid=374, cache_dir=None,
              verbose=False) -> TaskData:
@@ -113,7 +113,9 @@ class DatasetTask(Task):
         self.metrics, self.label_names = tuple(spec.metrics), spec.label_names
         self.eval_splits = tuple(spec.eval_splits)
         self.test_splits = tuple(spec.test_splits)
-        self.files = ", ".join(f"{split}: {f}" for split, f in spec.splits.items())
+        from .readers import describe
+
+        self.files = describe(spec)
 
     def load(self, data_dir, text_encoder, vocab_paths, n_ctx=512, n_valid=374, cache_dir=None,
              verbose=False) -> TaskData:
