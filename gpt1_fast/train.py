@@ -36,6 +36,7 @@ from .opt import SCHEDULES, OpenAIAdam
 from .pretrained import (LazyTextEncoder, checkpoint_present, missing_checkpoint_message, resolve_cache_dir,
                          resolve_vocab)
 from .tasks import describe, get_task, task_names
+from .tasks.common import PADDINGS
 from .tasks.trainer import JsonlLogger, RunPaths, TrainConfig, Trainer
 
 
@@ -55,8 +56,10 @@ def _task_args(a):
     a("--n_valid", type=int, default=374,
       help="ROCStories: stories held out of the val file for validation; every task: the first n_valid "
            "training examples are scored at each evaluation (default 374)")
-    a("--padding", default="batch", choices=["batch", "global"],
-      help="pad each batch to its own longest sequence (default; exact, faster) or every batch to n_ctx")
+    a("--padding", default=None, choices=list(PADDINGS),
+      help="batch: pad each batch to its own longest sequence (rounded up to a multiple of 8); pow2: the same "
+           "rounded up to a power of two (few shapes for torch.compile); global: every batch to the fitted n_ctx, "
+           "as the release. All exact. Default: pow2 when compiling, else batch")
 
 
 def _model_args(a):
@@ -159,15 +162,21 @@ def run_config(cfg: GPTConfig, task, layout, vocab_paths) -> dict:
                 specials=list(layout.specials))
 
 
+def compiling(args, dist: Dist) -> bool:
+    return args.compile if args.compile is not None else dist.device.type == "cuda"
+
+
 def wrap_for_training(model, args, dist: Dist):
-    """What the training step calls: the model, inside DDP with several processes, compiled on CUDA."""
+    """What the training step calls: the model, inside DDP with several processes, compiled on CUDA
+    (static shapes: the padding gives few widths, see --padding)."""
     train_model = model
     if dist.world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         train_model = DDP(model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
-    if args.compile if args.compile is not None else dist.device.type == "cuda":
-        train_model = torch.compile(train_model)
+    if compiling(args, dist):
+        # pow2 / global padding: at most 7 / 1 widths, one static graph each (under dynamo's recompile limit of 8)
+        train_model = torch.compile(train_model, dynamic=args.padding == "batch")
     return train_model
 
 
@@ -189,6 +198,8 @@ def main(argv=None) -> dict:
 def run(args, task, dist: Dist, vocab_paths) -> dict:
     device = dist.device
     verbose = sys.stderr.isatty() and dist.main
+    if args.padding is None:
+        args.padding = "pow2" if compiling(args, dist) else "batch"
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)

@@ -76,6 +76,10 @@ def test_batch_width_and_positions():
     assert M[0, 0].tolist() == [1, 1, 1, 0, 0, 0, 0, 0] and Y.tolist() == [0]
     assert batch_width(enc.lengths[[0, 1]], 12) == 12  # capped at n_ctx
     assert make_batch(enc, [0], LAYOUT, "cpu", padding="global")[0].shape == (1, 1, 12, 2)
+    widths = {batch_width(np.array([t]), 512, "pow2") for t in range(1, 513)}
+    assert widths == {8, 16, 32, 64, 128, 256, 512}
+    assert [batch_width(np.array([t]), 300, "pow2") for t in (3, 9, 17, 257)] == [8, 16, 32, 300]
+    assert [batch_width(np.array([t]), 300, "batch") for t in (3, 9, 16, 297)] == [8, 16, 16, 300]
 
 
 # ------------------------------------------------------------------------------------------- model
@@ -98,14 +102,15 @@ def random_batch(n_seq=2, B=3, gen=None, lengths=None):
     return Encoded.from_sequences(seqs, np.arange(B) % 2, [str(i) for i in range(B)], LAYOUT.n_ctx)
 
 
+@pytest.mark.parametrize("padding", ["batch", "pow2"])
 @pytest.mark.parametrize("head,n_seq", [(("classification", 3), 1), ("multiple_choice", 3),
                                         (("similarity", 2), 2), ("similarity", 2)])
-def test_padding_more_changes_nothing(head, n_seq):
+def test_padding_more_changes_nothing(head, n_seq, padding):
     model = tiny_model(head)
     enc = random_batch(n_seq)
     if head == "similarity":
         enc.labels = np.array([0.5, 3.0, 4.5], dtype=np.float32)
-    short = make_batch(enc, [0, 1, 2], LAYOUT, "cpu", padding="batch")
+    short = make_batch(enc, [0, 1, 2], LAYOUT, "cpu", padding=padding)
     full = make_batch(enc, [0, 1, 2], LAYOUT, "cpu", padding="global")
     assert short[0].size(-2) < full[0].size(-2)
     a, b = model(*short), model(*full)

@@ -31,7 +31,7 @@ class TrainConfig:
     n_batch_eval: int | None = None  # examples per evaluation batch (default 2 x per-process batch)
     n_valid: int = 374              # first training examples scored at each evaluation ("tr_")
     seed: int = 42                  # data order
-    padding: str = "batch"          # "batch": each batch to its longest sequence; "global": to n_ctx
+    padding: str = "batch"          # each batch to its longest sequence ("batch", "pow2"), or to n_ctx ("global")
     submit: bool = False            # keep the best parameters, write predictions
     bf16: bool = False              # autocast
     verbose: bool = False           # progress bars
@@ -158,7 +158,7 @@ class Trainer:
         enc = self.data[split]
         n = len(enc) if n is None else min(n, len(enc))
         order = np.arange(n)
-        if self.config.padding == "batch":
+        if self.config.padding != "global":
             order = np.argsort(enc.lengths[:n].max(1), kind="stable")
         self.model.eval()
         out = []
