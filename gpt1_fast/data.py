@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .fileio import atomic_write
+from .layout import PAPER_SPECIALS, EmbeddingLayout
 
 VAL_FILE = "cloze_test_val__spring2016 - cloze_test_ALL_val.csv"
 TEST_FILE = "cloze_test_test__spring2016 - cloze_test_ALL_test.csv"
@@ -20,7 +21,7 @@ HEADER = ["InputStoryid", "InputSentence1", "InputSentence2", "InputSentence3", 
           "RandomFifthSentenceQuiz1", "RandomFifthSentenceQuiz2", "AnswerRightEnding"]
 SPLIT_SEED = 3535999445  # random_state of the original's train_test_split
 N_VALID = 374
-SPECIALS = ("_start_", "_delimiter_", "_classify_")
+SPECIALS = PAPER_SPECIALS  # _start_, _delimiter_, _classify_
 DATA_URL = "http://cs.rochester.edu/nlp/rocstories/"
 _CACHE_VERSION = b"gpt1_fast-rocstories-v1"
 
@@ -158,7 +159,6 @@ def transform_roc(X1, X2, X3, n_ctx: int, max_len: int, start: int, delimiter: i
     """Two sequences per story, `[start] story [delimiter] ending [clf]`, zero-padded to n_ctx:
     X [N, 2, n_ctx, 2] int64 (token ids, position ids pos_offset + t), M [N, 2, n_ctx] float32.
     The seed's array form of tasks.multiple_choice's transform (which training uses)."""
-    from .layout import EmbeddingLayout
     from .tasks.common import Encoded, make_batch
     from .tasks.multiple_choice import transform
 
