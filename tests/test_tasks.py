@@ -323,3 +323,16 @@ def test_help_lists_every_dataset_and_its_files():
         line = next(x for x in text.splitlines() if x.strip().startswith(f"{name}:"))
         assert all(str(f) in line for f in spec.splits.values()) and spec.family in line
     assert rocdata.VAL_FILE in text and rocdata.TEST_FILE in text
+
+
+def test_seed_import_line_and_generate_does_not_need_train():
+    import subprocess
+    import sys
+
+    from gpt1_fast.model import DEFAULT_CONFIG, TransformerModel, load_openai_pretrained_model  # the port's line
+    from gpt1_fast import weights
+
+    assert load_openai_pretrained_model is weights.load_openai_pretrained_model
+    assert TransformerModel(DEFAULT_CONFIG.replace(n_layer=1, n_embd=8, n_head=2), vocab=20, n_ctx=4)
+    code = "import sys, gpt1_fast.generate; print('gpt1_fast.train' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
