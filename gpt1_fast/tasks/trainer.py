@@ -101,10 +101,6 @@ class Trainer:
     def main(self) -> bool:
         return self.rank == 0
 
-    @property
-    def n_updates_total(self) -> int:
-        return self.n_batches * self.config.n_iter
-
     def autocast(self):
         if self.config.bf16:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
