@@ -1,4 +1,4 @@
-"""Entry point: python -m benchmarks {layernorm_gelu,attention,adam,train_step,finetune_padding,all} [--quick]."""
+"""Entry point: python -m benchmarks {layernorm_gelu,attention,adam,train_step,encode,finetune_padding,all} [--quick]."""
 import argparse
 import importlib
 
@@ -7,6 +7,7 @@ BENCHES = {
     "attention": "benchmarks.bench_attention",
     "adam": "benchmarks.bench_adam",
     "train_step": "benchmarks.bench_train_step",
+    "encode": "benchmarks.bench_encode",
     "finetune_padding": "benchmarks.bench_finetune_padding",
 }
 
