@@ -1,4 +1,4 @@
-"""Entry point: python -m benchmarks {layernorm_gelu,attention,adam,train_step,encode,finetune_padding,all} [--quick]."""
+"""Entry point: python -m benchmarks {layernorm_gelu,attention,adam,train_step,encode,pretrain,generate,finetune_padding,all} [--quick]."""
 import argparse
 import importlib
 
@@ -8,6 +8,8 @@ BENCHES = {
     "adam": "benchmarks.bench_adam",
     "train_step": "benchmarks.bench_train_step",
     "encode": "benchmarks.bench_encode",
+    "pretrain": "benchmarks.bench_pretrain",
+    "generate": "benchmarks.bench_generate",
     "finetune_padding": "benchmarks.bench_finetune_padding",
 }
 

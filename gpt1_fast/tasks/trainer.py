@@ -96,6 +96,7 @@ class Trainer:
         self.best_score = -math.inf
         self.history: list[dict] = []
         self.tokens = {"real": 0, "padded": 0}
+        self.after_update = None  # called with the trainer after every update (and its evaluation)
 
     @property
     def main(self) -> bool:
@@ -142,6 +143,8 @@ class Trainer:
                     bar.set_postfix(loss=f"{loss.item():.3f}")
                 if self.epoch == 0 and self.n_updates in EVAL_UPDATES_FIRST_EPOCH:
                     self.evaluate(self.epoch)
+                if self.after_update is not None:
+                    self.after_update(self)  # e.g. a checkpoint: the loop state is complete here
             self.epoch, self.batch, self.perm = self.epoch + 1, 0, None
             self.evaluate(self.epoch)
         return self.history
