@@ -18,6 +18,7 @@ Every file is written atomically (temporary file + rename).
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import sys
 import time
@@ -36,13 +37,14 @@ from .opt import SCHEDULES, OpenAIAdam
 from .pretrained import (LazyTextEncoder, checkpoint_present, missing_checkpoint_message, resolve_cache_dir,
                          resolve_vocab)
 from .tasks import describe, get_task, task_names
+from .tasks.common import PADDINGS
 from .tasks.trainer import JsonlLogger, RunPaths, TrainConfig, Trainer
 
 
 def _task_args(a):
     a("--dataset", default="rocstories", choices=task_names(),
       help="task, by the paper's name (default rocstories); the files each expects are listed below")
-    a("--desc", default="rocstories", help="run name: log/<desc>.jsonl, save/<desc>/ (default rocstories)")
+    a("--desc", default=None, help="run name: log/<desc>.jsonl, save/<desc>/ (default: the dataset's name)")
     a("--data_dir", default="data/", help="folder holding the dataset's files (default data/)")
     a("--log_dir", default="log/", help="folder for <desc>.jsonl (default log/)")
     a("--save_dir", default="save/", help="folder for <desc>/best_params.pt with --submit (default save/)")
@@ -55,8 +57,10 @@ def _task_args(a):
     a("--n_valid", type=int, default=374,
       help="ROCStories: stories held out of the val file for validation; every task: the first n_valid "
            "training examples are scored at each evaluation (default 374)")
-    a("--padding", default="batch", choices=["batch", "global"],
-      help="pad each batch to its own longest sequence (default; exact, faster) or every batch to n_ctx")
+    a("--padding", default="batch", choices=list(PADDINGS),
+      help="batch (default): pad each batch to its own longest sequence, rounded up to a multiple of 8 "
+           "(torch.compile then traces dynamic shapes); pow2: rounded up to a power of two (at most 7 static "
+           "graphs under --compile); global: every batch to the fitted n_ctx, as the release. All exact")
 
 
 def _model_args(a):
@@ -165,15 +169,21 @@ def run_config(cfg: GPTConfig, task, layout, vocab_paths) -> dict:
                 specials=list(layout.specials))
 
 
+def compiling(args, dist: Dist) -> bool:
+    return args.compile if args.compile is not None else dist.device.type == "cuda"
+
+
 def wrap_for_training(model, args, dist: Dist):
-    """What the training step calls: the model, inside DDP with several processes, compiled on CUDA."""
+    """What the training step calls: the model, inside DDP with several processes, compiled on CUDA
+    (static shapes: the padding gives few widths, see --padding)."""
     train_model = model
     if dist.world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         train_model = DDP(model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
-    if args.compile if args.compile is not None else dist.device.type == "cuda":
-        train_model = torch.compile(train_model)
+    if compiling(args, dist):
+        # pow2 / global padding: at most 7 / 1 widths, one static graph each (under dynamo's recompile limit of 8)
+        train_model = torch.compile(train_model, dynamic=args.padding == "batch")
     return train_model
 
 
@@ -221,6 +231,7 @@ def setup_checkpoints(args, trainer: Trainer, dist: Dist, vocab_paths):
 
 def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
+    args.desc = args.desc or args.dataset
     if args.analysis and not args.submit:
         raise SystemExit("--analysis reads the submission file: pass --submit too")
     vocab_paths = resolve_vocab(args.model_dir, args.encoder_path, args.bpe_path)
@@ -260,8 +271,6 @@ def run(args, task, dist: Dist, vocab_paths) -> dict:
     paths = RunPaths(args.desc, args.log_dir, args.save_dir, args.submission_dir)
     logger = JsonlLogger(paths.log, **vars(args)) if dist.main else None
     if dist.main and args.submit:
-        import json
-
         atomic_write_text(paths.config, json.dumps(run_config(cfg, task, data.layout, vocab_paths), indent=2))
     trainer = Trainer(task, data, model, opt, config, paths, logger, train_model, dist.rank, dist.world, dist.barrier)
     setup_checkpoints(args, trainer, dist, vocab_paths)
@@ -291,15 +300,9 @@ def cli(argv=None):
 
     from .resume import ResumeError
 
-    errors = (FileNotFoundError, rocdata.DataError, CheckpointError, ResumeError)
-    try:
-        from .tasks.readers import DataError
-        errors += (DataError,)
-    except ImportError:  # TEMPORARY, until the readers branch is merged
-        pass
     try:
         main(argv)
-    except errors as e:
+    except (FileNotFoundError, rocdata.DataError, CheckpointError, ResumeError) as e:  # readers raise data.DataError
         raise SystemExit(f"error: {e}") from None
 
 
