@@ -132,23 +132,18 @@ class FusedOp:
         backward_op = self.backward_op
         self.forward_op.register_autograd(lambda ctx, *g: grads(ctx, backward_op, *g), setup_context=setup_context)
 
-        class Eager(torch.autograd.Function):
-            @staticmethod
-            def forward(*inputs):
-                with set_wrap_triton_enabled(False):
-                    return forward(*inputs)
+        def eager_forward(*inputs):
+            with set_wrap_triton_enabled(False):
+                return forward(*inputs)
 
-            @staticmethod
-            def setup_context(ctx, inputs, output):
-                setup_context(ctx, inputs, output)
+        def eager_backward(ctx, *grad_outputs):
+            with set_wrap_triton_enabled(False):
+                return grads(ctx, backward, *grad_outputs)
 
-            @staticmethod
-            def backward(ctx, *grad_outputs):
-                with set_wrap_triton_enabled(False):
-                    return grads(ctx, backward, *grad_outputs)
-
-        Eager.__name__ = Eager.__qualname__ = f"{name}_eager"
-        self.eager = Eager
+        # built with type() so that its autograd node is named after the op ("<name>_eagerBackward")
+        self.eager = type(f"{name}_eager", (torch.autograd.Function,), {
+            "forward": staticmethod(eager_forward), "setup_context": staticmethod(setup_context),
+            "backward": staticmethod(eager_backward)})
 
     def __call__(self, *inputs):
         if is_tracing(inputs[0]):
