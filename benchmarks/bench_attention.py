@@ -134,8 +134,9 @@ def host_costs(device, shape=(128, 12, 77, 64)) -> list[str]:
         prof.disable()
         buf = io.StringIO()
         pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(30)
-        with open(path, "w") as fh:
-            fh.write("\n".join(lines) + "\n\n" + buf.getvalue())
+        from gpt1_fast.fileio import atomic_write_text
+
+        atomic_write_text(path, "\n".join(lines) + "\n\n" + buf.getvalue())
     return lines
 
 

@@ -56,8 +56,16 @@ import os
 from typing import Any, Callable
 
 import torch
-from torch._library.triton import is_wrap_triton_enabled, set_wrap_triton_enabled
 from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+try:  # torch's own switch between wrap_triton's higher-order op and a direct launch
+    from torch._library.triton import is_wrap_triton_enabled, set_wrap_triton_enabled
+except ImportError:  # older torch: always wrap (correct, only slower eagerly)
+    def is_wrap_triton_enabled() -> bool:
+        return True
+
+    def set_wrap_triton_enabled(enabled: bool):
+        return contextlib.nullcontext()
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
