@@ -193,3 +193,32 @@ def test_ops_launch_the_table_choice(monkeypatch):
     assert [(w, k) for w, k, _ in asked] == [("fwd", (20, 32, torch.float32, True, 4, 0)),
                                             ("bwd", (20, 32, torch.float32, True, 4, 0))]
     assert all(det for *_, det in asked)
+
+
+# ------------------------------------------------------------------------------------- the template
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+
+
+@triton.jit
+def _scale_kernel(X, Y, n, s, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    tl.store(Y + offs, tl.load(X + offs, mask=offs < n, other=0.0) * s, mask=offs < n)
+
+
+def test_op_docstring_example_runs():
+    """The example in _op's docstring (the template for a new fused op) works eagerly and compiled."""
+    doc = _op.__doc__
+    code = doc[doc.index("    from . import _op"):doc.index("The forward body returns")]
+    code = "\n".join(line[4:] for line in code.splitlines()).replace("from . import _op", "")
+    code = code.replace('"scale"', '"doc_example_scale"')  # an op name no other test registers
+    ns = {"torch": torch, "_op": _op, "_scale_kernel": _scale_kernel}
+    x = torch.randn(3000, requires_grad=True)
+    exec(compile(code.replace("y, = scale_op(x, 2.0)", ""), "<_op docstring>", "exec"), ns)
+    y, = ns["scale_op"](x, 2.0)
+    y.sum().backward()
+    assert torch.equal(y, 2 * x) and torch.equal(x.grad, torch.full_like(x, 2.0))
+    x.grad = None
+    f = torch.compile(lambda x: ns["scale_op"](x, 2.0)[0], backend="aot_eager", fullgraph=True)
+    f(x).sum().backward()
+    assert torch.equal(x.grad, torch.full_like(x, 2.0))

@@ -306,8 +306,8 @@ def test_aot_compile_no_spills():
 
 
 def test_aot_occupancy_tool():
-    """benchmarks/aot_occupancy.py (the occupancy table in NOTES.md; run as a script, not imported) compiles every config it lists for
-    sm_80, without spills, and reports a residency consistent with the register count."""
+    """benchmarks/aot_occupancy.py (the occupancy table in NOTES.md; run as a script, not imported)
+    compiles every config it lists for sm_80, without spills, and reports a residency consistent with the register count."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "aot_occupancy.py"), "--arch", "80"],

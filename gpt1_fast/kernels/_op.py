@@ -19,11 +19,13 @@ kernels through `launcher`), their fake (meta) implementations, and the autograd
 runs never depends on timing noise); timing candidates happens only when asked; overrides for
 benchmarks and tests are a context manager on the object.
 
-Registering a new op (see layernorm_gelu.py for a complete one):
+Registering a new op (see layernorm_gelu.py for a complete one; tests/test_kernels_determinism.py
+runs this example with `_scale_kernel(X, Y, n, s, BLOCK: tl.constexpr)` writing Y = s·X):
 
     from . import _op
 
     def _scale_fwd(x: torch.Tensor, s: float) -> tuple[torch.Tensor]:
+        x = x.contiguous()                   # autograd may pass an expanded (stride-0) gradient
         y = torch.empty_like(x)
         cfg = TUNING.choose("fwd", (x.numel(), _op.arch(x)))
         _op.launcher(_scale_kernel)[(_op.cdiv(x.numel(), cfg["BLOCK"]),)](x, y, x.numel(), s, **cfg)
@@ -32,7 +34,7 @@ Registering a new op (see layernorm_gelu.py for a complete one):
     def _scale_bwd(dy: torch.Tensor, s: float) -> torch.Tensor:
         return _scale_fwd(dy, s)[0]
 
-    def _setup(ctx, inputs, outputs):
+    def _setup(ctx, inputs, output):      # register_autograd passes output= by name
         ctx.s = inputs[1]
 
     def _grads(ctx, backward, dy):           # backward: the registered op or, eagerly, the body
@@ -45,8 +47,8 @@ Registering a new op (see layernorm_gelu.py for a complete one):
                            setup_context=_setup, grads=_grads)
     y, = scale_op(x, 2.0)
 
-The forward body returns a tuple (the op's result first, then whatever the backward needs, such as
-LayerNorm's mean and rstd: `setup_context` marks those non-differentiable).
+The forward body returns a tensor or a tuple (the op's result first, then whatever the backward
+needs, such as LayerNorm's mean and rstd: `setup_context` marks those non-differentiable).
 """
 from __future__ import annotations
 
@@ -126,9 +128,11 @@ def _register(name: str, body: Callable, fake: Callable):
 class FusedOp:
     """A forward/backward pair of Triton bodies as one differentiable op (see the module docstring).
 
-    forward(*inputs) -> tuple of outputs; backward(*args) -> whatever `grads` needs from it;
-    setup_context(ctx, inputs, outputs) saves for the backward; grads(ctx, backward, *grad_outputs)
-    -> one gradient (or None) per input, calling `backward(*args)`. `op(*inputs)` returns the tuple.
+    forward(*inputs) -> a tensor or a tuple of tensors; backward(*args) -> whatever `grads` needs;
+    setup_context(ctx, inputs, output) saves for the backward (these parameter names: register_autograd
+    passes them by keyword); grads(ctx, backward, *grad_outputs)
+    -> one gradient (or None) per input, calling `backward(*args)`. `op(*inputs)` returns what
+    forward returns.
     """
 
     def __init__(self, name: str, forward: Callable, backward: Callable, *, forward_fake: Callable,

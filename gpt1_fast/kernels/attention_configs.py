@@ -126,7 +126,7 @@ MEASURED_SM90 = {
     ("fwd", "long", False, True): _cfg(4, 3, BLOCK_M=64, BLOCK_N=32),
     ("fwd", "long", True, True): _cfg(4, 3, BLOCK_M=64, BLOCK_N=32),
     ("bwd", "long", False, True): ("tiled", _cfg(8, 3, BLOCK_M1=32, BLOCK_N1=128, BLOCK_M2=128, BLOCK_N2=32)),
-    # with dropout the atomic-dQ kind was fastest (0.612 vs 0.656 ms backward in that run); the
+    # with dropout the atomic-dQ kind was fastest (benchmarks/NOTES.md, "Causal attention"); the
     # fastest deterministic one is the tiled kind's pick, the same tiles as without dropout
     ("bwd", "long", True, True): ("tiled", _cfg(8, 3, BLOCK_M1=32, BLOCK_N1=128, BLOCK_M2=128, BLOCK_N2=32)),
     ("bwd", "long", True, False): ("atomic", _cfg(4, 3, BLOCK_M1=32, BLOCK_N1=64, BLOCK_M2=32, BLOCK_N2=64)),
