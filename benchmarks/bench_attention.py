@@ -3,7 +3,9 @@
 dropout, matmul), forward / backward / forward+backward, dropout 0 and 0.1, bf16; and the packed
 variant (c_attn's [B, T, 3C] in, [B, T, C] out) vs split + SDPA + merge.
 
-Shapes: ROCStories (B=128 sequences, H=12, T=77, D=64) and LM (B=64, H=12, T=512, D=64).
+Shapes: ROCStories (B=128 sequences, H=12, T=77, D=64) and LM (B=64, H=12, T=512, D=64). bf16 in and out
+on the GPU: under bf16 autocast the model feeds this op c_attn's bf16 output (LayerNorm/GELU, whose
+inputs mix dtypes, time that mix in their benchmark).
 FLOPs are causal, counted once: forward 2 matmuls x 2·B·H·T·T·D / 2; backward 2.5x forward.
 Correctness on the GPU is `TRITON_INTERPRET=0 pytest -m cuda tests` (tests/test_gpu.py), which
 benchmarks/gpu_suite.sh runs first. Besides the deterministic default ("triton": the committed

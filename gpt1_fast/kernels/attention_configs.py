@@ -137,6 +137,7 @@ def _bucket(T: int) -> str | None:
     return None if T <= 64 else ("short" if T <= SMALL_T else "long")
 
 
+@functools.lru_cache(maxsize=None)  # asked at every call: host time matters at T = 77
 def table(what: str, key: tuple, deterministic: bool = True):
     """The committed choice: on sm_90 with 16-bit inputs and D = 64 the measured fastest
     (MEASURED_SM90); elsewhere the first candidate (deterministic: the atomic kind is never first),
