@@ -131,3 +131,24 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, backend: str = "a
     Every backend uses PyTorch's here (no fused LM-head + cross-entropy kernel yet); `backend` keeps
     the op boundary's signature uniform for when one exists."""
     return F.cross_entropy(logits.float(), targets, reduction="none")
+
+
+# ------------------------------------------------------------------------- LM head + cross-entropy
+def lm_head_loss(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
+                 backend: str = "auto") -> torch.Tensor:
+    """Per-row float32 LM loss of the tied head: mask * cross_entropy(h @ weightᵀ, targets).
+
+    h [N, C] hidden states, weight [V, C] the whole embedding table (positions and specials stay in
+    the softmax, as the original), targets [N], mask [N]. "torch": the literal reference (full
+    logits, float32 cross-entropy). "triton": the fused kernel (gpt1_fast/kernels/lm_head.py) that
+    never holds the [N, V] logits and skips rows whose mask is 0; under autocast it computes in the
+    autocast dtype, as the reference's matmul does."""
+    if resolve(backend, h) == "triton":
+        from .kernels.lm_head import lm_head_loss as fused
+
+        dev = h.device.type
+        if torch.is_autocast_enabled(dev):
+            h = h.to(torch.get_autocast_dtype(dev))
+        return fused(h, weight, targets, mask)
+    logits = F.linear(h, weight)
+    return F.cross_entropy(logits.float(), targets, reduction="none") * mask
