@@ -16,6 +16,7 @@ import copy
 
 import torch
 import torch.nn as nn
+import torch.utils.checkpoint
 
 from . import ops
 from .config import DEFAULT_CONFIG, GPTConfig  # noqa: F401  (DEFAULT_CONFIG re-exported)
@@ -118,6 +119,7 @@ class TransformerModel(nn.Module):
         self.drop = nn.Dropout(cfg.embd_pdrop)
         block = Block(n_ctx, cfg, scale=True)
         self.h = nn.ModuleList([copy.deepcopy(block) for _ in range(cfg.n_layer)])
+        self.activation_checkpointing = cfg.activation_checkpointing
         nn.init.normal_(self.embed.weight, std=0.02)
 
     @property
@@ -142,7 +144,11 @@ class TransformerModel(nn.Module):
             pos = torch.arange(self.pos_offset, self.pos_offset + T, device=ids.device)
             h = self.drop(self.embed(ids)) + self.drop(self.embed(pos))
         for block in self.h:
-            h = block(h)
+            if self.activation_checkpointing and self.training and torch.is_grad_enabled():
+                # dropout masks come out the same on recompute: checkpoint restores the RNG state
+                h = torch.utils.checkpoint.checkpoint(block, h, use_reentrant=False)
+            else:
+                h = block(h)
         return h
 
 
