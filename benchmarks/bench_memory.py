@@ -59,12 +59,19 @@ def _register_adam_fakes() -> None:
             pass
 
 
+def _cuda_dropout(x, p=0.5, training=True, inplace=False):
+    return torch.native_dropout(x, p, training)[0] if training and p > 0 else x
+
+
 @contextlib.contextmanager
 def fake_env(active_rows: int | None):
     """FakeTensorMode on the CPU; the fused LM head told how many rows the real mask keeps."""
     _register_adam_fakes()
     with contextlib.ExitStack() as stack:
         mode = stack.enter_context(FakeTensorMode(allow_non_fake_inputs=True))
+        # CUDA's dropout (native_dropout: a bool mask, 1 byte per element) instead of the CPU's
+        # (input * bernoulli noise: a mask in the input's dtype)
+        stack.enter_context(mock.patch.object(F, "dropout", _cuda_dropout))
         if active_rows is not None:
             stack.enter_context(mock.patch.object(
                 lm_head_kernel, "_active_rows", lambda mask: torch.arange(active_rows, device=mask.device)))

@@ -85,9 +85,10 @@ class MLP(nn.Module):
         self.dropout = nn.Dropout(cfg.resid_pdrop)
 
     def forward(self, x):
-        # Bias + activation in one pass after a bias-free GEMM.
-        h = ops.bias_act(self.c_fc(x, with_bias=False), self.c_fc.b, self.afn, backend=self.backend)
-        return self.dropout(self.c_proj(h))
+        # Bias + activation in one pass after a bias-free GEMM (Triton: recomputed in backward).
+        h = ops.act_linear(self.c_fc(x, with_bias=False), self.c_fc.b, self.c_proj.w, self.c_proj.b, self.afn,
+                           backend=self.backend)
+        return self.dropout(h)
 
 
 class Block(nn.Module):
@@ -120,6 +121,7 @@ class TransformerModel(nn.Module):
         block = Block(n_ctx, cfg, scale=True)
         self.h = nn.ModuleList([copy.deepcopy(block) for _ in range(cfg.n_layer)])
         self.activation_checkpointing = cfg.activation_checkpointing
+        self.backend = cfg.backend
         nn.init.normal_(self.embed.weight, std=0.02)
 
     @property
@@ -143,6 +145,11 @@ class TransformerModel(nn.Module):
             ids = input_ids.reshape(-1, T)
             pos = torch.arange(self.pos_offset, self.pos_offset + T, device=ids.device)
             h = self.drop(self.embed(ids)) + self.drop(self.embed(pos))
+        dev = h.device.type
+        if torch.is_autocast_enabled(dev) and ops.resolve(self.backend, h) == "triton":
+            # The residual stream in the autocast dtype: the fused LayerNorm normalises in float32 and
+            # writes bf16, so no float32 copy of it is kept per block (the GEMMs read bf16 either way).
+            h = h.to(torch.get_autocast_dtype(dev))
         for block in self.h:
             if self.activation_checkpointing and self.training and torch.is_grad_enabled():
                 # dropout masks come out the same on recompute: checkpoint restores the RNG state

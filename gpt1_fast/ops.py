@@ -89,6 +89,16 @@ def bias_act(x, bias, afn: str = "gelu", backend: str = "auto"):
     return ACT_FNS[afn](x + bias)
 
 
+def act_linear(x, bias, w, b, afn: str = "gelu", backend: str = "auto"):
+    """linear(act(x + bias), w, b): the MLP after its bias-free first GEMM. With Triton and GELU the
+    activation is recomputed in backward instead of kept (gpt1_fast/kernels/gelu_linear.py)."""
+    if afn == "gelu" and resolve(backend, x) == "triton":
+        from .kernels.gelu_linear import gelu_linear
+
+        return gelu_linear(x, bias, w, b)
+    return linear(bias_act(x, bias, afn, backend), w, b)
+
+
 # -------------------------------------------------------------------------------------- attention
 def _ref_attention(q, k, v, mask_b, attn_dropout_p: float, training: bool):
     # SPEC §3 literally: scores, w*b + -1e9*(1-b), softmax, dropout, @v.
