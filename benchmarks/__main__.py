@@ -1,4 +1,4 @@
-"""Entry point: python -m benchmarks {layernorm_gelu,attention,adam,train_step,all} [--quick]."""
+"""Entry point: python -m benchmarks {layernorm_gelu,attention,adam,train_step,memory,lm_head,all} [--quick]."""
 import argparse
 import importlib
 
@@ -7,6 +7,8 @@ BENCHES = {
     "attention": "benchmarks.bench_attention",
     "adam": "benchmarks.bench_adam",
     "train_step": "benchmarks.bench_train_step",
+    "memory": "benchmarks.bench_memory",
+    "lm_head": "benchmarks.bench_lm_head",
 }
 
 
