@@ -55,6 +55,8 @@ setup(
         # Text pipeline (TextEncoder): ftfy + spaCy's rule-based English tokenizer.
         "text": ["ftfy", "spacy>=3.5"],
         "triton": ["triton>=3.1"],
+        # The paper's fine-tuning tasks: their metrics (gpt1_fast.tasks.metrics).
+        "tasks": ["scikit-learn", "scipy"],
         "test": [
             "pytest",
             "pytest-timeout",
@@ -63,6 +65,8 @@ setup(
             "ftfy",
             "spacy>=3.5",
             "ninja",
+            "scikit-learn",
+            "scipy",
         ],
     },
     package_data={"gpt1_fast": ["py.typed"]},

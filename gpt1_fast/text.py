@@ -25,6 +25,7 @@ _PUNCT_RUNS = re.compile(r'(-+|~+|!+|"+|;+|\?+|\++|,+|\)+|\(+|\+|/+|\*+|\[+|\]+|
 _NEWLINE_RUNS = re.compile(r"\s*\n\s*")
 _OTHER_SPACE_RUNS = re.compile(r"[^\S\n]+")
 EOW = "</w>"
+ENCODE_BATCH = 256  # texts per batch (one worker task)
 
 
 def text_standardize(text: str) -> str:
@@ -89,6 +90,7 @@ class TextEncoder:
     """The release's BPE text encoder. `encode(texts)` -> one list of ids per text."""
 
     def __init__(self, encoder_path, bpe_path):
+        self.paths = (str(encoder_path), str(bpe_path))
         self.encoder, merges = read_vocab(encoder_path, bpe_path)
         self.decoder = {v: k for k, v in self.encoder.items()}
         # dict(zip(...)): a merge listed twice would keep its last rank, as the original.
@@ -140,16 +142,51 @@ class TextEncoder:
         """BPE pieces of one text (strings, as looked up in the encoder)."""
         return [p for tok in self.pretokenize(text) for p in self.bpe(tok).split(" ")]
 
-    def encode(self, texts, verbose: bool = False) -> list[list[int]]:
+    def encode(self, texts, verbose: bool = False, workers: int = 1) -> list[list[int]]:
+        """One list of ids per text. workers > 1 encodes batches in that many processes (same ids)."""
         if isinstance(texts, str):
             raise TypeError("encode() takes a list of texts; wrap a single text in a list")
-        it = texts
+        texts = list(texts)
+        batches = [texts[i:i + ENCODE_BATCH] for i in range(0, len(texts), ENCODE_BATCH)]
+        bar = None
         if verbose:
             from tqdm import tqdm
 
-            it = tqdm(texts, ncols=80, leave=False, desc="encoding")
+            bar = tqdm(total=len(texts), ncols=80, leave=False, desc="encoding", unit="text")
+        out: list[list[int]] = []
+        for ids in self.encode_batches(batches, workers):
+            out.extend(ids)
+            if bar is not None:
+                bar.update(len(ids))
+        if bar is not None:
+            bar.close()
+        return out
+
+    def encode_batch(self, texts) -> list[list[int]]:
+        """encode() of one batch in this process."""
         get = self.encoder.get
-        return [[get(p, 0) for p in self.tokenize(text)] for text in it]
+        return [[get(p, 0) for p in self.tokenize(text)] for text in texts]
+
+    def encode_batches(self, batches, workers: int = 1):
+        """Yield encode_batch(b) for each batch of an iterable, in order. workers > 1: in a pool of
+        spawned processes (each builds its own TextEncoder from the same files), at most 2 batches
+        per worker in flight, so a long stream of batches is never read ahead into memory."""
+        if workers <= 1:
+            for b in batches:
+                yield self.encode_batch(b)
+            return
+        import collections
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")  # fork-safe: no torch/OpenMP state copied
+        with ctx.Pool(workers, initializer=_worker_init, initargs=(self.paths,)) as pool:
+            pending: collections.deque = collections.deque()
+            for b in batches:
+                pending.append(pool.apply_async(_worker_encode, (b,)))
+                if len(pending) >= 2 * workers:
+                    yield pending.popleft().get()
+            while pending:
+                yield pending.popleft().get()
 
     def decode(self, ids, skip_special: bool = False) -> str:
         """Ids back to text: pieces joined, `</w>` -> word break. Ids outside the vocabulary (special
@@ -164,6 +201,19 @@ class TextEncoder:
                 continue
             out.append(piece.replace(EOW, " "))
         return "".join(out).strip()
+
+
+# A worker process's encoder, built once by the pool's initializer (spawned processes share nothing).
+_WORKER_ENCODER: TextEncoder | None = None
+
+
+def _worker_init(paths):
+    global _WORKER_ENCODER
+    _WORKER_ENCODER = TextEncoder(*paths)
+
+
+def _worker_encode(texts):
+    return _WORKER_ENCODER.encode_batch(texts)
 
 
 # ------------------------------------------------------------------------------------------- learner

@@ -1,0 +1,353 @@
+"""Readers for the paper's fine-tuning datasets (Radford et al. 2018, Tables 2-4), in their public formats.
+
+Every reader returns a `Split` (the texts by field, the class ids, the row ids a submission writes) and
+raises `DataError("file:line: expected ..., found ...")` on anything it does not understand. Formats, as
+the distributed files have them (checked against the GLUE download script, transformers' GLUE
+processors and published samples of each file):
+
+- GLUE TSV (sst-2, cola test, mnli, qnli, rte, qqp, mrpc, sts-b): one header line, tab separated, read
+  with quoting off (`csv.QUOTE_NONE` in the reference readers): a `"` is literal text and a row is one
+  physical line. Columns are found by their header names and every row must have the header's width.
+  Test files have no label column; their `index` (QQP: `id`) column is the id a submission writes;
+  train/dev rows without such a column get their 0-based row number as id.
+- CoLA train/dev: no header, 4 columns `source  label  original_label  sentence`.
+- SNLI 1.0 jsonl: one JSON object a line; rows whose `gold_label` is "-" (no annotator majority) are
+  dropped, as the format defines.
+- SciTail `tsv_format`: no header, `premise  hypothesis  label`, labels `entails`/`neutral`.
+- RACE: one JSON file per article under `{train,dev,test}/{middle,high}/*.txt`, holding
+  `article`, `questions`, `options` (4 per question), `answers` (A-D) and `id`.
+
+Two things are dropped besides SNLI's "-": blank lines (they hold no row), and, in QQP's labelled
+files only, rows with fewer columns than the header: the pre-2019 GLUE `QQP.zip` has questions broken
+across lines (GLUE now serves `QQP-clean.zip`; transformers skips such rows too). Both SNLI's and
+QQP's drops are counted in `Split.notes`, never silent.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..data import DataError  # one DataError for every dataset file of the project
+
+__all__ = ["Split", "DatasetSpec", "DATASETS", "DataError", "read_split", "describe", "get_spec"]
+
+
+@dataclass
+class Split:
+    fields: dict[str, list]  # classification {"text"}; entailment {"premise", "hypothesis"};
+    # similarity {"text_a", "text_b"}; multiple_choice {"context", "choices"} (+ "article", "question" for RACE)
+    labels: np.ndarray | None  # int64 class ids (float32 for STS-B); None for unlabelled test files
+    ids: list[str]  # the row id a submission writes (GLUE `index` column, RACE `<id>-<question>`)
+    notes: list[str] = field(default_factory=list)  # rows the format drops, counted ("file: N rows ...")
+
+    def __len__(self):
+        return len(self.ids)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str  # "sst-2", "mnli", ...
+    family: str  # "classification" | "entailment" | "similarity" | "multiple_choice"
+    label_names: tuple[str, ...] | None  # as spelled in the files, index = class id; None for regression
+    splits: dict[str, str]  # split name -> file (or folder) under data_dir
+    eval_splits: tuple[str, ...]  # the dev splits the paper reports
+    metrics: tuple[str, ...]  # names metrics.compute understands; metrics[0] is the one the paper reports
+    n_choices: int | None = None  # multiple choice (RACE 4)
+    format: str = "glue"  # "glue" | "cola" | "snli" | "scitail" | "race": which reader
+    columns: tuple[tuple[str, str], ...] = ()  # GLUE: (field, header name) per text field
+    label_column: str | None = None  # GLUE: header name of the label (absent from test files)
+    levels: tuple[str, ...] = ()  # RACE: the subfolders read ("middle", "high")
+    folder: str = ""  # the public folder name, for --help ("SST-2", "RACE", ...)
+
+    @property
+    def test_splits(self) -> tuple[str, ...]:
+        """The splits a submission is written for ("test"; MNLI "test_matched", "test_mismatched")."""
+        return tuple(s for s in self.splits if s.startswith("test"))
+
+
+_NLI3 = ("contradiction", "entailment", "neutral")
+_BIN = ("0", "1")
+_GLUE_SPLITS = {"train": "train.tsv", "dev": "dev.tsv", "test": "test.tsv"}
+
+
+def _glue(name, folder, family, columns, label_column, label_names, metrics, splits=_GLUE_SPLITS,
+          eval_splits=("dev",)):
+    return DatasetSpec(name, family, label_names, dict(splits), eval_splits, metrics, columns=columns,
+                       label_column=label_column, folder=folder)
+
+
+def _race(name, levels):
+    return DatasetSpec(name, "multiple_choice", ("A", "B", "C", "D"),
+                       {"train": "train", "dev": "dev", "test": "test"}, ("dev",), ("accuracy",),
+                       n_choices=4, format="race", levels=levels, folder="RACE")
+
+
+DATASETS: dict[str, DatasetSpec] = {s.name: s for s in [
+    # entailment
+    DatasetSpec("snli", "entailment", _NLI3, {s: f"snli_1.0_{s}.jsonl" for s in ("train", "dev", "test")},
+                ("dev",), ("accuracy",), format="snli", folder="snli_1.0"),
+    _glue("mnli", "MNLI", "entailment", (("premise", "sentence1"), ("hypothesis", "sentence2")), "gold_label",
+          _NLI3, ("accuracy",),
+          {"train": "train.tsv", "dev_matched": "dev_matched.tsv", "dev_mismatched": "dev_mismatched.tsv",
+           "test_matched": "test_matched.tsv", "test_mismatched": "test_mismatched.tsv"},
+          ("dev_matched", "dev_mismatched")),
+    _glue("qnli", "QNLI", "entailment", (("premise", "question"), ("hypothesis", "sentence")), "label",
+          ("entailment", "not_entailment"), ("accuracy",)),
+    _glue("rte", "RTE", "entailment", (("premise", "sentence1"), ("hypothesis", "sentence2")), "label",
+          ("entailment", "not_entailment"), ("accuracy",)),
+    DatasetSpec("scitail", "entailment", ("entails", "neutral"),
+                {s: f"scitail_1.0_{s}.tsv" for s in ("train", "dev", "test")}, ("dev",), ("accuracy",),
+                format="scitail", folder="SciTailV1.1/tsv_format"),
+    # similarity
+    _glue("qqp", "QQP", "similarity", (("text_a", "question1"), ("text_b", "question2")), "is_duplicate",
+          _BIN, ("f1", "accuracy")),
+    _glue("mrpc", "MRPC", "similarity", (("text_a", "#1 String"), ("text_b", "#2 String")), "Quality",
+          _BIN, ("f1", "accuracy")),
+    _glue("sts-b", "STS-B", "similarity", (("text_a", "sentence1"), ("text_b", "sentence2")), "score",
+          None, ("pearson", "spearman")),
+    # classification
+    _glue("sst-2", "SST-2", "classification", (("text", "sentence"),), "label", _BIN, ("accuracy",)),
+    DatasetSpec("cola", "classification", _BIN, dict(_GLUE_SPLITS), ("dev",), ("mcc",), format="cola",
+                columns=(("text", "sentence"),), folder="CoLA"),
+    # multiple choice
+    _race("race", ("middle", "high")),
+    _race("race-m", ("middle",)),
+    _race("race-h", ("high",)),
+]}
+
+_ID_COLUMNS = ("index", "id")  # GLUE test files: QQP calls it `id`, the others `index`
+_COLA_COLUMNS = 4  # source, label, original_label (the author's "*"), sentence
+_STSB_RANGE = (0.0, 5.0)
+
+
+def get_spec(spec_or_name) -> DatasetSpec:
+    if isinstance(spec_or_name, DatasetSpec):
+        return spec_or_name
+    spec = DATASETS.get(str(spec_or_name).lower())
+    if spec is None:
+        raise DataError(f"unknown dataset {spec_or_name!r}; expected one of {', '.join(DATASETS)}")
+    return spec
+
+
+def describe(spec) -> str:
+    """One line for --help: the files the dataset expects under --data_dir."""
+    spec = get_spec(spec)
+    if spec.format == "race":
+        levels = spec.levels[0] if len(spec.levels) == 1 else "{" + ",".join(spec.levels) + "}"
+        where = ", ".join(f"{s}/{levels}/*.txt" for s in spec.splits.values())
+        return f"{spec.name}: {where} (RACE: one JSON file per article; folder {spec.folder}/)"
+    kind = {"glue": "GLUE TSV with a header", "cola": "GLUE TSV; train/dev without header",
+            "snli": "SNLI 1.0 jsonl", "scitail": "SciTail TSV, no header"}[spec.format]
+    return f"{spec.name}: {', '.join(spec.splits.values())} ({kind}; folder {spec.folder}/)"
+
+
+def read_split(spec_or_name, data_dir, split: str) -> Split:
+    """Read one split ("train", "dev", "test"; MNLI "dev_matched", ...) of a dataset from its folder."""
+    spec = get_spec(spec_or_name)
+    if split not in spec.splits:
+        raise DataError(f"{spec.name} has no split {split!r}; expected one of {', '.join(spec.splits)}")
+    path = Path(data_dir) / spec.splits[split]
+    if not path.exists():
+        raise DataError(f"{path}: not found; expected {describe(spec)}")
+    reader = {"glue": _read_glue, "cola": _read_cola, "snli": _read_snli, "scitail": _read_scitail,
+              "race": _read_race}[spec.format]
+    return reader(spec, path, split)
+
+
+# ----------------------------------------------------------------------------------------- text lines
+def _lines(path):
+    """(line number, text) for each line of a UTF-8 file, without its line ending; a leading BOM
+    (MRPC's files keep the one of msr_paraphrase_train.txt) is dropped. Bad bytes name their line."""
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path}:{n}: expected UTF-8 text, found byte {raw[e.start:e.start + 1]!r} "
+                                f"at column {e.start + 1}") from None
+            if n == 1 and text.startswith("\ufeff"):
+                text = text[1:]
+            yield n, text.rstrip("\r\n")
+
+
+def _tsv_rows(path):
+    """(line number, cells) per non-blank line. Quoting is off: splitting on tabs is the whole format."""
+    for n, text in _lines(path):
+        if text.strip():
+            yield n, text.split("\t")
+
+
+def _label_id(spec, value, where):
+    value = value.strip()
+    if spec.label_names is None:  # STS-B: a similarity score on 0-5
+        try:
+            score = float(value)
+        except ValueError:
+            score = float("nan")
+        lo, hi = _STSB_RANGE
+        if not lo <= score <= hi:
+            raise DataError(f"{where}: expected a score between {lo:g} and {hi:g}, found {value!r}")
+        return score
+    try:
+        return spec.label_names.index(value)
+    except ValueError:
+        raise DataError(f"{where}: expected a label in {{{', '.join(spec.label_names)}}}, "
+                        f"found {value!r}") from None
+
+
+def _labels(spec, values):
+    return np.asarray(values, dtype=np.float32 if spec.label_names is None else np.int64)
+
+
+def _nonempty(spec, path, fields, ids, labels, notes=()):
+    if not ids:
+        raise DataError(f"{path}: expected at least one row, found none")
+    return Split(fields, None if labels is None else _labels(spec, labels), ids, list(notes))
+
+
+# ------------------------------------------------------------------------------------------- readers
+def _read_glue(spec, path, split):
+    rows = _tsv_rows(path)
+    first = next(rows, None)
+    if first is None:
+        raise DataError(f"{path}: expected a header line, found an empty file")
+    _, header = first
+    col = {name: i for i, name in enumerate(header)}
+    wanted = [name for _, name in spec.columns] + ([] if split.startswith("test") else [spec.label_column])
+    if any(name not in col for name in wanted):
+        raise DataError(f"{path}:1: expected a header with the columns {', '.join(wanted)}, "
+                        f"found {chr(9).join(header)!r}")
+    labelled = spec.label_column in col  # test files have no label column
+    id_col = next((col[c] for c in _ID_COLUMNS if c in col), None)
+    fields = {f: [] for f, _ in spec.columns}
+    ids, labels, short = [], [], []
+    for n, cells in rows:
+        where = f"{path}:{n}"
+        if len(cells) != len(header):
+            if spec.name == "qqp" and labelled and len(cells) < len(header):
+                short.append(n)
+                continue
+            raise DataError(f"{where}: expected {len(header)} tab-separated columns ({', '.join(header)}), "
+                            f"found {len(cells)}")
+        for f, name in spec.columns:
+            fields[f].append(cells[col[name]])
+        if labelled:
+            labels.append(_label_id(spec, cells[col[spec.label_column]], where))
+        ids.append(cells[id_col] if id_col is not None else str(len(ids)))
+    notes = []
+    if short:
+        notes.append(f"{path}: dropped {len(short)} rows with fewer than {len(header)} columns "
+                     f"(questions broken across lines), lines {', '.join(map(str, short[:10]))}"
+                     f"{' ...' if len(short) > 10 else ''}")
+    return _nonempty(spec, path, fields, ids, labels if labelled else None, notes)
+
+
+def _read_cola(spec, path, split):
+    if split == "test":  # CoLA's test file alone has a header, `index  sentence`, like SST-2's
+        return _read_glue(spec, path, split)
+    texts, labels, ids = [], [], []
+    for n, cells in _tsv_rows(path):
+        where = f"{path}:{n}"
+        if len(cells) != _COLA_COLUMNS:
+            raise DataError(f"{where}: expected {_COLA_COLUMNS} tab-separated columns (source, label, "
+                            f"original label, sentence; no header), found {len(cells)}")
+        labels.append(_label_id(spec, cells[1], where))
+        texts.append(cells[3])
+        ids.append(str(len(ids)))
+    return _nonempty(spec, path, {"text": texts}, ids, labels)
+
+
+def _read_scitail(spec, path, split):
+    premise, hypothesis, labels, ids = [], [], [], []
+    for n, cells in _tsv_rows(path):
+        where = f"{path}:{n}"
+        if len(cells) != 3:
+            raise DataError(f"{where}: expected 3 tab-separated columns (premise, hypothesis, label; "
+                            f"no header), found {len(cells)}")
+        labels.append(_label_id(spec, cells[2], where))
+        premise.append(cells[0])
+        hypothesis.append(cells[1])
+        ids.append(str(len(ids)))
+    return _nonempty(spec, path, {"premise": premise, "hypothesis": hypothesis}, ids, labels)
+
+
+_SNLI_KEYS = ("sentence1", "sentence2", "gold_label", "pairID")
+
+
+def _read_snli(spec, path, split):
+    premise, hypothesis, labels, ids, dropped = [], [], [], [], 0
+    for n, text in _lines(path):
+        if not text.strip():
+            continue
+        where = f"{path}:{n}"
+        try:
+            row = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{where}: expected one JSON object a line, found invalid JSON ({e.msg} at "
+                            f"column {e.colno})") from None
+        if not isinstance(row, dict) or any(k not in row for k in _SNLI_KEYS):
+            found = sorted(row) if isinstance(row, dict) else type(row).__name__
+            raise DataError(f"{where}: expected an object with the keys {', '.join(_SNLI_KEYS)}, found {found}")
+        if row["gold_label"] == "-":  # no majority among the annotators: not part of the task
+            dropped += 1
+            continue
+        labels.append(_label_id(spec, str(row["gold_label"]), where))
+        premise.append(str(row["sentence1"]))
+        hypothesis.append(str(row["sentence2"]))
+        ids.append(str(row["pairID"]))
+    notes = [f"{path}: dropped {dropped} rows with gold_label '-' (no annotator majority)"] if dropped else []
+    return _nonempty(spec, path, {"premise": premise, "hypothesis": hypothesis}, ids, labels, notes)
+
+
+def _natural_key(p: Path):
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)]
+
+
+def _race_article(spec, path):
+    """-> list of (id, article, question, options, answer id) for one RACE article file."""
+    text = "\n".join(t for _, t in _lines(path))
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{e.lineno}: expected a JSON object, found invalid JSON ({e.msg} at column "
+                        f"{e.colno})") from None
+    keys = ("article", "questions", "options", "answers", "id")
+    if not isinstance(obj, dict) or any(k not in obj for k in keys):
+        found = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
+        raise DataError(f"{path}: expected an object with the keys {', '.join(keys)}, found {found}")
+    qs, opts, answers = obj["questions"], obj["options"], obj["answers"]
+    if not (isinstance(qs, list) and isinstance(opts, list) and isinstance(answers, list)) \
+            or not len(qs) == len(opts) == len(answers):
+        raise DataError(f"{path}: expected lists questions, options and answers of one length, found "
+                        f"{len(qs)}, {len(opts)} and {len(answers)}")
+    out = []
+    for q, (question, options, answer) in enumerate(zip(qs, opts, answers)):
+        where = f"{path}: questions[{q}]"
+        if not isinstance(options, list) or len(options) != spec.n_choices:
+            raise DataError(f"{where}: expected {spec.n_choices} options, found "
+                            f"{len(options) if isinstance(options, list) else type(options).__name__}")
+        label = _label_id(spec, str(answer), where)
+        out.append((f"{obj['id']}-{q}", str(obj["article"]), str(question), [str(o) for o in options], label))
+    return out
+
+
+def _read_race(spec, path, split):
+    fields = {"context": [], "choices": [], "article": [], "question": []}
+    labels, ids = [], []
+    for level in spec.levels:
+        folder = path / level
+        if not folder.is_dir():
+            raise DataError(f"{folder}: not found; expected {describe(spec)}")
+        for file in sorted(folder.glob("*.txt"), key=_natural_key):
+            for qid, article, question, options, label in _race_article(spec, file):
+                fields["context"].append(f"{article} {question}")  # the paper: context = article + question
+                fields["article"].append(article)
+                fields["question"].append(question)
+                fields["choices"].append(options)
+                labels.append(label)
+                ids.append(qid)
+    return _nonempty(spec, path, fields, ids, labels)
