@@ -206,3 +206,70 @@ def test_aot_compile_no_spills():
 
 if __name__ == "__main__" and sys.argv[1:] == ["aot"]:
     _aot_main()
+
+
+# ------------------------------------------------------------------------------------ model level
+def _small_pair():
+    """A small DoubleHeadModel on the torch backend and a copy on triton (attention kept on torch: its
+    kernel is tested in its own file and is slow in the interpreter)."""
+    import copy
+
+    from gpt1_fast.config import GPTConfig
+    from gpt1_fast.model import Attention, DoubleHeadModel, set_backend
+
+    torch.manual_seed(0)
+    cfg = GPTConfig(n_embd=32, n_head=2, n_layer=2, embd_pdrop=0, attn_pdrop=0, resid_pdrop=0, clf_pdrop=0)
+    n_vocab, T = 50, 9
+    ref = DoubleHeadModel(cfg.replace(backend="torch"), n_vocab + 2, "multiple_choice", n_vocab + 3 + T, T)
+    ours = set_backend(copy.deepcopy(ref), "triton")
+    for m in ours.modules():
+        if isinstance(m, Attention):
+            m.backend = "torch"
+    g = torch.Generator().manual_seed(1)
+    X = torch.zeros(3, 2, T, 2, dtype=torch.long)
+    X[..., 0] = torch.randint(0, n_vocab, (3, 2, T), generator=g)
+    X[..., 1] = torch.arange(n_vocab + 3, n_vocab + 3 + T)
+    M = (torch.arange(T) <= torch.randint(3, T, (3, 2, 1), generator=g)).float()
+    return ref, ours, X, M
+
+
+def _lm_loss(model, X, M, backend):
+    from benchmarks.bench_memory import lm_losses_from_hidden
+
+    T = X.shape[-2]
+    h = model.transformer(X)
+    return lm_losses_from_hidden(h, model.transformer.embed.weight, X[..., 0].reshape(-1, T), M.reshape(-1, T),
+                                 backend).mean()
+
+
+def test_model_triton_and_torch_same_loss_and_grads():
+    ref, ours, X, M = _small_pair()
+    # the reference: today's path, LMHead logits + float32 cross-entropy on positions :-1
+    logits = ref.lm_head(ref.transformer(X))
+    mk = M[..., 1:].reshape(-1, X.shape[-2] - 1)
+    ce = F.cross_entropy(logits.float(), X[..., 1:, 0].reshape(-1), reduction="none").view_as(mk)
+    loss_ref = ((ce * mk).sum(1) / mk.sum(1)).mean()
+    loss = _lm_loss(ours, X, M, "triton")
+    assert rel(loss, loss_ref) < 1e-6
+    g_ref = torch.autograd.grad(loss_ref, list(ref.transformer.parameters()))
+    g = torch.autograd.grad(loss, list(ours.transformer.parameters()))
+    for (name, _), a, b in zip(ref.transformer.named_parameters(), g, g_ref):
+        assert rel(a, b) < 1e-5, name
+
+
+@pytest.mark.parametrize("compiler", ["eager", "aot_eager"])
+def test_compile_fullgraph_training_step(compiler):
+    """torch.compile(fullgraph=True) of the forward + fused LM loss (+ recomputed GELU), then backward:
+    same loss and gradients as eager."""
+    torch._dynamo.reset()
+    _, ours, X, M = _small_pair()
+    loss_eager = _lm_loss(ours, X, M, "triton")
+    g_eager = torch.autograd.grad(loss_eager, list(ours.parameters()), allow_unused=True)
+    step = torch.compile(lambda X, M: _lm_loss(ours, X, M, "triton"), fullgraph=True, backend=compiler)
+    loss = step(X, M)
+    g = torch.autograd.grad(loss, list(ours.parameters()), allow_unused=True)
+    assert rel(loss, loss_eager) < 1e-6
+    for a, b in zip(g, g_eager):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert rel(a, b) < 1e-5
