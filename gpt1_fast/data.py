@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .fileio import atomic_write
 
 VAL_FILE = "cloze_test_val__spring2016 - cloze_test_ALL_val.csv"
 TEST_FILE = "cloze_test_test__spring2016 - cloze_test_ALL_test.csv"
@@ -122,13 +123,10 @@ def encode_csv(path, text_encoder, vocab_paths, cache_dir=None, verbose=True):
                 pass  # unreadable cache: encode again and overwrite it
     fields = [text_encoder.encode(texts, verbose=verbose) for texts in (split.stories, split.endings1, split.endings2)]
     if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
         arrays = {}
         for k, f in enumerate(fields):
             arrays[f"f{k}"], arrays[f"l{k}"] = _pack(f)
-        tmp = cache_file.with_name(f"{cache_file.stem}.tmp{os.getpid()}.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, cache_file)
+        atomic_write(cache_file, lambda fh: np.savez(fh, **arrays), mode="wb")
     return (*fields, split.labels)
 
 

@@ -18,7 +18,8 @@ import torch
 
 from .config import GPTConfig
 from .model import LMModel
-from .train import VOCAB_FILES, checkpoint_present, missing_checkpoint_message
+from .layout import EmbeddingLayout
+from .pretrained import checkpoint_present, missing_checkpoint_message, resolve_vocab
 
 
 @torch.no_grad()
@@ -81,29 +82,29 @@ def load(args):
             raise FileNotFoundError(f"{ckpt} (and config.json beside it) not found: they are written by "
                                     "`python -m gpt1_fast.train --submit` under save/<desc>/")
         meta = json.loads(meta_path.read_text())
+        layout = (EmbeddingLayout.from_dict(meta["layout"]) if "layout" in meta else  # runs before the layout key
+                  EmbeddingLayout(meta["n_vocab"], tuple(meta.get("specials", ())), meta["n_ctx"]))
         text_encoder = TextEncoder(args.encoder_path or meta["encoder_path"], args.bpe_path or meta["bpe_path"])
         cfg = GPTConfig(**dict(meta["cfg"], backend=args.backend))
-        model = LMModel(cfg, meta["vocab"], meta["n_ctx"], return_probs=True)
+        model = LMModel(cfg, layout.size, layout.n_ctx, return_probs=True)
         sd = torch.load(ckpt, map_location="cpu", weights_only=True)
         model.transformer.load_state_dict({k[len("transformer."):]: v for k, v in sd.items()
                                            if k.startswith("transformer.")})
-        for i, name in enumerate(meta.get("specials", [])):
-            text_encoder.decoder[meta["n_vocab"] + i] = name
+        for name in layout.specials:
+            text_encoder.decoder[layout.special(name)] = name
     else:
         md = Path(args.model_dir)
-        enc, bpe = next(((md / e, md / b) for e, b in VOCAB_FILES if (md / e).is_file()),
-                        (md / VOCAB_FILES[0][0], md / VOCAB_FILES[0][1]))
-        text_encoder = TextEncoder(args.encoder_path or enc, args.bpe_path or bpe)
-        n_vocab = len(text_encoder.encoder)
+        text_encoder = TextEncoder(*resolve_vocab(md, args.encoder_path, args.bpe_path))
+        layout = EmbeddingLayout(len(text_encoder.encoder), (), args.n_ctx)  # no special tokens
         cfg = GPTConfig(n_embd=args.n_embd, n_head=args.n_head, n_layer=args.n_layer, afn=args.afn,
                         backend=args.backend)
-        model = LMModel(cfg, n_vocab + args.n_ctx, args.n_ctx, return_probs=True)  # no special tokens
+        model = LMModel(cfg, layout.size, layout.n_ctx, return_probs=True)
         if not args.from_scratch:
             if not checkpoint_present(md):
                 raise FileNotFoundError(missing_checkpoint_message(md))
             from .weights import load_openai_pretrained_model
 
-            load_openai_pretrained_model(model.transformer, n_ctx=args.n_ctx, n_special=0,
+            load_openai_pretrained_model(model.transformer, n_ctx=layout.n_ctx, n_special=layout.n_special,
                                          n_embd=args.n_embd, path=md)
     return model.to(device).eval(), text_encoder
 

@@ -20,6 +20,7 @@ import torch.utils.checkpoint
 
 from . import ops
 from .config import DEFAULT_CONFIG, GPTConfig  # noqa: F401  (DEFAULT_CONFIG re-exported)
+from .weights import load_openai_pretrained_model  # noqa: F401  (the seed's `from model import ...`)
 
 
 class LayerNorm(nn.Module):
@@ -161,11 +162,12 @@ class TransformerModel(nn.Module):
 
 class LMHead(nn.Module):
     """Language-model head tied to the embedding table: logits over every row (positions and
-    special tokens included, as the original)."""
+    special tokens included, as the original). `loss` is the training objective's LM term."""
 
     def __init__(self, model: TransformerModel, cfg: GPTConfig, trunc_and_reshape: bool = True):
         super().__init__()
         self.n_embd = cfg.n_embd
+        self.backend = cfg.backend
         embed_shape = model.embed.weight.shape
         self.decoder = nn.Linear(embed_shape[1], embed_shape[0], bias=False)
         self.decoder.weight = model.embed.weight  # tied
@@ -174,6 +176,17 @@ class LMHead(nn.Module):
     def forward(self, h):
         h_trunc = h[:, :-1].contiguous().view(-1, self.n_embd) if self.trunc_and_reshape else h
         return self.decoder(h_trunc)
+
+    def loss(self, h, x, mask):
+        """Per-sequence LM loss (SPEC §4): position t predicts token t+1 (the shift), each term
+        weighted by mask[t+1] (padding counts for nothing), summed and divided by the sequence's
+        mask[1:].sum(). h [N, T, C] for the N = prod(x.shape[:-2]) sequences of x [..., T, 2]."""
+        T = x.size(-2)
+        targets = x[..., 1:, 0].reshape(-1)
+        m = mask[..., 1:].reshape(-1, T - 1)
+        h_prev = h[:, :-1].reshape(-1, self.n_embd)
+        lm = ops.lm_head_loss(h_prev, self.decoder.weight, targets, m.reshape(-1), backend=self.backend)
+        return lm.view(-1, T - 1).sum(1) / m.sum(1)
 
 
 def _clf_states(h, x, clf_token: int, n_embd: int):
@@ -221,21 +234,24 @@ class ClfHead(nn.Module):
 
 
 class SimilarityHead(nn.Module):
-    """Similarity head: x is [B, 2, T, 2] (both orderings); their classify states are summed -> linear C -> 1."""
+    """Similarity head: x is [B, 2, T, 2] (both orderings); their classify states are summed -> linear
+    C -> n_class. n_class 1 (the seed's head): one score per pair, [B] (STS-B's regression)."""
 
-    def __init__(self, clf_token: int, cfg: GPTConfig):
+    def __init__(self, clf_token: int, cfg: GPTConfig, n_class: int = 1):
         super().__init__()
         self.n_embd = cfg.n_embd
         self.clf_token = clf_token
+        self.n_class = n_class
         self.dropout = nn.Dropout(cfg.clf_pdrop)
-        self.linear = nn.Linear(cfg.n_embd, 1)
+        self.linear = nn.Linear(cfg.n_embd, n_class)
         nn.init.normal_(self.linear.weight, std=0.02)
         nn.init.zeros_(self.linear.bias)
 
     def forward(self, h, x):
         sim_h = _clf_states(h, x, self.clf_token, self.n_embd).view(-1, x.size(1), self.n_embd)
         sim_h = self.dropout(sim_h).sum(dim=1)
-        return self.linear(sim_h).view(-1)
+        out = self.linear(sim_h)
+        return out.view(-1) if self.n_class == 1 else out
 
 
 class LMModel(nn.Module):
@@ -259,33 +275,68 @@ class LMModel(nn.Module):
         return lm_logits
 
 
-class DoubleHeadModel(nn.Module):
-    """Transformer + LM head + a task head. forward(x) -> (lm_logits, task_logits), as the seed.
+def _pair(task_head_type, name):
+    """n_class of a ('name', n_class) head type, else None."""
+    if (isinstance(task_head_type, collections.abc.Sequence) and not isinstance(task_head_type, str)
+            and len(task_head_type) == 2 and task_head_type[0] == name):
+        return int(task_head_type[1])
+    return None
 
-    task_head_type: 'multiple_choice', 'similarity', 'inference' (3 classes), or
-    ('classification', n_class).
+
+class DoubleHeadModel(nn.Module):
+    """Transformer + LM head + a task head, and the fine-tuning objective (SPEC §4).
+
+    forward(x) -> (lm_logits, task_logits), as the seed. forward(x, mask, labels) -> a dict with
+    `loss` = mean(task_losses) + lm_coef * mean(lm_losses) (the TF release), the per-example
+    `task_losses`, the per-sequence `lm_losses` (None when lm_coef is 0) and the `task_logits`.
+
+    task_head_type: 'multiple_choice', 'similarity' (one score per pair: regression, squared error),
+    ('similarity', n_class), 'inference' (3 classes), or ('classification', n_class); every head but
+    the regression one is trained with cross-entropy.
     """
 
-    def __init__(self, cfg: GPTConfig, clf_token: int, task_head_type, vocab: int = 40990, n_ctx: int = 512):
+    def __init__(self, cfg: GPTConfig, clf_token: int, task_head_type, vocab: int = 40990, n_ctx: int = 512,
+                 lm_coef: float = 0.5):
         super().__init__()
         self.transformer = TransformerModel(cfg, vocab=vocab, n_ctx=n_ctx)
         self.lm_head = LMHead(self.transformer, cfg)
+        self.lm_coef = lm_coef
+        self.regression = task_head_type == "similarity"
         if task_head_type == "multiple_choice":
             self.task_head = MultipleChoiceHead(clf_token, cfg)
         elif task_head_type == "similarity":
             self.task_head = SimilarityHead(clf_token, cfg)
+        elif _pair(task_head_type, "similarity"):
+            self.task_head = SimilarityHead(clf_token, cfg, _pair(task_head_type, "similarity"))
         elif task_head_type == "inference":  # entailment, contradiction, neutral
             self.task_head = ClfHead(clf_token, cfg, 3)
-        elif (isinstance(task_head_type, collections.abc.Sequence) and not isinstance(task_head_type, str)
-              and len(task_head_type) == 2 and task_head_type[0] == "classification"):
-            self.task_head = ClfHead(clf_token, cfg, int(task_head_type[1]))
+        elif _pair(task_head_type, "classification"):
+            self.task_head = ClfHead(clf_token, cfg, _pair(task_head_type, "classification"))
         else:
-            raise ValueError("task_head_type should be 'multiple_choice', 'similarity', 'inference' "
-                             f"or ('classification', n_class), got {task_head_type!r}")
+            raise ValueError("task_head_type should be 'multiple_choice', 'similarity', ('similarity', n_class), "
+                             f"'inference' or ('classification', n_class), got {task_head_type!r}")
 
-    def forward(self, x):
+    def forward(self, x, mask=None, labels=None):
         h = self.transformer(x)
-        return self.lm_head(h), self.task_head(h, x)
+        task_logits = self.task_head(h, x)
+        if mask is None and labels is None:
+            return self.lm_head(h), task_logits
+        if labels is None or (mask is None and self.lm_coef):
+            raise TypeError("the training objective needs both mask and labels")
+        task_losses = self.task_loss(task_logits, labels)
+        lm_losses = self.lm_head.loss(h, x, mask) if self.lm_coef else None
+        loss = task_losses.mean() if lm_losses is None else task_losses.mean() + self.lm_coef * lm_losses.mean()
+        return {"loss": loss, "task_losses": task_losses, "lm_losses": lm_losses, "task_logits": task_logits}
+
+    def task_loss(self, task_logits, labels):
+        """Per-example task loss: squared error for the regression head, else cross-entropy."""
+        if self.regression:
+            return (task_logits.float() - labels.float()).pow(2)
+        return ops.cross_entropy(task_logits, labels)
+
+    def task_logits(self, x):
+        """Task-head outputs only (evaluation: no LM head)."""
+        return self.task_head(self.transformer(x), x)
 
 
 def set_backend(model: nn.Module, backend: str) -> nn.Module:

@@ -10,10 +10,10 @@ Choosing a backend is one argument (or `GPTConfig.backend`); nothing else in the
 from __future__ import annotations
 
 import importlib.util
-import math
 
 import torch
-import torch.nn.functional as F
+
+from . import reference
 
 BACKENDS = ("torch", "triton", "auto")
 
@@ -39,43 +39,21 @@ def resolve(backend: str, x: torch.Tensor) -> str:
 def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
     """y = x @ w + b with w stored [in, out] (the original's Conv1D, width 1). cuBLAS already fuses
     the bias into the GEMM epilogue (addmm), so every backend shares this."""
-    shape = x.shape[:-1] + (w.shape[-1],)
-    x2 = x.reshape(-1, x.shape[-1])
-    y = x2 @ w if b is None else torch.addmm(b, x2, w)
-    return y.view(shape)
+    return reference.linear(x, w, b)
 
 
 # ------------------------------------------------------------------------------------ layer norm
-def _ref_layer_norm(x, g, b, eps):
-    # SPEC §3: biased variance, eps inside the sqrt, computed as the original does.
-    u = x.mean(-1, keepdim=True)
-    s = (x - u).pow(2).mean(-1, keepdim=True)
-    x = (x - u) / torch.sqrt(s + eps)
-    return g * x + b
-
-
 def layer_norm(x, g, b, eps: float = 1e-5, residual: torch.Tensor | None = None, backend: str = "auto"):
     """LN(x + residual) (post-LN blocks add the sublayer output before normalising)."""
     if resolve(backend, x) == "triton":
         from .kernels.layernorm_gelu import layer_norm as tl_layer_norm
 
         return tl_layer_norm(x, g, b, eps, residual=residual)
-    if residual is not None:
-        x = x + residual
-    return _ref_layer_norm(x, g, b, eps)
+    return reference.layer_norm(x, g, b, eps, residual)
 
 
 # ------------------------------------------------------------------------------------ activations
-def gelu(x):
-    # The tanh form of the original (exactly: 0.5x(1+tanh(sqrt(2/pi)(x+0.044715x^3)))).
-    return 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * torch.pow(x, 3))))
-
-
-def swish(x):
-    return x * torch.sigmoid(x)
-
-
-ACT_FNS = {"relu": F.relu, "swish": swish, "gelu": gelu}
+gelu, swish, ACT_FNS = reference.gelu, reference.swish, reference.ACT_FNS
 
 
 def bias_act(x, bias, afn: str = "gelu", backend: str = "auto"):
@@ -86,7 +64,7 @@ def bias_act(x, bias, afn: str = "gelu", backend: str = "auto"):
         from .kernels.layernorm_gelu import bias_gelu
 
         return bias_gelu(x, bias)
-    return ACT_FNS[afn](x + bias)
+    return reference.bias_act(x, bias, afn)
 
 
 def act_linear(x, bias, w, b, afn: str = "gelu", backend: str = "auto"):
@@ -100,17 +78,7 @@ def act_linear(x, bias, w, b, afn: str = "gelu", backend: str = "auto"):
 
 
 # -------------------------------------------------------------------------------------- attention
-def _ref_attention(q, k, v, mask_b, attn_dropout_p: float, training: bool):
-    # SPEC §3 literally: scores, w*b + -1e9*(1-b), softmax, dropout, @v.
-    w = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(v.size(-1))
-    w = w * mask_b + -1e9 * (1 - mask_b)
-    w = torch.softmax(w, dim=-1)
-    w = F.dropout(w, attn_dropout_p, training)
-    return torch.matmul(w, v)
-
-
-def causal_mask(T: int, device, dtype=torch.float32) -> torch.Tensor:
-    return torch.tril(torch.ones(T, T, device=device, dtype=dtype)).view(1, 1, T, T)
+causal_mask = reference.causal_mask
 
 
 def attention(qkv: torch.Tensor, n_head: int, dropout_p: float = 0.0, training: bool = False,
@@ -127,32 +95,29 @@ def attention(qkv: torch.Tensor, n_head: int, dropout_p: float = 0.0, training: 
         return causal_attention_packed(qkv, n_head, p)
     B, T, C3 = qkv.shape
     C = C3 // 3
-    q, k, v = qkv.split(C, dim=2)
-    q, k, v = (t.reshape(B, T, n_head, C // n_head).transpose(1, 2) for t in (q, k, v))
-    if mask_b is None:
-        mask_b = causal_mask(T, qkv.device, qkv.dtype)
-    a = _ref_attention(q, k, v, mask_b[:, :, :T, :T].to(qkv.dtype), p, training)
+    q, k, v = (t.reshape(B, T, n_head, C // n_head).transpose(1, 2) for t in qkv.split(C, dim=2))
+    a = reference.attention(q, k, v, p, training, mask_b=mask_b)
     return a.transpose(1, 2).reshape(B, T, C)
 
 
 # ---------------------------------------------------------------------------------- cross-entropy
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, backend: str = "auto") -> torch.Tensor:
     """Per-row cross-entropy (reduction 'none'), computed in float32 whatever the logits' dtype.
-    Every backend uses PyTorch's here (no fused LM-head + cross-entropy kernel yet); `backend` keeps
-    the op boundary's signature uniform for when one exists."""
-    return F.cross_entropy(logits.float(), targets, reduction="none")
+    Every backend uses PyTorch's here; `backend` keeps the op boundary's signature uniform."""
+    return reference.cross_entropy(logits, targets)
 
 
-# ------------------------------------------------------------------------- LM head + cross-entropy
+# ------------------------------------------------------------------------------ LM head + loss
 def lm_head_loss(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
                  backend: str = "auto") -> torch.Tensor:
-    """Per-row float32 LM loss of the tied head: mask * cross_entropy(h @ weightᵀ, targets).
+    """Per-row LM cross-entropy through the tied head, float32 [N]: CE(h @ weight.T, targets) * mask.
 
-    h [N, C] hidden states, weight [V, C] the whole embedding table (positions and specials stay in
-    the softmax, as the original), targets [N], mask [N]. "torch": the literal reference (full
-    logits, float32 cross-entropy). "triton": the fused kernel (gpt1_fast/kernels/lm_head.py) that
-    never holds the [N, V] logits and skips rows whose mask is 0; under autocast it computes in the
-    autocast dtype, as the reference's matmul does."""
+    h [N, C] hidden states, weight [V, C] (the embedding table), targets [N] int64, mask [N] (0/1):
+    a row with mask 0 gives exactly 0. Callers pass hidden states, not logits, so that a fused
+    backend can avoid materialising the [N, V] logits; this reference does materialise them.
+    "triton": the fused kernel (gpt1_fast/kernels/lm_head.py) that never holds the [N, V] logits and
+    skips rows whose mask is 0 (positions and specials stay in the softmax); under autocast it
+    computes in the autocast dtype, as the reference's matmul does."""
     if resolve(backend, h) == "triton":
         from .kernels.lm_head import lm_head_loss as fused
 
@@ -160,5 +125,5 @@ def lm_head_loss(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, m
         if torch.is_autocast_enabled(dev):
             h = h.to(torch.get_autocast_dtype(dev))
         return fused(h, weight, targets, mask)
-    logits = F.linear(h, weight)
-    return F.cross_entropy(logits.float(), targets, reduction="none") * mask
+    logits = torch.nn.functional.linear(h, weight)  # h @ weight.T, as the LM head computes it (same kernels, same bits)
+    return reference.cross_entropy(logits, targets) * mask

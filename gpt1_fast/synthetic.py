@@ -13,12 +13,12 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import os
 import random
 import uuid
 from pathlib import Path
 
 from .data import HEADER, TEST_FILE, VAL_FILE
+from .fileio import atomic_write_text
 
 NAMES = ["Anna", "Ben", "Carla", "David", "Emma", "Frank", "Grace", "Henry", "Iris", "Jack", "Kate", "Leo",
          "Maria", "Nick", "Olivia", "Paul", "Rosa", "Sam", "Tina", "Victor", "Wendy", "Zack", "Lucy", "Tom",
@@ -82,10 +82,7 @@ def write_csv(path, rows):
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(HEADER)
     w.writerows(rows)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
-        f.write(buf.getvalue())
-    os.replace(tmp, path)
+    atomic_write_text(path, buf.getvalue())
 
 
 def write_rocstories(out_dir, n: int = 1871, n_test: int | None = None, seed: int = 0) -> Path:

@@ -1,7 +1,7 @@
 """Fused LayerNorm (+ residual) and bias + GELU (gpt1_fast/kernels/layernorm_gelu.py).
 
 On CPU the kernels run in the Triton interpreter (TRITON_INTERPRET=1); bf16 is checked on the GPU
-(benchmarks/gpu_check_layernorm_gelu.py). The AOT test compiles the configurations the wrappers
+(tests/test_gpu.py, `pytest -m cuda`). The AOT test compiles the configurations the wrappers
 launch for sm_80 and sm_90 in a subprocess without the interpreter and checks for register spills
 and 16-byte loads.
 """
@@ -23,30 +23,27 @@ import torch  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from gpt1_fast import reference  # noqa: E402
 from gpt1_fast.kernels import layernorm_gelu as K  # noqa: E402
+from gpt1_fast.kernels import layernorm_gelu_configs as C  # noqa: E402
+from gpt1_fast.kernels import layernorm_gelu_kernels as KK  # noqa: E402
 from gpt1_fast.kernels.layernorm_gelu import bias_gelu, layer_norm  # noqa: E402
+from gpt1_fast.testing import rel_err  # noqa: E402
 
 TOL = {torch.float32: 1e-5, torch.float16: 2e-3}
 
 
 def ref_layer_norm(x, g, b, eps=1e-5, residual=None):
-    # SPEC §3 in float64: biased variance, eps inside the sqrt
-    if residual is not None:
-        x = x + residual
-    u = x.mean(-1, keepdim=True)
-    s = (x - u).pow(2).mean(-1, keepdim=True)
-    return g * (x - u) / torch.sqrt(s + eps) + b
+    return reference.layer_norm(x, g, b, eps, residual)
 
 
 def ref_bias_gelu(x, b):
-    z = x + b
-    return 0.5 * z * (1 + torch.tanh(math.sqrt(2 / math.pi) * (z + 0.044715 * z.pow(3))))
+    return reference.bias_act(x, b, "gelu")
 
 
 def rel(a, b):
-    a, b = a.double(), b.double()
     assert torch.isfinite(a).all(), "non-finite values"
-    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+    return rel_err(a, b)
 
 
 def check_against_ref(fn, ref_fn, inputs, tols):
@@ -260,42 +257,42 @@ def _aot_cases():
     for N in (768, 3072):
         for dt in ("fp32", "fp16", "bf16"):
             a, elem = "*" + dt, 4 if dt == "fp32" else 2
-            c = K.ln_fwd_config(N, elem)
-            cases.append((K._ln_fwd_kernel, dict(X=a, R=a, W="*fp32", B="*fp32", Y=a, Mean="*fp32", Rstd="*fp32",
+            c = C.ln_fwd_config(N, elem)
+            cases.append((KK.ln_fwd_kernel, dict(X=a, R=a, W="*fp32", B="*fp32", Y=a, Mean="*fp32", Rstd="*fp32",
                                                  M="i32", N="i32", eps="fp32"),
                           dict(HAS_RES=True, ROWS=c["ROWS"], BLOCK_N=c["BLOCK_N"]), c["num_warps"]))
-            c = K.ln_bwd_config(N, elem)
-            cases.append((K._ln_bwd_kernel, dict(DY=a, X=a, R=a, W="*fp32", Mean="*fp32", Rstd="*fp32", DS=a,
+            c = C.ln_bwd_config(N, elem)
+            cases.append((KK.ln_bwd_kernel, dict(DY=a, X=a, R=a, W="*fp32", Mean="*fp32", Rstd="*fp32", DS=a,
                                                  DWp="*fp32", DBp="*fp32", M="i32", N="i32", rows_per_prog="i32"),
                           dict(HAS_RES=True, ROWS=c["ROWS"], BLOCK_N=c["BLOCK_N"]), c["num_warps"]))
-            c = K.gelu_fwd_config(N, elem)
-            cases.append((K._bias_gelu_fwd_kernel, dict(X=a, B="*fp32", Y=a, M="i32", N="i32"),
+            c = C.gelu_fwd_config(N, elem)
+            cases.append((KK.bias_gelu_fwd_kernel, dict(X=a, B="*fp32", Y=a, M="i32", N="i32"),
                           dict(ROWS=c["ROWS"], BLOCK_N=c["BLOCK_N"]), c["num_warps"]))
-            c = K.gelu_bwd_config(N, elem)
-            cases.append((K._bias_gelu_bwd_kernel, dict(DY=a, X=a, B="*fp32", DX=a, DBp="*fp32", M="i32", N="i32",
+            c = C.gelu_bwd_config(N, elem)
+            cases.append((KK.bias_gelu_bwd_kernel, dict(DY=a, X=a, B="*fp32", DX=a, DBp="*fp32", M="i32", N="i32",
                                                         rows_per_prog="i32"),
                           dict(ROWS=c["ROWS"], BLOCK_N=c["BLOCK_N"]), c["num_warps"]))
-    s = K.SUM_CONFIG
+    s = C.SUM_CONFIG
     for two in (True, False):
-        cases.append((K._sum_partials_kernel, dict(P1="*fp32", P2="*fp32", O1="*fp32", O2="*fp32", G="i32", N="i32"),
+        cases.append((KK.sum_partials_kernel, dict(P1="*fp32", P2="*fp32", O1="*fp32", O2="*fp32", G="i32", N="i32"),
                       dict(TWO=two, BLOCK_G=s["BLOCK_G"], BLOCK_C=s["BLOCK_C"]), s["num_warps"]))
     return cases
 
 
 def _aot_main():
     """Compile every case for sm_80 and sm_90; print one line per case; exit 1 on a spill."""
-    from benchmarks.aot_occupancy import compile_stats
+    from gpt1_fast.kernels.aot import compile_stats
 
     bad = 0
     for cap in (80, 90):
         for fn, sig, const, nw in _aot_cases():
-            regs, n_spills, ptx = compile_stats(fn, sig, const, nw, cap)
-            vec = bool(re.search(r"ld\.global(\.\w+)*\.v4", ptx))
-            main_kernel = fn is not K._sum_partials_kernel
-            ok = n_spills == 0 and (vec or not main_kernel)
+            st = compile_stats(fn, sig, const, cap, num_warps=nw)
+            vec = bool(re.search(r"ld\.global(\.\w+)*\.v4", st["ptx"]))
+            main_kernel = fn is not KK.sum_partials_kernel
+            ok = st["spills"] == 0 and (vec or not main_kernel)
             bad += not ok
             print(f"{'ok ' if ok else 'BAD'} sm_{cap} {fn.__name__} {sig.get('X', '')} {const} warps={nw} "
-                  f"regs={regs} spill_bytes={n_spills} v4_loads={vec}")
+                  f"regs={st['regs']} spill_bytes={st['spills']} v4_loads={vec}")
     sys.exit(1 if bad else 0)
 
 
@@ -309,14 +306,14 @@ def test_aot_compile_no_spills():
 
 
 def test_aot_occupancy_tool():
-    """benchmarks/aot_occupancy.py (the occupancy table in NOTES.md) compiles every config it lists for
+    """benchmarks/aot_occupancy.py (the occupancy table in NOTES.md; run as a script, not imported) compiles every config it lists for
     sm_80, without spills, and reports a residency consistent with the register count."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "aot_occupancy.py"), "--arch", "80"],
                          capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    rows = [line.split("|")[1:-1] for line in out.stdout.splitlines() if line.startswith("| _")]
+    rows = [line.split("|")[1:-1] for line in out.stdout.splitlines() if line.split("|")[1:2] and line.split("|")[1].strip().endswith("_kernel")]
     assert len(rows) >= 10
     for kernel, _, _, warps, regs, spills, progs, _ in rows:
         warps, regs, progs = int(warps), int(regs), int(progs)

@@ -1,0 +1,140 @@
+"""What every task shares: encoded splits, batches padded to their own longest sequence, the
+encoding cache, the metric scale and the submission format (SPEC §6, §8)."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..fileio import atomic_write
+
+PAD_MULTIPLE = 8  # per-batch padding rounds T up to a multiple of this (fewer shapes for torch.compile)
+_CACHE_VERSION = b"gpt1_fast-task-fields-v1"
+
+
+@dataclass
+class Encoded:
+    """A split after its task's input transform: S token sequences per example (specials included),
+    zero-padded to one width. Positions are added per batch (they depend only on the layout)."""
+    tokens: np.ndarray          # int32 [N, S, width]
+    lengths: np.ndarray         # int64 [N, S], real tokens of each sequence
+    labels: np.ndarray | None   # int64 class ids, float32 scores (regression), None: unlabelled
+    ids: list[str]              # the row ids a submission writes
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    @classmethod
+    def from_sequences(cls, seqs: list[list[list[int]]], labels, ids, width: int) -> "Encoded":
+        n, s = len(seqs), len(seqs[0]) if seqs else 0
+        tokens = np.zeros((n, s, width), dtype=np.int32)
+        lengths = np.zeros((n, s), dtype=np.int64)
+        for i, example in enumerate(seqs):
+            for j, seq in enumerate(example):
+                if len(seq) > width:
+                    raise ValueError(f"example {i} needs {len(seq)} positions, more than n_ctx {width}")
+                tokens[i, j, :len(seq)] = seq
+                lengths[i, j] = len(seq)
+        return cls(tokens, lengths, None if labels is None else np.asarray(labels), list(ids))
+
+
+def longest(seqs: list[list[list[int]]]) -> int:
+    return max((len(s) for example in seqs for s in example), default=1)
+
+
+def batch_width(lengths: np.ndarray, n_ctx: int, padding: str = "batch") -> int:
+    """T of a batch: its longest sequence rounded up to PAD_MULTIPLE ("batch"), or n_ctx ("global").
+    Exact either way: attention is causal, the head reads the classify token's position and the
+    LM loss is masked, so nothing before a sequence's end sees the padding after it."""
+    if padding == "global":
+        return n_ctx
+    if padding != "batch":
+        raise ValueError(f"padding must be 'batch' or 'global', got {padding!r}")
+    t = int(lengths.max())
+    return min(n_ctx, -(-t // PAD_MULTIPLE) * PAD_MULTIPLE)
+
+
+def make_batch(enc: Encoded, idx, layout, device, padding: str = "batch"):
+    """Examples `idx` of a split -> X [B, S, T, 2] int64 (tokens, positions), M [B, S, T] float32
+    (1 on real tokens), Y [B] (None when unlabelled), on `device`."""
+    idx = np.asarray(idx)
+    lengths = enc.lengths[idx]
+    T = batch_width(lengths, layout.n_ctx, padding)
+    tok = torch.from_numpy(enc.tokens[idx, :, :T].astype(np.int64))
+    X = torch.empty(tok.shape + (2,), dtype=torch.int64)
+    X[..., 0] = tok
+    X[..., 1] = torch.arange(layout.pos_offset, layout.pos_offset + T)
+    M = (torch.arange(T) < torch.from_numpy(lengths)[..., None]).float()
+    Y = None if enc.labels is None else torch.from_numpy(enc.labels[idx])
+    return X.to(device), M.to(device), (None if Y is None else Y.to(device))
+
+
+# ------------------------------------------------------------------------------ encoding cache
+def _digest(h, path: Path):
+    """Hash a file's bytes, or every file of a folder (sorted relative names and bytes)."""
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        h.update(str(f.relative_to(path)).encode() if path.is_dir() else b"")
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        h.update(b"\0")
+
+
+def _pack(lists):
+    lens = np.fromiter((len(x) for x in lists), dtype=np.int64, count=len(lists))
+    flat = np.fromiter((i for x in lists for i in x), dtype=np.int32, count=int(lens.sum()))
+    return flat, lens
+
+
+def _unpack(flat, lens):
+    offs = np.concatenate([[0], np.cumsum(lens)])
+    return [flat[offs[i]:offs[i + 1]].tolist() for i in range(len(lens))]
+
+
+def encode_texts(texts: dict[str, list[str]], text_encoder, sources, vocab_paths, cache_dir=None,
+                 tag: str = "task", verbose: bool = False) -> dict[str, list[list[int]]]:
+    """BPE-encode each field's texts, once: with `cache_dir` the ids are stored as
+    `<tag>-<sha256>.npz`, keyed by the bytes of `sources` (the split's file or folder) and of the
+    vocabulary files, so a later run skips encoding (and needs no spaCy/ftfy)."""
+    cache_file = None
+    if cache_dir:
+        h = hashlib.sha256(_CACHE_VERSION + tag.encode())
+        for p in (*sources, *vocab_paths):
+            _digest(h, Path(p))
+        h.update(",".join(sorted(texts)).encode())
+        cache_file = Path(cache_dir) / f"{tag}-{h.hexdigest()[:32]}.npz"
+        if cache_file.is_file():
+            try:
+                with np.load(cache_file, allow_pickle=False) as z:
+                    out = {k: _unpack(z[f"f_{k}"], z[f"l_{k}"]) for k in texts}
+                if all(len(out[k]) == len(v) for k, v in texts.items()):
+                    return out
+            except (OSError, KeyError, ValueError):
+                pass  # unreadable cache: encode again and overwrite it
+    out = {k: text_encoder.encode(v, verbose=verbose) for k, v in texts.items()}
+    if cache_file is not None:
+        arrays = {}
+        for k, ids in out.items():
+            arrays[f"f_{k}"], arrays[f"l_{k}"] = _pack(ids)
+        atomic_write(cache_file, lambda f: np.savez(f, **arrays), mode="wb")
+    return out
+
+
+# ------------------------------------------------------------------------------ metrics, files
+METRIC_KEYS = {"accuracy": "acc", "f1": "f1", "mcc": "mcc", "pearson": "pearson", "spearman": "spearman"}
+METRIC_TITLES = {"accuracy": "Accuracy", "f1": "F1", "mcc": "MCC", "pearson": "Pearson", "spearman": "Spearman"}
+
+
+def compute_metrics(names, y_true, y_pred) -> dict[str, float]:
+    """The task's metrics in percent (as the paper reports them), by metric name."""
+    try:
+        from .metrics import compute
+    except ImportError:  # TEMPORARY, until the readers branch (tasks/metrics.py) is merged
+        if tuple(names) != ("accuracy",):
+            raise
+        compute = lambda n, t, p: {"accuracy": float(np.mean(t == p))}  # noqa: E731
+    return {k: 100.0 * float(v) for k, v in compute(tuple(names), np.asarray(y_true), np.asarray(y_pred)).items()}

@@ -1,0 +1,147 @@
+"""A task = a dataset + its family: how its splits are read, encoded and transformed, its head, its
+metrics, its predictions and its submission files. `ROCStories` is the release's task (reading, split
+and cache from gpt1_fast.data, unchanged); `DatasetTask` wraps a DatasetSpec of tasks.readers."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..layout import PAPER_SPECIALS, EmbeddingLayout
+from . import classification, entailment, multiple_choice, similarity
+from .common import Encoded, encode_texts, longest
+
+FAMILIES = {"classification": classification, "entailment": entailment, "similarity": similarity,
+            "multiple_choice": multiple_choice}
+# The names the GLUE server and the papers use (submission files are <display>.tsv).
+DISPLAY = {"rocstories": "ROCStories", "snli": "SNLI", "mnli": "MNLI", "qnli": "QNLI", "rte": "RTE",
+           "scitail": "SciTail", "qqp": "QQP", "mrpc": "MRPC", "sts-b": "STS-B", "sst-2": "SST-2",
+           "cola": "CoLA", "race": "RACE"}
+SHORT_SPLITS = {"matched": "m", "mismatched": "mm"}  # GLUE's MNLI-m.tsv, MNLI-mm.tsv
+
+
+@dataclass
+class TaskData:
+    layout: EmbeddingLayout             # n_ctx fitted to the longest sequence of every split
+    splits: dict[str, Encoded]
+
+
+class Task:
+    name: str
+    family: str
+    head_type = None
+    metrics: tuple[str, ...] = ("accuracy",)
+    label_names: tuple[str, ...] | None = None
+    specials: tuple[str, ...] = PAPER_SPECIALS
+    eval_splits: tuple[str, ...] = ()   # model selection: the first metric on the first of these
+    test_splits: tuple[str, ...] = ()
+    files: str = ""                     # what --data_dir must hold (for --help)
+
+    @property
+    def display(self) -> str:
+        return DISPLAY.get(self.name, self.name)
+
+    @property
+    def regression(self) -> bool:
+        return self.head_type == "similarity"
+
+    def load(self, data_dir, text_encoder, vocab_paths, n_ctx=512, n_valid=374, cache_dir=None,
+             verbose=False) -> TaskData:
+        raise NotImplementedError
+
+    def predict(self, logits: np.ndarray) -> np.ndarray:
+        """Task-head outputs -> predictions: the score itself (regression) or the class id."""
+        return logits.astype(np.float64) if self.regression else logits.argmax(-1)
+
+    def format_prediction(self, p) -> str:
+        if self.regression:
+            return f"{float(p):.6f}"
+        return self.label_names[int(p)] if self.label_names else str(int(p))
+
+    def parse_prediction(self, s: str):
+        if self.regression:
+            return float(s)
+        return self.label_names.index(s) if self.label_names else int(s)
+
+    def submission_file(self, split: str) -> str:
+        """GLUE's names for test splits (SST-2.tsv, MNLI-m.tsv), <display>.<split>.tsv for the others."""
+        if split == "test":
+            return f"{self.display}.tsv"
+        if split.startswith("test_"):
+            rest = split[len("test_"):]
+            return f"{self.display}-{SHORT_SPLITS.get(rest, rest)}.tsv"
+        return f"{self.display}.{split}.tsv"
+
+
+class ROCStories(Task):
+    """Story Cloze Test (spring 2016), as the release: the val file split 1497/374, the test file."""
+    name, family, head_type = "rocstories", "multiple_choice", "multiple_choice"
+    eval_splits, test_splits = ("valid",), ("test",)
+
+    @property
+    def files(self):
+        from .. import data as rocdata
+
+        return f"'{rocdata.VAL_FILE}', '{rocdata.TEST_FILE}'"
+
+    def load(self, data_dir, text_encoder, vocab_paths, n_ctx=512, n_valid=374, cache_dir=None,
+             verbose=False) -> TaskData:
+        from .. import data as rocdata
+
+        splits = rocdata.load_rocstories(data_dir, text_encoder, vocab_paths, n_valid=n_valid,
+                                         cache_dir=cache_dir, verbose=verbose)
+        _, n_fit = rocdata.context_length(splits, n_ctx)
+        cap = EmbeddingLayout(text_encoder.n_vocab, self.specials, n_ctx)
+        out = {}
+        for name, (x1, x2, x3, y) in zip(("train", "valid", "test"), splits):
+            seqs = multiple_choice.transform({"context": x1, "choices": list(zip(x2, x3))}, cap,
+                                             keep_context_end=False)
+            out[name] = Encoded.from_sequences(seqs, y, [str(i) for i in range(len(y))], n_fit)
+        return TaskData(cap.with_n_ctx(n_fit), out)
+
+
+class DatasetTask(Task):
+    """A dataset of tasks.readers (GLUE TSV, SNLI jsonl, SciTail TSV, RACE JSON), by its spec."""
+
+    def __init__(self, spec, read_split=None):
+        self.spec = spec
+        self._read_split = read_split  # default: tasks.readers.read_split
+        self.name, self.family = spec.name, spec.family
+        self.module = FAMILIES[spec.family]
+        self.head_type = self.module.head_type(spec)
+        self.metrics, self.label_names = tuple(spec.metrics), spec.label_names
+        self.eval_splits = tuple(spec.eval_splits)
+        self.test_splits = tuple(s for s in spec.splits if s != "train" and s not in self.eval_splits)
+        self.files = ", ".join(f"{split}: {f}" for split, f in spec.splits.items())
+
+    def load(self, data_dir, text_encoder, vocab_paths, n_ctx=512, n_valid=374, cache_dir=None,
+             verbose=False) -> TaskData:
+        read_split = self._read_split
+        if read_split is None:
+            from .readers import read_split
+
+        cap = EmbeddingLayout(text_encoder.n_vocab, self.specials, n_ctx)
+        raw = {}
+        for split in ("train", *self.eval_splits, *self.test_splits):
+            s = read_split(self.spec, data_dir, split)
+            ids = self._encode(s.fields, text_encoder, Path(data_dir) / self.spec.splits[split], vocab_paths,
+                               cache_dir, verbose)
+            raw[split] = (self.module.transform(ids, cap), s.labels, s.ids)
+        n_fit = max(longest(seqs) for seqs, _, _ in raw.values())
+        return TaskData(cap.with_n_ctx(n_fit),
+                        {k: Encoded.from_sequences(seqs, y, ids, n_fit) for k, (seqs, y, ids) in raw.items()})
+
+    def _encode(self, fields, text_encoder, source, vocab_paths, cache_dir, verbose):
+        """Every text field through the BPE (cached); multiple choice's choice lists flattened and regrouped."""
+        texts = {k: v for k, v in fields.items() if k != "choices"}
+        if "choices" in fields:
+            texts["choices"] = [a for answers in fields["choices"] for a in answers]
+        ids = encode_texts(texts, text_encoder, [source], vocab_paths, cache_dir, tag=self.name, verbose=verbose)
+        if "choices" in fields:
+            flat, grouped, i = ids["choices"], [], 0
+            for answers in fields["choices"]:
+                grouped.append(flat[i:i + len(answers)])
+                i += len(answers)
+            ids["choices"] = grouped
+        return ids
