@@ -72,14 +72,14 @@ def test_parity(N, V, C, chunk, dtype):
     check(*make(N, V, C, dtype, masked=0.0 if N == 1 else 0.3), chunk, TOL[dtype])
 
 
-def test_column_blocks_and_peaked_softmax(monkeypatch):
+def test_column_blocks_and_peaked_softmax():
     """Several column blocks per row (online log-sum-exp across blocks) and logits large enough that a
     naive exp overflows."""
-    monkeypatch.setattr(K, "row_kernel_config", lambda V: {"BLOCK_V": 64, "num_warps": 4})
     h, w, t, m = make(6, 200, 16, torch.float32, masked=0.0)
     with torch.no_grad():
         h.mul_(40)  # logits of a few hundred
-    check(h, w, t, m, 0, 1e-5)
+    with K.TUNING.override(rows={"BLOCK_V": 64, "num_warps": 4}):
+        check(h, w, t, m, 0, 5e-5)  # fp32 logits of a few hundred: ~300 x 2^-24 relative in the softmax
 
 
 def test_all_rows_masked_and_empty():
@@ -182,12 +182,13 @@ def _aot_cases():
 
 
 def _aot_main():
-    from benchmarks.aot_occupancy import compile_stats
+    from gpt1_fast.kernels.aot import compile_stats
 
     bad = 0
     for cap in (80, 90):
         for fn, sig, const, nw in _aot_cases():
-            regs, n_spills, _ = compile_stats(fn, sig, const, nw, cap)
+            st = compile_stats(fn, sig, const, cap, num_warps=nw)
+            regs, n_spills = st["regs"], st["spills"]
             ok = n_spills == 0
             bad += not ok
             print(f"{'ok ' if ok else 'BAD'} sm_{cap} {fn.__name__} {sig['Logits']} {const} warps={nw} "

@@ -24,11 +24,11 @@ Dtypes: the compute dtype is h's (float32, float16, bfloat16); weight may be in 
 fp32 parameter under bf16 autocast) and is cast once per call; dweight comes back in weight's dtype,
 dh in h's. Targets outside [0, V) read a 0 logit instead of memory out of bounds.
 
-Registration: eager calls run an autograd.Function that calls the host functions directly (and that
-works on fake tensors: the memory benchmark sees every buffer the op allocates); under
-torch.compile the same functions are the bodies of two `torch.library.custom_op`s with fake
-implementations and `register_autograd`, so the training step compiles with fullgraph=True. The
-ops are opaque to Inductor (data-dependent row count inside).
+Registration: `_op.FusedOp` (ops `gpt1_fast::lm_head_loss_fwd` / `_bwd` with fake implementations and
+autograd, so the training step compiles with fullgraph=True; an autograd.Function calling the host
+functions directly for eager calls). Opaque custom ops even for compiled Triton: the row count is
+data-dependent. On fake tensors outside torch.compile (the memory benchmark) the eager path runs
+the host code itself, so every buffer the op allocates is counted.
 """
 from __future__ import annotations
 
@@ -36,9 +36,10 @@ import torch
 import triton
 import triton.language as tl
 from torch._subclasses.fake_tensor import is_fake
-from torch.utils._python_dispatch import _get_current_dispatch_mode
 
-__all__ = ["lm_head_loss", "lm_head_loss_forward", "lm_head_loss_backward", "CHUNK_BYTES"]
+from . import _op
+
+__all__ = ["lm_head_loss", "lm_head_loss_forward", "lm_head_loss_backward", "CHUNK_BYTES", "TUNING"]
 
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -101,6 +102,10 @@ def row_kernel_config(V: int) -> dict:
     return {"BLOCK_V": min(4096, _next_pow2(V)), "num_warps": 8}
 
 
+# Both kernels: `TUNING.choose("rows", (V, arch))`; tests and sweeps use `with TUNING.override(rows={...}):`.
+TUNING = _op.Tuning("lm_head", table=lambda what, key, deterministic: row_kernel_config(key[0]))
+
+
 def chunk_rows_for(V: int, elem: int) -> int:
     """Rows per chunk: CHUNK_BYTES of logits, a multiple of 128 rows (GEMM tiles), at least 128."""
     return max(128, CHUNK_BYTES // (V * elem) // 128 * 128)
@@ -111,8 +116,9 @@ def _launch(kernel, logits: torch.Tensor, *args) -> None:
     if logits.shape[0] == 0 or is_fake(logits):
         return
     V = logits.shape[1]
-    c = row_kernel_config(V)
-    kernel[(logits.shape[0],)](logits, *args, V, logits.stride(0), BLOCK_V=c["BLOCK_V"], num_warps=c["num_warps"])
+    c = TUNING.choose("rows", (V, _op.arch(logits)))
+    _op.launcher(kernel)[(logits.shape[0],)](logits, *args, V, logits.stride(0), BLOCK_V=c["BLOCK_V"],
+                                             num_warps=c["num_warps"])
 
 
 # ------------------------------------------------------------------------------------ host code
@@ -185,25 +191,11 @@ def lm_head_loss_backward(dloss: torch.Tensor, h: torch.Tensor, weight: torch.Te
 
 
 # ------------------------------------------------------------------------------- registration
-@torch.library.custom_op("gpt1_fast::lm_head_loss_fwd", mutates_args=())
-def _fwd_op(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
-            chunk_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
-    return lm_head_loss_forward(h, weight, targets, mask, chunk_rows)
-
-
-@_fwd_op.register_fake
-def _(h, weight, targets, mask, chunk_rows):
+def _fwd_fake(h, weight, targets, mask, chunk_rows):
     return h.new_empty(h.shape[:1], dtype=torch.float32), h.new_empty(h.shape[:1], dtype=torch.float32)
 
 
-@torch.library.custom_op("gpt1_fast::lm_head_loss_bwd", mutates_args=())
-def _bwd_op(dloss: torch.Tensor, h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
-            lse: torch.Tensor, chunk_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
-    return lm_head_loss_backward(dloss, h, weight, targets, mask, lse, chunk_rows)
-
-
-@_bwd_op.register_fake
-def _(dloss, h, weight, targets, mask, lse, chunk_rows):
+def _bwd_fake(dloss, h, weight, targets, mask, lse, chunk_rows):
     return torch.empty_like(h, memory_format=torch.contiguous_format), torch.empty_like(weight)
 
 
@@ -214,40 +206,25 @@ def _setup_context(ctx, inputs, output):
     ctx.mark_non_differentiable(output[1])
 
 
-def _backward(ctx, dloss, _dlse):
+def _grads(ctx, backward, dloss, _dlse):
     h, weight, targets, mask, lse = ctx.saved_tensors
-    dh, dw = _bwd_op(dloss, h, weight, targets, mask, lse, ctx.chunk_rows)
+    dh, dw = backward(dloss, h, weight, targets, mask, lse, ctx.chunk_rows)
     return dh, dw, None, None, None
 
 
-_fwd_op.register_autograd(_backward, setup_context=_setup_context)
+def _forward_body(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
+                  chunk_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return lm_head_loss_forward(h, weight, targets, mask, chunk_rows)
 
 
-class _EagerLMHeadLoss(torch.autograd.Function):
-    """The same host functions without the custom-op dispatcher (see the module docstring)."""
-
-    @staticmethod
-    def forward(ctx, h, weight, targets, mask, chunk_rows):
-        loss, lse = lm_head_loss_forward(h, weight, targets, mask, chunk_rows)
-        ctx.save_for_backward(h, weight, targets, mask, lse)
-        ctx.chunk_rows = chunk_rows
-        return loss
-
-    @staticmethod
-    def backward(ctx, dloss):
-        h, weight, targets, mask, lse = ctx.saved_tensors
-        dh, dw = lm_head_loss_backward(dloss, h, weight, targets, mask, lse, ctx.chunk_rows)
-        return dh, dw, None, None, None
+def _backward_body(dloss: torch.Tensor, h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                   mask: torch.Tensor, lse: torch.Tensor, chunk_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return lm_head_loss_backward(dloss, h, weight, targets, mask, lse, chunk_rows)
 
 
-def _tracing(t: torch.Tensor) -> bool:
-    """torch.compile, functionalization or a non-fake subclass: use the registered ops. Fake tensors
-    under a plain dispatch mode (the memory benchmark) take the eager path."""
-    if torch.compiler.is_compiling():
-        return True
-    if is_fake(t):
-        return False
-    return type(t) not in (torch.Tensor, torch.nn.Parameter) or _get_current_dispatch_mode() is not None
+# opaque: the row compaction is a host sync with a data-dependent row count, which triton_op cannot trace
+LM_HEAD_LOSS = _op.FusedOp("lm_head_loss", _forward_body, _backward_body, forward_fake=_fwd_fake,
+                           backward_fake=_bwd_fake, setup_context=_setup_context, grads=_grads, opaque=True)
 
 
 def _check(h, weight, targets, mask) -> None:
@@ -271,6 +248,8 @@ def lm_head_loss(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, m
     targets, mask = targets.contiguous(), mask.contiguous()
     if mask.dtype == torch.bool:
         mask = mask.to(h.dtype)
-    if _tracing(h):
-        return _fwd_op(h, weight, targets, mask, int(chunk_rows))[0]
-    return _EagerLMHeadLoss.apply(h, weight, targets, mask, int(chunk_rows))
+    if not torch.compiler.is_compiling() and is_fake(h):
+        # fake tensors outside compile (the memory benchmark): the host code runs on them, so every
+        # buffer the op allocates is counted
+        return LM_HEAD_LOSS.eager.apply(h, weight, targets, mask, int(chunk_rows))[0]
+    return LM_HEAD_LOSS(h, weight, targets, mask, int(chunk_rows))[0]
