@@ -118,17 +118,31 @@ def _post_state():
 
 def tracked_step(step, model, opt) -> dict:
     """Run step(stage) once untracked (optimizer state), then once under MemTracker; `stage(name)`
-    inside the step records the current total. Returns the peak, its parts and the stages."""
+    inside the step records the current total. Returns the peak, its parts, the stages, what each
+    module keeps and what the LM loss (every ops.lm_head_loss call) keeps for backward."""
     from torch.distributed._tools.mem_tracker import MemTracker
 
     step(lambda name: None)
     mt = MemTracker()
     mt.track_external(model, opt)
     stages = {}
-    with mt:
-        step(lambda name: stages.__setitem__(name, _snap(mt)["Total"]))
+    kept_by_lm_loss = []
+    real = ops.lm_head_loss
+
+    def record(name):
+        stages[name] = _snap(mt)["Total"]
+
+    def lm_head_loss(*args, **kw):
+        before = _snap(mt)["Total"]
+        out = real(*args, **kw)
+        kept_by_lm_loss.append(_snap(mt)["Total"] - before)
+        return out
+
+    with mock.patch.object(ops, "lm_head_loss", lm_head_loss), mt:
+        step(record)
     peak = _snap(mt, "peak")
-    return {"peak": peak, "stages": stages, "modules": module_activations(mt, model)}
+    return {"peak": peak, "stages": stages, "modules": module_activations(mt, model),
+            "lm_loss": sum(kept_by_lm_loss)}
 
 
 # ---------------------------------------------------------------------------------------- cases
@@ -166,21 +180,14 @@ def rocstories_case(cfg, B, T, lm_fused: bool, n_vocab=N_VOCAB, ckpt=False):
                          l2=0.01, max_grad_norm=1, fused=True)
         X, M, Y = (t.clone() for t in (X, M, Y))
 
+        if not lm_fused:
+            model.lm_head.backend = "torch"
+
         def step(stage):
+            # the training path: DoubleHeadModel's objective (LMHead.loss -> ops.lm_head_loss)
             with torch.autocast("cpu", dtype=torch.bfloat16):
-                h = model.transformer(X)
-                stage("after transformer forward")
-                if lm_fused:
-                    lm = lm_losses_from_hidden(h, model.transformer.embed.weight, X[..., 0].reshape(-1, T),
-                                               M.reshape(-1, T), "triton")
-                else:  # today's path: LMHead logits [N, V], float32 cross-entropy
-                    logits = model.lm_head(h)
-                    tg = X[..., 1:, 0].reshape(-1)
-                    mk = M[..., 1:].reshape(-1, T - 1)
-                    lm = (ops.cross_entropy(logits, tg).view(-1, T - 1) * mk).sum(1) / mk.sum(1)
-                clf = F.cross_entropy(model.task_head(h, X).float(), Y, reduction="none")
-                stage("after loss")  # inside autocast, as "after transformer forward" (its weight cache)
-            loss = clf.mean() + 0.5 * lm.mean()
+                loss = model(X, M, Y)["loss"]
+                stage("after loss")  # inside autocast, whose weight cache the step holds until here
             loss.backward()
             stage("after backward")
             opt.step()
@@ -201,7 +208,6 @@ def pretrain_case(cfg, B, T, ckpt: bool, n_vocab=N_VOCAB):
         def step(stage):
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 h = model(input_ids=ids)
-                stage("after transformer forward")
                 lm = lm_losses_from_hidden(h, model.embed.weight, ids, torch.ones(B, T), "triton")
                 stage("after loss")
             loss = lm.mean()
@@ -254,9 +260,7 @@ def _row(case, shape, impl, res, **extra):
                                    if re.fullmatch(r"(transformer\.)?(embed|drop)|\w+_head", k) and v}}
         r["block0_modules_mib"] = {m.group(1): round(v / 2**20, 1) for k, v in mods.items()
                                    if (m := re.search(r"(?:^|\.)h\.0\.(.+)$", k))}
-        if "after loss" in res["stages"]:
-            r["lm_loss_activations_gib"] = round(
-                (res["stages"]["after loss"] - res["stages"]["after transformer forward"]) / GIB, 3)
+        r["lm_loss_kept_mib"] = round(res["lm_loss"] / 2**20, 1)
     r.update(extra)
     return r
 
@@ -265,15 +269,16 @@ def markdown(out) -> str:
     lines = [f"# memory (CPU-fake, device-independent): one training step's peak", "",
              f"torch {out['torch']}, commit {out['commit']}, {out['date']}", "", out["notes"], "",
              "| case | shape | impl | peak GiB | params | grads | opt state | activations | bwd temps | "
-             "LM loss acts | per block |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "LM loss keeps (MiB) | per block | extra over inputs |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in out["rows"]:
         p = r["parts_gib"]
         lines.append(f"| {r['case']} | {r['shape']} | {r['impl']} | {r['peak_gib']} | {p.get('Parameter', '')} | "
                      f"{p.get('Gradient', '')} | {p.get('Optstate', '')} | {p.get('Activation', '')} | "
-                     f"{p.get('Temp', '')} | {r.get('lm_loss_activations_gib', r.get('extra_gib', ''))} | "
-                     f"{r.get('activations_gib', {}).get('per block', '')} |")
-    lines += ["", "Parts are at the moment of the peak. 'LM loss acts': what the LM loss keeps for backward "
-              "(LM-head-alone rows: the extra memory over h and weight). Per-module detail in the JSON."]
+                     f"{p.get('Temp', '')} | {r.get('lm_loss_kept_mib', '')} | "
+                     f"{r.get('activations_gib', {}).get('per block', '')} | {r.get('extra_gib', '')} |")
+    lines += ["", "GiB unless marked. Parts are at the moment of the peak ('bwd temps': tensors made during backward). "
+              "'LM loss keeps': what the ops.lm_head_loss calls hold from their call to the backward. "
+              "'extra over inputs' (LM head alone): the peak minus h and weight. Per-module detail in the JSON."]
     return "\n".join(lines) + "\n"
 
 

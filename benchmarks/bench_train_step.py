@@ -27,7 +27,7 @@ from benchmarks.common import bench, default_device, measure_ceilings, row, writ
 from gpt1_fast.config import GPTConfig
 from gpt1_fast.model import DoubleHeadModel
 from gpt1_fast.opt import OpenAIAdam
-from gpt1_fast.train import lm_and_clf_losses
+from gpt1_fast import ops
 
 N_SPECIAL = 3
 
@@ -41,6 +41,15 @@ def batch(B, T, n_vocab, device, gen):
     X[torch.arange(B)[:, None], torch.arange(2)[None], lengths, 0] = n_vocab + 2  # classify token
     Y = torch.randint(0, 2, (B,), generator=gen)
     return X.to(device), M.to(device), Y.to(device), lengths.to(device)
+
+
+def objective(lm_logits, clf_logits, X, M, Y, lm_coef=0.5):
+    """SPEC §4 from logits (the baselines that produce logits): mean clf loss + lm_coef x mean of the
+    per-sequence masked LM losses."""
+    T = X.size(-2)
+    mask = M[..., 1:].reshape(-1, T - 1)
+    lm = ops.cross_entropy(lm_logits, X[..., 1:, 0].reshape(-1)).view(-1, T - 1)
+    return ops.cross_entropy(clf_logits, Y).mean() + lm_coef * ((lm * mask).sum(1) / mask.sum(1)).mean()
 
 
 def flops_per_step(cfg, B, T, vocab):
@@ -61,10 +70,9 @@ def ours_step(cfg, backend, fused, compile_, vocab, T, device, lm_coef=0.5):
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
     def step(X, M, Y, _lengths):
-        with amp:
-            lm_logits, clf_logits = fwd(X)
-        lm, clf = lm_and_clf_losses(lm_logits, clf_logits, X, M, Y)
-        (clf.mean() + lm_coef * lm.mean()).backward()
+        with amp:  # the training path: the model's objective, LM loss from hidden states (ops.lm_head_loss)
+            loss = fwd(X, M, Y)["loss"]
+        loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
@@ -85,8 +93,7 @@ def hf_step(cfg, vocab, T, device, lm_coef=0.5, compile_=False):
         with amp:
             out = fwd(input_ids=X[..., 0], mc_token_ids=lengths)
         lm_logits = out.logits[:, :, :-1].reshape(-1, out.logits.size(-1))
-        lm, clf = lm_and_clf_losses(lm_logits, out.mc_logits, X, M, Y)
-        (clf.mean() + lm_coef * lm.mean()).backward()
+        objective(lm_logits, out.mc_logits, X, M, Y, lm_coef).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -152,8 +159,7 @@ def nanogpt_step(cfg, vocab, T, device, lm_coef=0.5):
     def step(X, M, Y, _lengths):
         with amp:
             lm_logits, clf_logits = fwd(X)
-        lm, clf = lm_and_clf_losses(lm_logits, clf_logits, X, M, Y)
-        (clf.mean() + lm_coef * lm.mean()).backward()
+        objective(lm_logits, clf_logits, X, M, Y, lm_coef).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
