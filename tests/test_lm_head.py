@@ -10,6 +10,7 @@ import sys
 if __name__ != "__main__":  # the AOT subprocess (python this_file aot) must not use the interpreter
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+import json  # noqa: E402
 import subprocess  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -275,3 +276,14 @@ def test_compile_fullgraph_training_step(compiler):
         assert (a is None) == (b is None)
         if a is not None:
             assert rel(a, b) < 1e-5
+
+
+def test_quick_benchmark_runs(tmp_path, monkeypatch):
+    """python -m benchmarks lm_head --quick on the CPU (ours through the interpreter)."""
+    from benchmarks import bench_lm_head, common
+
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
+    bench_lm_head.main(quick=True)
+    out = json.loads(next(tmp_path.glob("lm_head-*.json")).read_text())
+    impls = {r["impl"] for r in out["rows"]}
+    assert {"ours: fused", "cuBLAS + F.cross_entropy", "ours: fused (75 % rows kept)"} <= impls
