@@ -1,4 +1,4 @@
-"""Entry point: python -m benchmarks {layernorm_gelu,attention,adam,train_step,memory,lm_head,all} [--quick]."""
+"""Entry point: python -m benchmarks {layernorm_gelu,attention,adam,train_step,encode,memory,lm_head,all} [--quick]."""
 import argparse
 import importlib
 
@@ -7,6 +7,7 @@ BENCHES = {
     "attention": "benchmarks.bench_attention",
     "adam": "benchmarks.bench_adam",
     "train_step": "benchmarks.bench_train_step",
+    "encode": "benchmarks.bench_encode",
     "memory": "benchmarks.bench_memory",
     "lm_head": "benchmarks.bench_lm_head",
 }

@@ -18,10 +18,13 @@ bytes, val_fraction and seed: a second call with the same inputs finds it in bot
 files without reading the vocabulary or encoding anything.
 Writes are atomic (fileio.atomic_write: temporary in the same folder, fsync, rename); the JSONs are
 written last, so a killed run leaves either the previous complete output or a folder that fails the
-reuse check and is encoded again.
+reuse check and is encoded again (its temporaries removed then). Encoding holds a lock on
+`out_dir/.lock`: processes started together (DDP ranks) can all call encode_corpus; one encodes, the
+others wait and reuse its files.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -29,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .fileio import atomic_write, atomic_write_text
+from .fileio import TMP_SUFFIX, atomic_write, atomic_write_text
 
 FORMAT = 1
 DTYPE = np.uint16
@@ -274,12 +277,42 @@ def encode_corpus(paths, out_dir, text_encoder_paths: tuple[str, str], *, val_fr
     sources = list_files(paths)
     vdig = vocab_digest(encoder_path, bpe_path)
     digest = inputs_digest(sources, vdig, val_fraction, seed)
-    found = _reusable(out_dir, digest)
-    if found is not None:
-        if verbose:
-            print(f"reusing the encoded corpus in {out_dir} ({found['train']['tokens']:,} train tokens, "
-                  f"{found['val']['tokens']:,} val tokens)")
-        return found
+    with _exclusive(out_dir):  # several processes (DDP ranks): one encodes, the others then reuse
+        found = _reusable(out_dir, digest)
+        if found is not None:
+            if verbose:
+                print(f"reusing the encoded corpus in {out_dir} ({found['train']['tokens']:,} train tokens, "
+                      f"{found['val']['tokens']:,} val tokens)")
+            return found
+        _remove_stale_temporaries(out_dir)
+        return _encode(sources, out_dir, encoder_path, bpe_path, vdig, digest, val_fraction, workers, seed, verbose)
+
+
+@contextlib.contextmanager
+def _exclusive(out_dir: Path):
+    """Hold an advisory lock on out_dir/.lock (POSIX; elsewhere no lock)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / ".lock", "a") as f:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows
+            yield
+            return
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _remove_stale_temporaries(out_dir: Path) -> None:
+    """What a killed encode left (fileio's temporary names of our four files); safe under the lock."""
+    for p in out_dir.iterdir():
+        if p.name.endswith(TMP_SUFFIX) and p.name.startswith(tuple(f".{s}.{e}." for s in SPLITS for e in ("bin", "json"))):
+            p.unlink(missing_ok=True)
+
+
+def _encode(sources, out_dir, encoder_path, bpe_path, vdig, digest, val_fraction, workers, seed, verbose) -> dict:
     # First pass: count documents and validate every input before anything is encoded or written.
     counts = [[sum(1 for _ in iter_file_documents(f)) for f in files] for _, files in sources]
     n_docs = sum(map(sum, counts))

@@ -30,6 +30,17 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _new_file_mode(path: Path) -> int:
+    """The mode a plain open() would give: the existing file's, else 0o666 less the umask
+    (mkstemp's temporaries are 0o600, which would make every written file owner-only)."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 def atomic_write(path, write_fn: Callable[[IO], None], mode: str = "w") -> Path:
     """Call `write_fn(f)` on a temporary file beside `path`, then rename it over `path`.
 
@@ -40,6 +51,7 @@ def atomic_write(path, write_fn: Callable[[IO], None], mode: str = "w") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     try:
+        os.chmod(tmp, _new_file_mode(path))
         with os.fdopen(fd, mode, **({"encoding": "utf-8", "newline": ""} if mode == "w" else {})) as f:
             write_fn(f)
             f.flush()

@@ -176,7 +176,7 @@ def test_vocabulary_beyond_uint16_is_an_error(tmp_path, docs_dir, vocab):
     big.write_text(json.dumps(enc), encoding="utf-8")
     with pytest.raises(CorpusError, match=r"70,001 ids do not fit the token file's uint16"):
         encode_corpus([docs_dir], tmp_path / "o", (big, vocab[1]), verbose=False)
-    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+    assert not list((tmp_path / "o").glob("*.bin")) and not list((tmp_path / "o").glob("*.json"))
 
 
 def test_split_documents():
@@ -186,3 +186,40 @@ def test_split_documents():
     assert corpus.split_documents(2, 0.9, 0).sum() == 1  # at most n - 1
     with pytest.raises(CorpusError, match="val_fraction"):
         corpus.split_documents(10, 1.0, 0)
+
+
+def test_concurrent_calls_encode_once(tmp_path, docs_dir, vocab, monkeypatch):
+    """DDP ranks may all call encode_corpus: the lock lets one encode, the others reuse its files."""
+    import threading
+
+    import gpt1_fast.text as text_mod
+
+    built = []
+    real_cls = text_mod.TextEncoder
+
+    def counting(*a, **k):
+        built.append(1)
+        return real_cls(*a, **k)
+
+    monkeypatch.setattr(text_mod, "TextEncoder", counting)
+    results = [None] * 3
+
+    def one(i):
+        results[i] = encode_corpus([docs_dir], tmp_path, vocab, workers=1, verbose=False)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(built) == 1 and results[0] == results[1] == results[2] is not None
+
+
+def test_stale_temporaries_of_a_killed_run_are_removed(tmp_path, docs_dir, vocab):
+    tmp_path.mkdir(exist_ok=True)
+    stale = [tmp_path / ".train.bin.abc123.tmp", tmp_path / ".val.json.x.tmp"]
+    other = tmp_path / ".checkpoint.pt.q.tmp"  # not ours: kept
+    for p in stale + [other]:
+        p.write_bytes(b"partial")
+    encode_corpus([docs_dir], tmp_path, vocab, workers=1, verbose=False)
+    assert not any(p.exists() for p in stale) and other.exists()

@@ -47,3 +47,15 @@ def test_layout_rows():
     assert EmbeddingLayout.from_dict(lay.to_dict()) == lay
     with pytest.raises(ValueError, match="pos_offset"):
         EmbeddingLayout.from_dict(dict(lay.to_dict(), pos_offset=5))
+
+
+def test_atomic_write_gives_plain_file_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        p = atomic_write_text(tmp_path / "new.txt", "x")
+        assert p.stat().st_mode & 0o777 == 0o644  # as open() would, not mkstemp's 0o600
+        os.chmod(p, 0o640)
+        atomic_write_text(p, "y")
+        assert p.stat().st_mode & 0o777 == 0o640  # an existing file keeps its mode
+    finally:
+        os.umask(old)

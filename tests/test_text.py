@@ -173,3 +173,130 @@ def test_encode_rejects_a_bare_string(tmp_path):
 def test_missing_vocab_file_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="encoder"):
         TextEncoder(tmp_path / "nope.json", tmp_path / "nope.bpe")
+
+
+# ------------------------------------------------------------------- fast paths: ids never change
+def _original_ids(encoder_path, bpe_path, texts):
+    """The release's encode loop (ftfy, its regex, spaCy per text, cached bpe), from the benchmark."""
+    from benchmarks.bench_encode import OriginalEncoder
+
+    return OriginalEncoder(encoder_path, bpe_path).encode(texts)
+
+
+def _tricky_texts():
+    from benchmarks.bench_encode import make_texts
+
+    return make_texts(60, seed=2) + [
+        "", "  ", "\n", "a\n\n  b", "Dr. Smith said: \u201cno\u201d.", "x \u2014 y\u2026 z", "caf\u00e9 &amp; bar",
+        "<b>bold</b> &amp; more\nsecond &amp; line", "first &amp; line\n<i>then</i> &amp;", "ÃƒÂ©t\u00e9 mojibake",
+        "line\r\nbreaks\rhere", "tab\there", "\u00bd \u00b2 \ufb01ne", "\uff2c\uff2f\uff35\uff24", "C:\\path\\to",
+        "o.O :) :-) (: ^_^", "e.g. i.e. U.S.A. etc.", "10km 5k. 3:45am $1,000,000 50%", "'s n't 've 'll"]
+
+
+@pytest.fixture(scope="module")
+def learned(tmp_path_factory):
+    d = tmp_path_factory.mktemp("learned")
+    learn_bpe(_tricky_texts(), 300, d / "e.json", d / "m.bpe")
+    return str(d / "e.json"), str(d / "m.bpe")
+
+
+def test_batched_encode_equals_the_original_loop(learned):
+    texts = _tricky_texts()
+    te = TextEncoder(*learned)
+    want = _original_ids(*learned, texts)
+    assert te.encode(texts) == want
+    assert te.encode(texts) == want  # warm caches
+    assert [te.encode([t])[0] for t in texts] == want  # batches of one
+    assert te.encode(texts[::-1]) == want[::-1]
+    assert sum(map(len, want)) > 1000
+
+
+def test_real_vocab_batched_equals_the_original_loop(real):
+    texts = _tricky_texts()
+    assert real.encode(texts) == _original_ids(*real.paths, texts)
+
+
+def test_worker_processes_equal_in_process(learned, monkeypatch):
+    import gpt1_fast.text as text_mod
+
+    monkeypatch.setattr(text_mod, "ENCODE_BATCH", 7)  # many batches in flight: order matters
+    texts = _tricky_texts()
+    te = TextEncoder(*learned)
+    want = te.encode(texts)
+    assert te.encode(texts, workers=2) == want
+    batches = [texts[i:i + 11] for i in range(0, len(texts), 11)]
+    assert list(te.encode_batches(iter(batches), workers=2, start_method="spawn")) == \
+        [want[i:i + 11] for i in range(0, len(texts), 11)]
+
+
+def test_separator_in_a_text_falls_back_to_one_call_per_text(learned, monkeypatch):
+    te = TextEncoder(*learned)
+    pre = te.pretokenize
+    monkeypatch.setattr(pre, "fix_text", lambda t: t)  # ftfy would remove the NUL
+    texts = ["one two", "a \x00 b", "", "three"]
+    assert pre.orth_batch(texts) == [pre._tokenizer(text_standardize(t)).to_array(pre._ORTH).tolist() for t in texts]
+
+
+def test_fix_text_equals_ftfy():
+    import ftfy
+
+    from gpt1_fast.text import Pretokenizer
+
+    pre = Pretokenizer()
+    rng = __import__("random").Random(0)
+    alphabet = list("ab <>&;#\n\r\t.") + ["&amp;", "&lt;", "\u201c", "\u00e9", "Ã©", "\x00", "\x1b[31m", "\ufb01"]
+    samples = _tricky_texts() + ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40))) for _ in range(400)]
+    for s in samples:
+        assert pre.fix_text(s) == ftfy.fix_text(s), repr(s)
+
+
+def test_standardize_equals_the_original_regex_on_random_text():
+    src = "'''(-+|~+|!+|\"+|;+|\\?+|\\++|,+|\\)+|\\(+|\\\\+|\\/+|\\*+|\\[+|\\]+|}+|{+|\\|+|_+)'''"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        original = re.compile(ast.literal_eval(src))
+    rng = __import__("random").Random(1)
+    alphabet = list("-~!\";?+,)(\\/*[]}{|_ \n\tab\u2014\u2013\u2015\u2026\u00b4\u00a0")
+    for _ in range(2000):
+        s = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
+        t = s.replace("—", "-").replace("–", "-").replace("―", "-").replace("…", "...").replace("´", "'")
+        t = original.sub(r" \1 ", t)
+        t = re.sub("\\s*\n\\s*", " \n ", t)
+        t = re.sub("[^\\S\n]+", " ", t).strip()
+        assert text_standardize(s) == t, repr(s)
+
+
+def test_learn_merges_equals_recounting_every_pair():
+    """The heap-based learner against the definition: recount every pair after each merge, take the
+    most frequent (ties: smallest pair), merge it left to right in every word."""
+    from gpt1_fast.text import learn_merges
+
+    rng = __import__("random").Random(3)
+    counts = {"".join(rng.choice("abcab d") for _ in range(rng.randint(1, 9))).strip() or "a": rng.randint(1, 5)
+              for _ in range(300)}
+    words = {tuple(w[:-1]) + (w[-1] + "</w>",): f for w, f in counts.items()}
+    want = []
+    for _ in range(120):
+        pairs = {}
+        for w, f in words.items():
+            for p in zip(w[:-1], w[1:]):
+                if not any(ch.isspace() for ch in p[0] + p[1].replace("</w>", "")):
+                    pairs[p] = pairs.get(p, 0) + f
+        if not pairs:
+            break
+        best = min(pairs, key=lambda p: (-pairs[p], p))
+        want.append(best)
+        merged = {}
+        for w, f in words.items():
+            new, i = [], 0
+            while i < len(w):
+                if i < len(w) - 1 and (w[i], w[i + 1]) == best:
+                    new.append(w[i] + w[i + 1])
+                    i += 2
+                else:
+                    new.append(w[i])
+                    i += 1
+            merged[tuple(new)] = merged.get(tuple(new), 0) + f
+        words = merged
+    assert len(want) > 50
+    assert learn_merges(counts, 120) == want
