@@ -6,7 +6,8 @@
    torch.cuda.max_memory_allocated of one step after a warm-up step, against the peak that
    benchmarks/bench_memory.py reads on fake tensors (goal: within 10 %), and with
    activation checkpointing;
-3. torch.compile (Inductor) of the training step with the fused op: same loss as eager.
+3. torch.compile (Inductor) of the training step with the fused op: same loss as eager;
+4. pretraining 64 x 512: peak memory and step time with and without activation checkpointing.
 Prints one line per check; exits non-zero on a failure.
 
     PYTHONPATH=. python benchmarks/gpu_check_lm_head.py
@@ -19,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks import bench_memory
+from benchmarks.common import bench
 from gpt1_fast import ops
 from gpt1_fast.config import GPTConfig
 from gpt1_fast.model import DoubleHeadModel
@@ -82,6 +84,42 @@ def real_step_peak(ckpt: bool, compile_: bool = False) -> tuple[float, float]:
     return peak, loss
 
 
+def pretrain_table() -> None:
+    """Peak memory against step time for each option at pretraining size (64 x 512, bf16, eager and
+    compiled): the table NOTES.md asks for. Prints rows; no pass/fail."""
+    from gpt1_fast.model import TransformerModel
+
+    B, T = 64, 512
+    ids = torch.randint(0, bench_memory.N_VOCAB, (B, T), device="cuda")
+    for ckpt in (False, True):
+        for compile_ in (False, True):
+            torch.manual_seed(0)
+            model = TransformerModel(GPTConfig(backend="triton", activation_checkpointing=ckpt),
+                                     bench_memory.N_VOCAB + T, T).cuda().train()
+            opt = OpenAIAdam(model.parameters(), lr=2.5e-4, schedule="warmup_cosine", warmup=0.002, t_total=1000,
+                             max_grad_norm=1, fused=True)
+            fwd = torch.compile(model) if compile_ else model
+
+            def step():
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    h = fwd(input_ids=ids)
+                    loss = bench_memory.lm_losses_from_hidden(h, model.embed.weight, ids, torch.ones(B, T, device="cuda"),
+                                                              "triton").mean()
+                loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+
+            for _ in range(3):
+                step()
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            ms = bench(step, torch.device("cuda"), warmup_ms=50, rep_ms=1000)
+            print(f"pretraining 64x512 checkpointing={ckpt} compile={compile_}: {ms:.1f} ms/step, "
+                  f"peak {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
+            del model, opt, fwd
+            torch.cuda.empty_cache()
+
+
 def main() -> int:
     ok = True
     for dtype in (torch.bfloat16, torch.float16, torch.float32):
@@ -102,6 +140,7 @@ def main() -> int:
     ok &= good
     print(f"{'ok ' if good else 'BAD'} torch.compile step: loss {compiled_loss:.5f} vs eager {eager_loss:.5f}, "
           f"peak {peak_c:.3f} GiB")
+    pretrain_table()
     return 0 if ok else 1
 
 
