@@ -1,7 +1,7 @@
 """Peak memory of one whole training step, measured without a GPU (device-independent: CPU-fake).
 
-Each case builds the model on fake tensors (FakeTensorMode on the CPU device: shapes and dtypes, no data, no compute) and runs one warm-up step (so the optimizer state
-exists, as in every later step), then one tracked step - forward, loss, backward, optimizer, in the
+Each case builds the model on fake tensors (FakeTensorMode on the CPU device: shapes and dtypes, no
+data, no compute) and runs one warm-up step (so the optimizer state exists, as in every later step), then one tracked step - forward, loss, backward, optimizer, in the
 real dtypes (bf16 autocast, fp32 parameters and optimizer state) and backends - under
 `torch.distributed._tools.mem_tracker.MemTracker`, which sees every tensor each op returns and when
 it dies. It prints the peak with its parts (parameters, gradients, optimizer state, activations
@@ -269,7 +269,7 @@ def markdown(out) -> str:
     lines = [f"# memory (CPU-fake, device-independent): one training step's peak", "",
              f"torch {out['torch']}, commit {out['commit']}, {out['date']}", "", out["notes"], "",
              "| case | shape | impl | peak GiB | params | grads | opt state | activations | bwd temps | "
-             "LM loss keeps (MiB) | per block | extra over inputs |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "LM loss keeps (MiB) | per block | extra over inputs |", "|---" * 12 + "|"]
     for r in out["rows"]:
         p = r["parts_gib"]
         lines.append(f"| {r['case']} | {r['shape']} | {r['impl']} | {r['peak_gib']} | {p.get('Parameter', '')} | "

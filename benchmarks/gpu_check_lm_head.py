@@ -103,8 +103,8 @@ def pretrain_table() -> None:
             def step():
                 with torch.autocast("cuda", dtype=torch.bfloat16):
                     h = fwd(input_ids=ids)
-                    loss = bench_memory.lm_losses_from_hidden(h, model.embed.weight, ids, torch.ones(B, T, device="cuda"),
-                                                              "triton").mean()
+                    mask = torch.ones(B, T, device="cuda")
+                    loss = bench_memory.lm_losses_from_hidden(h, model.embed.weight, ids, mask, "triton").mean()
                 loss.backward()
                 opt.step()
                 opt.zero_grad(set_to_none=True)
