@@ -1,12 +1,14 @@
 """Peak memory of one whole training step, measured without a GPU (device-independent: CPU-fake).
 
 Each case builds the model on fake tensors (FakeTensorMode on the CPU device: shapes and dtypes, no
-data, no compute) and runs one warm-up step (so the optimizer state exists, as in every later step), then one tracked step - forward, loss, backward, optimizer, in the
-real dtypes (bf16 autocast, fp32 parameters and optimizer state) and backends - under
+data, no compute) and runs one warm-up step (so the optimizer state exists, as in every later step),
+then one tracked step - forward, loss, backward, optimizer, in the real dtypes (bf16 autocast, fp32
+parameters and optimizer state) and backends - under
 `torch.distributed._tools.mem_tracker.MemTracker`, which sees every tensor each op returns and when
 it dies. It prints the peak with its parts (parameters, gradients, optimizer state, activations
-and backward temporaries), the activations each module keeps for backward, and the LM loss's
-share.
+and backward temporaries), the activations each module keeps for backward, and what the LM loss
+keeps. The tied-weight model is built directly on fake tensors (`meta` + to_empty() cannot swap
+the tied weight into a fake tensor).
 
 What it does not see: buffers an opaque custom op allocates inside its kernel (the Triton
 LayerNorm/GELU/attention ops are fake here: their outputs are counted, their small workspaces are
