@@ -6,8 +6,9 @@
 over every row of the (tied) embedding table, positions and specials included, as the original.
 
 How (Liger-Kernel's fused linear cross-entropy, adapted to a per-row loss):
-- Rows with mask == 0 are dropped before any matmul (one host sync: `nonzero`); ROCStories pads every
-  story to the batch's longest, so a quarter of the rows are never multiplied.
+- Rows with mask == 0 are dropped before any matmul (`nonzero`: a host sync in forward and in
+  backward); ROCStories pads every story to the batch's longest, so a quarter of the rows are never
+  multiplied.
 - The kept rows go through in chunks: logits_c = h_c @ weightᵀ (cuBLAS, the compute dtype, fp32
   accumulation), then one Triton program per row streams its logits once, with an online
   log-sum-exp in float32 (`_lse_kernel`). Only the log-sum-exp (4 bytes per row) is saved.
@@ -31,6 +32,8 @@ data-dependent. On fake tensors outside torch.compile (the memory benchmark) the
 the host code itself, so every buffer the op allocates is counted.
 """
 from __future__ import annotations
+
+import functools
 
 import torch
 import triton
@@ -123,14 +126,25 @@ def _launch(kernel, logits: torch.Tensor, *args) -> None:
 
 # ------------------------------------------------------------------------------------ host code
 def _active_rows(mask: torch.Tensor) -> torch.Tensor:
-    """Indices of the rows with mask != 0 (int64). The one host sync of the op."""
+    """Indices of the rows with mask != 0 (int64): the op's host sync (one in forward, one in
+    backward; keeping the indices from the forward would give its output a data-dependent shape)."""
     return torch.nonzero(mask).squeeze(1)
 
 
+@functools.lru_cache(maxsize=None)
+def _cuda_has_f32_out_mm() -> bool:
+    try:
+        a = torch.zeros(2, 2, device="cuda", dtype=torch.bfloat16)
+        torch.addmm(torch.zeros(2, 2, device="cuda"), a, a, out_dtype=torch.float32)
+        return True
+    except (RuntimeError, TypeError):
+        return False
+
+
 def _f32_out_mm(a: torch.Tensor) -> bool:
-    # cuBLAS writes a half-precision product straight into float32 (mm/addmm with out_dtype); the CPU
-    # has no such kernel. Fake tensors model the GPU step.
-    return a.dtype != torch.float32 and (a.is_cuda or is_fake(a))
+    # cuBLAS writes a half-precision product straight into float32 (addmm with out_dtype); the CPU has
+    # no such kernel (there: float32 copies of the chunk). Fake tensors model the GPU step.
+    return a.dtype != torch.float32 and (is_fake(a) or (a.is_cuda and _cuda_has_f32_out_mm()))
 
 
 def _accumulate_f32(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
