@@ -50,11 +50,13 @@ setup(
     description="Fast, faithful GPT-1 (OpenAI 2018) in PyTorch: fused Triton/C++ kernels, OpenAI weights, ROCStories",
     packages=find_packages(include=["gpt1_fast", "gpt1_fast.*"]),
     python_requires=">=3.10",
-    install_requires=["torch>=2.4", "numpy", "tqdm"],
+    install_requires=["torch>=2.4", "numpy", "tqdm", "safetensors>=0.4"],
     extras_require={
         # Text pipeline (TextEncoder): ftfy + spaCy's rule-based English tokenizer.
         "text": ["ftfy", "spacy>=3.5"],
         "triton": ["triton>=3.1"],
+        # Loss curves (gpt1_fast.plot, the PNG gpt1_fast.pretrain draws at the end).
+        "plot": ["matplotlib"],
         # The paper's fine-tuning tasks: their metrics (gpt1_fast.tasks.metrics).
         "tasks": ["scikit-learn", "scipy"],
         "test": [
@@ -65,8 +67,10 @@ setup(
             "ftfy",
             "spacy>=3.5",
             "ninja",
+            "matplotlib",
             "scikit-learn",
             "scipy",
+            "pandas",
         ],
     },
     package_data={"gpt1_fast": ["py.typed"]},

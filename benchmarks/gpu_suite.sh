@@ -2,13 +2,13 @@
 # Everything that needs the GPU, in one call (device time is scarce):
 #   GPT1_FAST_COMMIT=<git rev-parse HEAD> bash benchmarks/gpu_suite.sh [STEP ...]
 # (the device's copy of the tree has no .git: the commit recorded in results comes from that variable)
-# STEPs: check train adam layernorm_gelu attention lm_head train_step (default: all, in that order).
+# STEPs: check train adam layernorm_gelu attention lm_head train_step pretrain (default: all, in that order).
 # Results land in benchmarks/results/; after every step, results and logs are archived to
 # $OUT/gpu_suite.tgz (the device tool returns at most 8 files), so a timeout loses only the last step.
 set -uo pipefail
 export PYTHONPATH=. PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/gpu_suite}; mkdir -p "$OUT"
-STEPS=${*:-check train adam layernorm_gelu attention lm_head train_step}
+STEPS=${*:-check train adam layernorm_gelu attention lm_head train_step pretrain}
 save() { tar czf "$OUT/gpu_suite.tgz" benchmarks/results benchmarks/NOTES.md -C "$OUT" $(cd "$OUT" && ls *.log *.txt 2>/dev/null); }
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | tee "$OUT/device.txt"
 python -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/device.txt"

@@ -2,6 +2,7 @@
 
     from gpt1_fast import TransformerModel, DoubleHeadModel, load_openai_pretrained_model, DEFAULT_CONFIG
 """
+from .api import Classifier, Entailment, MultipleChoice, Regressor, Similarity
 from .config import DEFAULT_CONFIG, GPTConfig
 from .model import (ClfHead, DoubleHeadModel, LMHead, LMModel, MultipleChoiceHead, SimilarityHead,
                     TransformerModel, set_backend)
@@ -10,7 +11,8 @@ from .weights import CheckpointError, export_hf, load_openai_pretrained_model
 
 __all__ = ["DEFAULT_CONFIG", "GPTConfig", "TransformerModel", "DoubleHeadModel", "LMModel", "LMHead",
            "MultipleChoiceHead", "ClfHead", "SimilarityHead", "set_backend", "OpenAIAdam",
-           "load_openai_pretrained_model", "export_hf", "CheckpointError", "TextEncoder"]
+           "load_openai_pretrained_model", "export_hf", "CheckpointError", "TextEncoder",
+           "Classifier", "Entailment", "Similarity", "MultipleChoice", "Regressor"]
 __version__ = "0.1.0"
 
 

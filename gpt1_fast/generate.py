@@ -1,11 +1,18 @@
-"""Sample text from GPT-1's language model, as the PyTorch port's generate.py (SPEC §7).
+"""Sample text from GPT-1's language model (the PyTorch port's generate.py, SPEC §7, with a KV cache).
 
-    python -m gpt1_fast.generate                                   # interactive; 'q' quits
-    python -m gpt1_fast.generate --prompt "The dog ran" --gen_len 20 --topk 10
+    python -m gpt1_fast.generate                                     # interactive; 'q' quits
+    python -m gpt1_fast.generate --prompt "The dog ran" --max_new_tokens 40 --top_k 10
+    python -m gpt1_fast.generate --prompt "A" --prompt "B" --num_samples 3 --top_p 0.9 --temperature 0.8
+    python -m gpt1_fast.generate --prompt_file prompts.txt --greedy --stop "."
     python -m gpt1_fast.generate --checkpoint save/rocstories/best_params.pt --prompt "..."
 
-The LM's logits cover the whole embedding table; the position rows are masked (-1e12) before the
-softmax, then each step samples from the top-k of the last position's distribution (topk 0: all).
+All prompts (times --num_samples) are generated together, one forward per new token with a
+key/value cache; the text is streamed to the terminal as it is produced (one sample after another).
+As the original: the position rows (and the special tokens) are masked with -1e12 before the
+softmax, and each step samples from the top-k (default 10) of the last position's distribution.
+A sample stops at --max_new_tokens, at a --stop string, or when the context (n_ctx tokens, prompt
+included) is full; with --sliding it keeps going on its last n_ctx/2 tokens re-encoded from position 0,
+which is not what the model was trained for (quality drops).
 """
 from __future__ import annotations
 
@@ -22,56 +29,59 @@ from .layout import EmbeddingLayout
 from .pretrained import checkpoint_present, missing_checkpoint_message, resolve_vocab
 
 
-@torch.no_grad()
-def sample(model: LMModel, ids: list[int], gen_len: int = 20, topk: int = 10, generator=None) -> list[int]:
-    """`gen_len` new token ids after the prompt ids (stops early when the context is full)."""
-    tr = model.transformer
-    if not ids:
-        raise ValueError("the prompt encodes to no tokens")
-    device = tr.embed.weight.device
-    x = torch.tensor(ids[-tr.n_ctx:], device=device)[None]
-    out = []
-    for _ in range(gen_len):
-        if x.size(1) >= tr.n_ctx:
-            break
-        probs = model(input_ids=x)[:, -1, :].float()
-        if topk:
-            values, indices = probs.topk(topk)
-            nxt = indices.gather(-1, torch.multinomial(values, 1, generator=generator))
-        else:
-            nxt = torch.multinomial(probs, 1, generator=generator)
-        out.append(int(nxt.item()))
-        x = torch.cat([x, nxt], dim=1)
-    return out
-
-
 def build_parser():
     p = argparse.ArgumentParser(prog="python -m gpt1_fast.generate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
-    a("--prompt", action="append", help="beginning words (repeatable); without it, read prompts interactively")
-    a("--gen_len", type=int, default=20, help="tokens to generate (default 20)")
-    a("--topk", type=int, default=10, help="sample from the k most likely tokens (default 10; 0: all)")
-    a("--seed", type=int, default=0, help="sampling seed (default 0)")
-    a("--model_dir", default="model/", help="pretrained checkpoint and vocabulary folder (default model/)")
+    a("--prompt", action="append", default=[], help="beginning words (repeatable: prompts are generated together)")
+    a("--prompt_file", default=None, help="a text file with one prompt per line (blank lines skipped)")
+    a("--num_samples", type=int, default=1, help="samples per prompt (default 1)")
+    a("--max_new_tokens", "--gen_len", type=int, default=20, dest="max_new_tokens",
+      help="new tokens per sample (default 20, as the port; --gen_len is the port's name)")
+    a("--top_k", "--topk", type=int, default=10, dest="top_k",
+      help="sample from the k most likely tokens (default 10, as the port; 0: all)")
+    a("--top_p", type=float, default=1.0, help="nucleus sampling: the most likely tokens up to this mass (default 1: off)")
+    a("--temperature", type=float, default=1.0, help="divide the logits by this before sampling (default 1)")
+    a("--greedy", action="store_true", help="always take the most likely token (no sampling)")
+    a("--stop", action="append", default=[],
+      help="stop a sample when it produces this text (repeatable; matched on its BPE tokens, not included)")
+    a("--sliding", action="store_true",
+      help="at n_ctx, continue on the last n_ctx/2 tokens re-encoded from position 0 (not what the model "
+           "was trained for); default: stop there")
+    a("--seed", type=int, default=0, help="sampling seed (default 0): the same seed gives the same text")
+    a("--model_dir", default="model/",
+      help="pretrained checkpoint and vocabulary folder: the release's, a HF one, or a `gpt1_fast.pretrain` "
+           "--out folder (its shapes are read from its config.json) (default model/)")
     a("--checkpoint", default=None,
       help="fine-tuned parameters saved by `gpt1_fast.train --submit` (save/<desc>/best_params.pt; its "
            "config.json beside it gives the shapes and vocabulary)")
     a("--from_scratch", action="store_true", help="random weights (for testing the pipeline)")
     a("--encoder_path", default=None, help="BPE vocabulary json (default <model_dir>/encoder_bpe_40000.json)")
     a("--bpe_path", default=None, help="BPE merges (default <model_dir>/vocab_40000.bpe)")
-    a("--n_ctx", type=int, default=512, help="context length (default 512)")
+    a("--n_ctx", type=int, default=512, help="context length, prompt included (default 512)")
     a("--n_embd", type=int, default=768, help="width, with --from_scratch (default 768)")
     a("--n_head", type=int, default=12, help="heads, with --from_scratch (default 12)")
     a("--n_layer", type=int, default=12, help="blocks, with --from_scratch (default 12)")
     a("--afn", default="gelu", choices=["gelu", "relu", "swish"], help="MLP activation (default gelu)")
     a("--device", default=None, help="cpu or cuda (default cuda when available)")
-    a("--backend", default="auto", choices=["torch", "triton", "auto"], help="op implementation (default auto)")
+    a("--backend", default="auto", choices=["torch", "triton", "auto"],
+      help="op implementation (default auto: Triton/SDPA on CUDA, the reference on CPU)")
     return p
 
 
+def _pretrain_config(model_dir: Path) -> dict | None:
+    """The "gpt1_fast" section of a `gpt1_fast.pretrain` output folder's config.json, else None."""
+    f = model_dir / "config.json"
+    if not f.is_file():
+        return None
+    try:
+        return json.loads(f.read_text()).get("gpt1_fast")
+    except (json.JSONDecodeError, AttributeError):
+        return None
+
+
 def load(args):
-    """-> (model, text_encoder) ready to sample."""
+    """-> (model, text_encoder, n_vocab) ready to sample; n_vocab: ids at and above it are specials."""
     from .text import TextEncoder
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -86,19 +96,22 @@ def load(args):
                   EmbeddingLayout(meta["n_vocab"], tuple(meta.get("specials", ())), meta["n_ctx"]))
         text_encoder = TextEncoder(args.encoder_path or meta["encoder_path"], args.bpe_path or meta["bpe_path"])
         cfg = GPTConfig(**dict(meta["cfg"], backend=args.backend))
-        model = LMModel(cfg, layout.size, layout.n_ctx, return_probs=True)
+        model = LMModel(cfg, layout.size, layout.n_ctx)
         sd = torch.load(ckpt, map_location="cpu", weights_only=True)
         model.transformer.load_state_dict({k[len("transformer."):]: v for k, v in sd.items()
                                            if k.startswith("transformer.")})
-        for name in layout.specials:
-            text_encoder.decoder[layout.special(name)] = name
     else:
         md = Path(args.model_dir)
         text_encoder = TextEncoder(*resolve_vocab(md, args.encoder_path, args.bpe_path))
         layout = EmbeddingLayout(len(text_encoder.encoder), (), args.n_ctx)  # no special tokens
         cfg = GPTConfig(n_embd=args.n_embd, n_head=args.n_head, n_layer=args.n_layer, afn=args.afn,
                         backend=args.backend)
-        model = LMModel(cfg, layout.size, layout.n_ctx, return_probs=True)
+        pretrained = _pretrain_config(md)  # a gpt1_fast.pretrain folder says its own shapes
+        if pretrained and not args.from_scratch:
+            cfg = GPTConfig(**dict(pretrained["cfg"], backend=args.backend))
+            layout = layout.with_n_ctx(pretrained["layout"]["n_ctx"])
+            args.n_ctx, args.n_embd = layout.n_ctx, cfg.n_embd
+        model = LMModel(cfg, layout.size, layout.n_ctx, )
         if not args.from_scratch:
             if not checkpoint_present(md):
                 raise FileNotFoundError(missing_checkpoint_message(md))
@@ -106,32 +119,123 @@ def load(args):
 
             load_openai_pretrained_model(model.transformer, n_ctx=layout.n_ctx, n_special=layout.n_special,
                                          n_embd=args.n_embd, path=md)
-    return model.to(device).eval(), text_encoder
+    return model.to(device).eval(), text_encoder, layout.n_vocab
+
+
+class TerminalStream:
+    """Shows the samples one after another, each as its tokens arrive (all are computed together):
+    the current sample is written live, the others are buffered until their turn."""
+
+    STOPS = {"n_ctx": "[stopped: context full, n_ctx {n_ctx}]", "stop": "[stopped: stop string]"}
+
+    def __init__(self, text_encoder, prompts: list[str], n_ctx: int, out=None):
+        self.te, self.prompts, self.n_ctx = text_encoder, prompts, n_ctx
+        self.out = out or sys.stdout
+        self.tokens = [[] for _ in prompts]
+        self.reasons = [None] * len(prompts)
+        self.shown, self.cur = "", -1
+        self._advance()
+
+    def text(self, row) -> str:
+        return self.te.decode(self.tokens[row], skip_special=True)
+
+    def _write(self, s):
+        self.out.write(s)
+        self.out.flush()
+
+    def _show(self):
+        text = self.text(self.cur)
+        if text.startswith(self.shown) and len(text) > len(self.shown):
+            self._write((" " if not self.shown else "") + text[len(self.shown):])
+            self.shown = text
+
+    def _advance(self):
+        while True:
+            self.cur += 1
+            if self.cur >= len(self.prompts):
+                return
+            if len(self.prompts) > 1:
+                self._write(f"=== sample {self.cur + 1}/{len(self.prompts)} ===\n")
+            self._write(self.prompts[self.cur])
+            self.shown = ""
+            self._show()
+            if self.reasons[self.cur] is None:
+                return
+            self._end()
+
+    def _end(self):
+        note = self.STOPS.get(self.reasons[self.cur], "")
+        self._write("\n" + (note.format(n_ctx=self.n_ctx) + "\n" if note else ""))
+
+    def on_tokens(self, row, ids):
+        self.tokens[row].extend(ids)
+        if row == self.cur:
+            self._show()
+
+    def on_finish(self, row, reason):
+        self.reasons[row] = reason
+        if row == self.cur:
+            self._show()
+            self._end()
+            self._advance()
+
+
+def read_prompts(args) -> list[str]:
+    prompts = list(args.prompt)
+    if args.prompt_file:
+        f = Path(args.prompt_file)
+        if not f.is_file():
+            raise SystemExit(f"error: --prompt_file {f}: not found")
+        prompts += [line.strip() for line in f.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return prompts
+
+
+def check_args(args):
+    if args.num_samples < 1:
+        raise SystemExit(f"error: --num_samples must be >= 1, got {args.num_samples}")
+    if args.max_new_tokens < 0:
+        raise SystemExit(f"error: --max_new_tokens must be >= 0, got {args.max_new_tokens}")
+    if not 0 < args.top_p <= 1:
+        raise SystemExit(f"error: --top_p must be in (0, 1], got {args.top_p}")
+    if args.top_k < 0:
+        raise SystemExit(f"error: --top_k must be >= 0, got {args.top_k}")
+    if args.temperature <= 0 and not args.greedy:
+        raise SystemExit(f"error: --temperature must be > 0 (or use --greedy), got {args.temperature}")
+
+
+def run(model, text_encoder, n_vocab, prompts: list[str], args, generator, out=None) -> list[str]:
+    """Generate for every prompt (x num_samples) at once, streaming; -> the continuations' texts."""
+    ids = text_encoder.encode(prompts)
+    for i, row in enumerate(ids):
+        if not row:
+            raise SystemExit(f"error: --prompt {i + 1} encodes to no tokens ({prompts[i]!r})")
+    stops = [s for s in (text_encoder.encode([t])[0] for t in args.stop) if s]
+    rows = [r for r in ids for _ in range(args.num_samples)]
+    shown = [p for p in prompts for _ in range(args.num_samples)]
+    stream = TerminalStream(text_encoder, shown, model.transformer.n_ctx, out)
+    try:
+        g = model.generate(rows, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                           top_p=args.top_p, greedy=args.greedy, stop=stops, n_vocab=n_vocab, generator=generator,
+                           sliding=args.sliding, on_tokens=stream.on_tokens, on_finish=stream.on_finish)
+    except ValueError as e:  # a prompt longer than n_ctx
+        raise SystemExit(f"error: {e}") from None
+    return [text_encoder.decode(t, skip_special=True) for t in g.tokens]
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    torch.manual_seed(args.seed)
+    check_args(args)
+    torch.manual_seed(args.seed)  # --from_scratch weights (and the special rows) depend on it
+    prompts = read_prompts(args)
     from .weights import CheckpointError
 
     try:
-        model, text_encoder = load(args)
-    except (FileNotFoundError, CheckpointError) as e:
+        model, text_encoder, n_vocab = load(args)
+    except (FileNotFoundError, CheckpointError, ImportError) as e:
         raise SystemExit(f"error: {e}") from None
     gen = torch.Generator(device=model.transformer.embed.weight.device).manual_seed(args.seed)
-
-    def run(text):
-        ids = text_encoder.encode([text])[0]
-        if not ids:
-            print("(the prompt encodes to no tokens)")
-            return ""
-        new = sample(model, ids, args.gen_len, args.topk, generator=gen)
-        out = text_encoder.decode(new)
-        print(out, flush=True)
-        return out
-
-    if args.prompt:
-        return [run(t) for t in args.prompt]
+    if prompts:
+        return run(model, text_encoder, n_vocab, prompts, args, gen)
     outs = []
     while True:
         try:
@@ -140,7 +244,8 @@ def main(argv=None):
             break
         if text.strip() == "q":
             break
-        outs.append(run(text))
+        if text.strip():
+            outs += run(model, text_encoder, n_vocab, [text], args, gen)
     return outs
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections.abc
 import copy
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -52,6 +53,38 @@ class Conv1D(nn.Module):
         return ops.linear(x, self.w, self.b if with_bias else None)
 
 
+class LayerCache(NamedTuple):
+    k: torch.Tensor  # [B, n_head, n_ctx, head_dim]
+    v: torch.Tensor
+    mask: torch.Tensor  # [B, n_ctx] bool, False at padding columns
+    start: int  # first column the new tokens go to
+
+
+class KVCache:
+    """Keys and values of every layer for incremental decoding, preallocated to n_ctx columns.
+
+    Column j of every row holds the j-th token fed; `length` columns are filled, and `mask[:, j]` is
+    False where a row's column j is padding (prompts of different lengths are left-padded). Made by
+    `TransformerModel.new_kv_cache(batch)`, filled and advanced by `forward(..., kv_cache=cache)`.
+    """
+
+    def __init__(self, n_layer: int, batch: int, n_head: int, n_ctx: int, head_dim: int, device=None,
+                 dtype=torch.float32):
+        shape = (batch, n_head, n_ctx, head_dim)
+        # empty, not zeros: only the filled columns (< length) are ever read
+        self.k = [torch.empty(shape, device=device, dtype=dtype) for _ in range(n_layer)]
+        self.v = [torch.empty(shape, device=device, dtype=dtype) for _ in range(n_layer)]
+        self.mask = torch.zeros(batch, n_ctx, dtype=torch.bool, device=device)
+        self.length = 0
+
+    @property
+    def n_ctx(self) -> int:
+        return self.mask.size(1)
+
+    def layer(self, i: int) -> LayerCache:
+        return LayerCache(self.k[i], self.v[i], self.mask, self.length)
+
+
 class Attention(nn.Module):
     def __init__(self, nx: int, n_ctx: int, cfg: GPTConfig, scale: bool = True):
         super().__init__()
@@ -69,10 +102,25 @@ class Attention(nn.Module):
         self.attn_dropout = nn.Dropout(cfg.attn_pdrop)
         self.resid_dropout = nn.Dropout(cfg.resid_pdrop)
 
-    def forward(self, x):
+    def forward(self, x, kv: LayerCache | None = None):
         qkv = self.c_attn(x)
-        a = ops.attention(qkv, self.n_head, self.attn_dropout.p, self.training, mask_b=self.b, backend=self.backend)
+        if kv is None:
+            a = ops.attention(qkv, self.n_head, self.attn_dropout.p, self.training, mask_b=self.b, backend=self.backend)
+        else:
+            a = self._cached(qkv, kv)
         return self.resid_dropout(self.c_proj(a))
+
+    def _cached(self, qkv, kv: LayerCache):
+        """Write the new keys/values into the cache's columns start.., attend over everything filled."""
+        B, T, C3 = qkv.shape
+        C = C3 // 3
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in qkv.split(C, dim=2))
+        end = kv.start + T
+        kv.k[:, :, kv.start:end] = k
+        kv.v[:, :, kv.start:end] = v
+        a = ops.attention_step(q, kv.k[:, :, :end], kv.v[:, :, :end], kv.mask[:, :end], self.attn_dropout.p,
+                               self.training, backend=self.backend)
+        return a.transpose(1, 2).reshape(B, T, C)
 
 
 class MLP(nn.Module):
@@ -101,8 +149,8 @@ class Block(nn.Module):
         self.mlp = MLP(4 * nx, cfg)
         self.ln_2 = LayerNorm(nx, backend=cfg.backend)
 
-    def forward(self, x):
-        a = self.attn(x)
+    def forward(self, x, kv: LayerCache | None = None):
+        a = self.attn(x, kv)
         n = self.ln_1(x, residual=a)
         m = self.mlp(n)
         return self.ln_2(n, residual=m)
@@ -130,34 +178,79 @@ class TransformerModel(nn.Module):
         """Row of position 0 in the embedding table (n_vocab + n_special)."""
         return self.vocab - self.n_ctx
 
-    def forward(self, x: torch.Tensor | None = None, *, input_ids: torch.Tensor | None = None):
+    def new_kv_cache(self, batch: int, dtype: torch.dtype | None = None, capacity: int | None = None) -> KVCache:
+        """An empty cache for `batch` rows and `capacity` columns (default n_ctx)."""
+        w = self.embed.weight
+        n_head = self.h[0].attn.n_head
+        return KVCache(len(self.h), batch, n_head, capacity or self.n_ctx, self.n_embd // n_head, w.device,
+                       dtype or w.dtype)
+
+    def forward(self, x: torch.Tensor | None = None, *, input_ids: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                kv_cache: KVCache | None = None):
+        """Hidden states [B, T, n_embd]; with `kv_cache`, (hidden states, the cache advanced by T).
+
+        position_ids [B, T]: 0-based positions (default: continued from the cache, counting only
+        real tokens, so left padding shifts nothing). attention_mask [B, T]: 0 at padding tokens.
+        """
         if (x is None) == (input_ids is None):
             raise TypeError("pass exactly one of: a packed [..., T, 2] tensor, or input_ids=[..., T]")
         if x is not None:
+            if position_ids is not None or attention_mask is not None or kv_cache is not None:
+                raise TypeError("position_ids, attention_mask and kv_cache go with input_ids= (the packed "
+                                "input carries its own positions)")
             if x.dim() < 2 or x.size(-1) != 2:
                 raise ValueError(f"packed input must have shape [..., T, 2], got {tuple(x.shape)}; "
                                  "for plain token ids call model(input_ids=ids)")
             x = x.view(-1, x.size(-2), x.size(-1))
             h = self.drop(self.embed(x)).sum(dim=2)  # token + position vectors
-        else:
-            T = input_ids.size(-1)
-            if T > self.n_ctx:
-                raise ValueError(f"sequence length {T} exceeds n_ctx {self.n_ctx}")
-            ids = input_ids.reshape(-1, T)
-            pos = torch.arange(self.pos_offset, self.pos_offset + T, device=ids.device)
-            h = self.drop(self.embed(ids)) + self.drop(self.embed(pos))
+            return self._blocks(h, None)
+        T = input_ids.size(-1)
+        ids = input_ids.reshape(-1, T)
+        start = kv_cache.length if kv_cache is not None else 0
+        limit = self.n_ctx if kv_cache is None else min(self.n_ctx, kv_cache.n_ctx)
+        if start + T > limit:
+            raise ValueError(f"sequence length {start + T} exceeds n_ctx {limit}")
+        cache = kv_cache
+        if cache is None and attention_mask is not None:  # padding needs the key mask: a one-off cache
+            cache = self.new_kv_cache(ids.size(0), capacity=T)
+        if position_ids is not None and position_ids.numel() and not (
+                0 <= int(position_ids.min()) <= int(position_ids.max()) < self.n_ctx):  # explicit ones only (a sync)
+            raise ValueError(f"position ids must lie in [0, {self.n_ctx}), got {int(position_ids.min())}.."
+                             f"{int(position_ids.max())}")
+        if cache is not None:
+            cache.mask[:, start:start + T] = True if attention_mask is None else attention_mask.reshape(-1, T).bool()
+            if position_ids is None:  # real tokens so far, counted per row
+                position_ids = (cache.mask[:, :start + T].cumsum(1)[:, start:] - 1).clamp(min=0)
+        if position_ids is None:
+            position_ids = torch.arange(T, device=ids.device)
+        h = self.drop(self.embed(ids)) + self.drop(self.embed(position_ids + self.pos_offset))
+        h = self._blocks(h, cache)
+        if kv_cache is None:
+            return h
+        kv_cache.length += T
+        return h, kv_cache
+
+    def _blocks(self, h, cache: KVCache | None):
         dev = h.device.type
         if torch.is_autocast_enabled(dev) and ops.resolve(self.backend, h) == "triton":
             # The residual stream in the autocast dtype: the fused LayerNorm normalises in float32 and
             # writes bf16, so no float32 copy of it is kept per block (the GEMMs read bf16 either way).
             h = h.to(torch.get_autocast_dtype(dev))
-        for block in self.h:
-            if self.activation_checkpointing and self.training and torch.is_grad_enabled():
+        recompute = self.activation_checkpointing and cache is None and self.training and torch.is_grad_enabled()
+        for i, block in enumerate(self.h):
+            if recompute:
                 # dropout masks come out the same on recompute: checkpoint restores the RNG state
                 h = torch.utils.checkpoint.checkpoint(block, h, use_reentrant=False)
             else:
-                h = block(h)
+                h = block(h, None if cache is None else cache.layer(i))
         return h
+
+    def generate(self, input_ids, max_new_tokens: int = 20, **kw):
+        """Sample continuations with the tied LM head: see `gpt1_fast.sampling.generate`."""
+        from .sampling import generate
+
+        return generate(self, input_ids, max_new_tokens, **kw)
 
 
 class LMHead(nn.Module):
@@ -268,11 +361,18 @@ class LMModel(nn.Module):
             pos_emb_mask[:, :, -n_ctx:] = -1e12
             self.register_buffer("pos_emb_mask", pos_emb_mask)
 
-    def forward(self, x=None, *, input_ids=None):
-        lm_logits = self.lm_head(self.transformer(x, input_ids=input_ids))
+    def forward(self, x=None, *, input_ids=None, **kw):
+        """kw: position_ids, attention_mask, kv_cache as TransformerModel (with kv_cache: (logits, cache))."""
+        h = self.transformer(x, input_ids=input_ids, **kw)
+        h, cache = h if isinstance(h, tuple) else (h, None)
+        lm_logits = self.lm_head(h)
         if self.return_probs:
             lm_logits = torch.softmax(lm_logits + self.pos_emb_mask, dim=-1)
-        return lm_logits
+        return lm_logits if cache is None else (lm_logits, cache)
+
+    def generate(self, input_ids, max_new_tokens: int = 20, **kw):
+        """Sample continuations: see `gpt1_fast.sampling.generate`."""
+        return self.transformer.generate(input_ids, max_new_tokens, **kw)
 
 
 def _pair(task_head_type, name):

@@ -10,6 +10,7 @@ Choosing a backend is one argument (or `GPTConfig.backend`); nothing else in the
 from __future__ import annotations
 
 import importlib.util
+import math
 
 import torch
 
@@ -127,3 +128,31 @@ def lm_head_loss(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, m
         return fused(h, weight, targets, mask)
     logits = torch.nn.functional.linear(h, weight)  # h @ weight.T, as the LM head computes it (same kernels, same bits)
     return reference.cross_entropy(logits, targets) * mask
+
+
+# ------------------------------------------------------------------------------- cached attention
+def attention_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None = None,
+                   dropout_p: float = 0.0, training: bool = False, backend: str = "auto") -> torch.Tensor:
+    """Attention of T new queries over the L >= T cached keys of incremental decoding.
+
+    q: [B, H, T, D], the queries of cache columns L-T .. L-1; k, v: [B, H, L, D] (the cache's filled
+    columns, new ones included); key_mask: [B, L] bool, False for padding columns. Query i sees
+    columns <= L-T+i that are not padding, and always its own column (so a padding query has one key,
+    not none: no NaN, and its output is never read). -> [B, H, T, D].
+    torch: the reference formula (w*b + -1e9*(1-b)), so it equals the full recomputation;
+    triton (CUDA): PyTorch's SDPA with the boolean mask (the fused kernel has no key mask).
+    """
+    T, L = q.size(-2), k.size(-2)
+    col = torch.arange(L, device=q.device)
+    row = torch.arange(L - T, L, device=q.device)[:, None]
+    allowed = (col <= row)[None, None]  # [1, 1, T, L] causal
+    if key_mask is not None:
+        allowed = allowed & (key_mask[:, None, None, :] | (col == row))
+    p = dropout_p if training else 0.0
+    if resolve(backend, q) == "triton":
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=p)
+    # reference.attention's formula, op for op, with a rectangular [T, L] mask (its mask_b is square)
+    b = allowed.to(q.dtype)
+    w = torch.matmul(q, k.transpose(-1, -2)) * (1 / math.sqrt(q.size(-1)))
+    w = torch.softmax(w * b + -1e9 * (1 - b), dim=-1)
+    return torch.matmul(torch.nn.functional.dropout(w, p, training), v)

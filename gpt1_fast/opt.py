@@ -44,6 +44,20 @@ def warmup_linear(x, warmup=0.002):
     return ((x / warmup if s else 0.0) + (1 - s)) * (1 - x)
 
 
+def warmup_cosine_after(t: int, warmup_steps: int, total_steps: int) -> float:
+    """The paper's pretraining schedule (§4.1) as a factor of the max learning rate at update t
+    (t = updates done before this one, 0 first, as lr_at): linear from 0 over `warmup_steps`, then
+    cosine from 1 to 0 at `total_steps`. Unlike `warmup_cosine` (the TF release's: warmup as a
+    fraction, cosine over the whole run, so it restarts below 1 after the warmup) the cosine
+    starts where the warmup ends. Written per step, so the warmup is exactly N updates."""
+    if t < warmup_steps:
+        return t / warmup_steps
+    if total_steps <= warmup_steps:
+        return 1.0
+    return 0.5 * (1.0 + math.cos(math.pi * min(t - warmup_steps, total_steps - warmup_steps)
+                                 / (total_steps - warmup_steps)))
+
+
 SCHEDULES: dict[str, Callable[[float, float], float]] = {
     "warmup_cosine": warmup_cosine,
     "warmup_constant": warmup_constant,

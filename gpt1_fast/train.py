@@ -18,9 +18,11 @@ Every file is written atomically (temporary file + rename).
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -35,13 +37,14 @@ from .opt import SCHEDULES, OpenAIAdam
 from .pretrained import (LazyTextEncoder, checkpoint_present, missing_checkpoint_message, resolve_cache_dir,
                          resolve_vocab)
 from .tasks import describe, get_task, task_names
+from .tasks.common import PADDINGS
 from .tasks.trainer import JsonlLogger, RunPaths, TrainConfig, Trainer
 
 
 def _task_args(a):
     a("--dataset", default="rocstories", choices=task_names(),
       help="task, by the paper's name (default rocstories); the files each expects are listed below")
-    a("--desc", default="rocstories", help="run name: log/<desc>.jsonl, save/<desc>/ (default rocstories)")
+    a("--desc", default=None, help="run name: log/<desc>.jsonl, save/<desc>/ (default: the dataset's name)")
     a("--data_dir", default="data/", help="folder holding the dataset's files (default data/)")
     a("--log_dir", default="log/", help="folder for <desc>.jsonl (default log/)")
     a("--save_dir", default="save/", help="folder for <desc>/best_params.pt with --submit (default save/)")
@@ -54,8 +57,10 @@ def _task_args(a):
     a("--n_valid", type=int, default=374,
       help="ROCStories: stories held out of the val file for validation; every task: the first n_valid "
            "training examples are scored at each evaluation (default 374)")
-    a("--padding", default="batch", choices=["batch", "global"],
-      help="pad each batch to its own longest sequence (default; exact, faster) or every batch to n_ctx")
+    a("--padding", default="batch", choices=list(PADDINGS),
+      help="batch (default): pad each batch to its own longest sequence, rounded up to a multiple of 8 "
+           "(torch.compile then traces dynamic shapes); pow2: rounded up to a power of two (at most 7 static "
+           "graphs under --compile); global: every batch to the fitted n_ctx, as the release. All exact")
 
 
 def _model_args(a):
@@ -110,6 +115,12 @@ def _run_args(a):
       help="recompute each block's forward in backward instead of keeping its activations "
            "(torch.utils.checkpoint per block): much less memory for about a third more compute")
     a("--n_batch_eval", type=int, default=None, help="examples per evaluation batch (default 2 x per-rank batch)")
+    a("--save_every", type=int, default=0,
+      help="checkpoint (model, optimizer, loop state, RNG states) every N updates into save/<desc>/checkpoints/ "
+           "(default 0: none)")
+    a("--resume", nargs="?", const="latest", default=None, metavar="CKPT",
+      help="continue from the latest checkpoint in save/<desc>/checkpoints/ (or from CKPT): same final "
+           "parameters and submission as an uninterrupted run")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -162,20 +173,69 @@ def run_config(cfg: GPTConfig, task, layout, vocab_paths) -> dict:
                 specials=list(layout.specials))
 
 
+def compiling(args, dist: Dist) -> bool:
+    return args.compile if args.compile is not None else dist.device.type == "cuda"
+
+
 def wrap_for_training(model, args, dist: Dist):
-    """What the training step calls: the model, inside DDP with several processes, compiled on CUDA."""
+    """What the training step calls: the model, inside DDP with several processes, compiled on CUDA
+    (static shapes: the padding gives few widths, see --padding)."""
     train_model = model
     if dist.world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         train_model = DDP(model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
-    if args.compile if args.compile is not None else dist.device.type == "cuda":
-        train_model = torch.compile(train_model)
+    if compiling(args, dist):
+        # pow2 / global padding: at most 7 / 1 widths, one static graph each (under dynamo's recompile limit of 8)
+        train_model = torch.compile(train_model, dynamic=args.padding == "batch")
     return train_model
+
+
+# Arguments that change the math: a checkpoint resumes only under the same values (resume.py).
+MATH_ARGS = ("dataset", "data_dir", "n_iter", "n_batch", "max_grad_norm", "lr", "lr_warmup", "lr_schedule", "n_ctx",
+             "n_embd", "n_head", "n_layer", "embd_pdrop", "attn_pdrop", "resid_pdrop", "clf_pdrop", "l2", "vector_l2",
+             "afn", "n_transfer", "lm_coef", "b1", "b2", "e", "n_valid", "from_scratch", "seed", "padding")
+
+
+def setup_checkpoints(args, trainer: Trainer, dist: Dist, vocab_paths):
+    """--resume: restore model, optimizer, the trainer's loop state and every RNG; --save_every:
+    checkpoint after every N-th update (save/<desc>/checkpoints/step_<N>.pt, the newest 2 kept)."""
+    from .corpus import vocab_digest
+    from .resume import CheckpointDir, all_rng_states, restore_rng_states
+
+    ckpts = CheckpointDir(trainer.paths.run_dir / "checkpoints")
+    fp = {k: getattr(args, k) for k in MATH_ARGS if hasattr(args, k)}
+    fp.update(vocab_digest=vocab_digest(*vocab_paths), data_dir=str(Path(args.data_dir).resolve()),
+              model_dir=None if args.from_scratch else str(Path(args.model_dir).resolve()))
+    if args.resume is None and ckpts.latest() is not None:
+        raise SystemExit(f"error: {ckpts.folder} already holds checkpoints ({ckpts.latest().name}): pass --resume "
+                         "to continue that run, or choose another --desc")
+    if args.resume is not None:
+        ckpt = ckpts.load(None if args.resume == "latest" else args.resume, fp)
+        trainer.model.load_state_dict(ckpt["model"])
+        trainer.opt.load_state_dict(ckpt["optimizer"])
+        trainer.load_state_dict(ckpt["trainer"])
+        if not restore_rng_states(ckpt["rng"], dist.rank, dist.world) and dist.main:
+            print(f"warning: checkpoint written by {len(ckpt['rng'])} processes, resuming with {dist.world}: "
+                  "dropout masks differ from an uninterrupted run", file=sys.stderr)
+        if trainer.logger is not None:  # the log again holds every evaluation so far
+            for rec in trainer.history:
+                trainer.logger.log(**rec)
+    if args.save_every > 0:
+        def save(t: Trainer):
+            if t.n_updates % args.save_every == 0:
+                rngs = all_rng_states(dist.world)
+                if dist.main:
+                    ckpts.save(t.n_updates, {"model": t.model.state_dict(), "optimizer": t.opt.state_dict(),
+                                             "trainer": t.state_dict(), "rng": rngs}, fp)
+                dist.barrier()
+
+        trainer.after_update = save
 
 
 def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
+    args.desc = args.desc or args.dataset
     if args.analysis and not args.submit:
         raise SystemExit("--analysis reads the submission file: pass --submit too")
     vocab_paths = resolve_vocab(args.model_dir, args.encoder_path, args.bpe_path)
@@ -215,10 +275,9 @@ def run(args, task, dist: Dist, vocab_paths) -> dict:
     paths = RunPaths(args.desc, args.log_dir, args.save_dir, args.submission_dir)
     logger = JsonlLogger(paths.log, **vars(args)) if dist.main else None
     if dist.main and args.submit:
-        import json
-
         atomic_write_text(paths.config, json.dumps(run_config(cfg, task, data.layout, vocab_paths), indent=2))
     trainer = Trainer(task, data, model, opt, config, paths, logger, train_model, dist.rank, dist.world, dist.barrier)
+    setup_checkpoints(args, trainer, dist, vocab_paths)
     t0 = time.time()
     trainer.fit()
     if device.type == "cuda":
@@ -243,15 +302,11 @@ def cli(argv=None):
     """Command-line entry: bad input (a missing or malformed file) is one clear line, no traceback."""
     from .weights import CheckpointError
 
-    errors = (FileNotFoundError, rocdata.DataError, CheckpointError)
-    try:
-        from .tasks.readers import DataError
-        errors += (DataError,)
-    except ImportError:  # TEMPORARY, until the readers branch is merged
-        pass
+    from .resume import ResumeError
+
     try:
         main(argv)
-    except errors as e:
+    except (FileNotFoundError, rocdata.DataError, CheckpointError, ResumeError) as e:  # readers raise data.DataError
         raise SystemExit(f"error: {e}") from None
 
 

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 import math
-import struct
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from .fileio import atomic_write_bytes, atomic_write_text
 
 N_SHARDS = 10
 # Per-layer arrays in the release's order (SPEC §1) and their parameter names in this package.
@@ -90,51 +91,26 @@ def read_openai_checkpoint(path) -> list[np.ndarray]:
     return [a.reshape(s) for a, s in zip(np.split(flat, offsets), shapes)]
 
 
-# ------------------------------------------------------------------------------ safetensors (NumPy)
-_ST_DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I64": np.int64}
+# ----------------------------------------------------------------------------------- safetensors
+def read_safetensors(f) -> dict[str, np.ndarray]:
+    """Every tensor of a .safetensors file as float32 (bf16/f16 widened) or its own integer dtype."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
 
-
-def read_safetensors(f: Path) -> dict[str, np.ndarray]:
-    data = Path(f).read_bytes()
     try:
-        (n,) = struct.unpack("<Q", data[:8])
-        header = json.loads(data[8:8 + n])
-    except Exception as e:
-        raise CheckpointError(f"{f}: not a safetensors file ({e})") from None
-    out, base = {}, 8 + n
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        if info["dtype"] == "BF16":
-            raw = np.frombuffer(data, np.uint16, math.prod(info["shape"]), base + info["data_offsets"][0])
-            out[name] = (raw.astype(np.uint32) << 16).view(np.float32).reshape(info["shape"])
-            continue
-        if info["dtype"] not in _ST_DTYPES:
-            raise CheckpointError(f"{f}: tensor {name} has unsupported dtype {info['dtype']}")
-        b, e = info["data_offsets"]
-        if base + e > len(data):
-            raise CheckpointError(f"{f}: truncated: tensor {name} ends at byte {base + e}, file has {len(data)}")
-        out[name] = np.frombuffer(data[base + b:base + e], _ST_DTYPES[info["dtype"]]).reshape(info["shape"])
-    return out
+        sd = load_file(str(f))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{f}: not a readable safetensors file ({e})") from None
+    return {k: (v.float() if v.is_floating_point() else v).numpy() for k, v in sd.items()}
 
 
-def write_safetensors(f: Path, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> None:
-    header, blobs, off = {}, [], 0
-    for name, t in tensors.items():
-        a = t.detach().to("cpu", torch.float32).contiguous().numpy()
-        header[name] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [off, off + a.nbytes]}
-        blobs.append(a.tobytes())
-        off += a.nbytes
-    if metadata:
-        header["__metadata__"] = metadata
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * (-len(h) % 8)
-    tmp = Path(f).with_suffix(".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(struct.pack("<Q", len(h)) + h)
-        for b in blobs:
-            fh.write(b)
-    tmp.replace(f)  # atomic: a failed export leaves no half-written file
+def write_safetensors(f, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> None:
+    """float32 copies of `tensors` to `f`, atomically (a failed write leaves no half-written file)."""
+    from safetensors.torch import save
+
+    # clone: tied rows (tokens and positions of one table) must not share storage in the file
+    data = save({k: t.detach().to("cpu", torch.float32).clone() for k, t in tensors.items()}, metadata)
+    atomic_write_bytes(f, data)
 
 
 def read_hf_checkpoint(path) -> list[np.ndarray]:
@@ -270,5 +246,5 @@ def export_hf(model, path, cfg=None) -> Path:
         "num_labels": 1,
     }
     write_safetensors(path / "model.safetensors", hf_state_dict(model), metadata={"format": "pt"})
-    (path / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    atomic_write_text(path / "config.json", json.dumps(config, indent=2) + "\n")
     return path

@@ -202,3 +202,52 @@ def test_hf_pytorch_bin_is_read_weights_only(tmp_path):
     torch.save({"x": Boom()}, tmp_path / "evil" / "pytorch_model.bin")
     with pytest.raises(CheckpointError, match="weights-only"):
         load_openai_pretrained_model(dst, n_embd=16, path=tmp_path / "evil")
+
+
+# ------------------------------------------------------------------------------------ safetensors
+def _hf_folder(tmp_path):
+    torch.manual_seed(2)
+    src = TransformerModel(small_cfg(), vocab=50 + 8, n_ctx=8)
+    export_hf(src, tmp_path / "hf")
+    return src, tmp_path / "hf" / "model.safetensors"
+
+
+def test_export_is_a_real_safetensors_file(tmp_path):
+    from safetensors.torch import load_file
+
+    src, f = _hf_folder(tmp_path)
+    sd = load_file(str(f))  # the package itself reads it back
+    assert torch.equal(sd["tokens_embed.weight"], src.embed.weight[:50])
+    assert torch.equal(sd["positions_embed.weight"], src.embed.weight[50:])
+    assert sd["h.1.attn.c_attn.weight"].dtype == torch.float32
+    assert not [p for p in f.parent.iterdir() if "tmp" in p.name]
+
+
+@pytest.mark.parametrize("damage,match", [
+    (lambda f: f.write_bytes(f.read_bytes()[:-100]), r"model\.safetensors: not a readable safetensors file"),
+    (lambda f: f.write_bytes(b"garbage"), r"model\.safetensors: not a readable safetensors file"),
+    (lambda f: f.write_bytes(b"\xff" * 8 + f.read_bytes()[8:]), r"model\.safetensors: not a readable safetensors file"),
+])
+def test_damaged_safetensors_gives_a_clear_error_and_loads_nothing(tmp_path, damage, match):
+    _, f = _hf_folder(tmp_path)
+    damage(f)
+    model = TransformerModel(small_cfg(), vocab=50 + 8, n_ctx=8)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(CheckpointError, match=match):
+        load_openai_pretrained_model(model, n_embd=16, path=f.parent)
+    _assert_untouched(model, before)
+
+
+def test_bf16_safetensors_is_widened(tmp_path):
+    from safetensors.torch import save_file
+
+    from gpt1_fast.weights import hf_state_dict
+
+    torch.manual_seed(3)
+    src = TransformerModel(small_cfg(), vocab=50 + 8, n_ctx=8)
+    (tmp_path / "hf").mkdir()
+    save_file({k: v.to(torch.bfloat16).clone() for k, v in hf_state_dict(src).items()},
+              str(tmp_path / "hf" / "model.safetensors"))
+    dst = TransformerModel(small_cfg(), vocab=50 + 8, n_ctx=8)
+    load_openai_pretrained_model(dst, n_embd=16, path=tmp_path / "hf")
+    assert torch.equal(dst.h[0].attn.c_attn.w, src.h[0].attn.c_attn.w.to(torch.bfloat16).float())

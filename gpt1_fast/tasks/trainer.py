@@ -31,7 +31,7 @@ class TrainConfig:
     n_batch_eval: int | None = None  # examples per evaluation batch (default 2 x per-process batch)
     n_valid: int = 374              # first training examples scored at each evaluation ("tr_")
     seed: int = 42                  # data order
-    padding: str = "batch"          # "batch": each batch to its longest sequence; "global": to n_ctx
+    padding: str = "batch"          # each batch to its longest sequence ("batch", "pow2"), or to n_ctx ("global")
     submit: bool = False            # keep the best parameters, write predictions
     bf16: bool = False              # autocast
     verbose: bool = False           # progress bars
@@ -96,14 +96,11 @@ class Trainer:
         self.best_score = -math.inf
         self.history: list[dict] = []
         self.tokens = {"real": 0, "padded": 0}
+        self.after_update = None  # called with the trainer after every update (and its evaluation)
 
     @property
     def main(self) -> bool:
         return self.rank == 0
-
-    @property
-    def n_updates_total(self) -> int:
-        return self.n_batches * self.config.n_iter
 
     def autocast(self):
         if self.config.bf16:
@@ -124,7 +121,7 @@ class Trainer:
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         self.n_updates += 1
-        self.tokens["real"] += int(M.sum().item())
+        self.tokens["real"] += int(self.data["train"].lengths[idx].sum())  # host-side: no device sync
         self.tokens["padded"] += M.numel()
         return out["loss"]
 
@@ -146,6 +143,8 @@ class Trainer:
                     bar.set_postfix(loss=f"{loss.item():.3f}")
                 if self.epoch == 0 and self.n_updates in EVAL_UPDATES_FIRST_EPOCH:
                     self.evaluate(self.epoch)
+                if self.after_update is not None:
+                    self.after_update(self)  # e.g. a checkpoint: the loop state is complete here
             self.epoch, self.batch, self.perm = self.epoch + 1, 0, None
             self.evaluate(self.epoch)
         return self.history
@@ -158,7 +157,7 @@ class Trainer:
         enc = self.data[split]
         n = len(enc) if n is None else min(n, len(enc))
         order = np.arange(n)
-        if self.config.padding == "batch":
+        if self.config.padding != "global":
             order = np.argsort(enc.lengths[:n].max(1), kind="stable")
         self.model.eval()
         out = []
@@ -211,6 +210,7 @@ class Trainer:
         return f"{self.eval_prefixes()[self.task.eval_splits[0]]}_{METRIC_KEYS[self.task.metrics[0]]}"
 
     def consider(self, score: float):
+        """Keep the parameters when `score` beats the best so far (a nan score never does)."""
         if self.config.submit and score > self.best_score:
             self.best_score = score
             self.save_best()
@@ -237,7 +237,7 @@ class Trainer:
     def analysis(self, written: dict[str, str]) -> dict[str, float]:
         """Print the validation score(s) of the best evaluation in the log and the metrics of every
         labelled test split's submission file against its labels (the release's --analysis)."""
-        best = max(self.history, key=lambda r: r[self.selection_key])
+        best = max(self.history, key=lambda r: _finite(r[self.selection_key]))
         lines, out = [], {}
         for split, prefix in list(self.eval_prefixes().items())[1:]:
             title = "Valid" if prefix == "va" else split
@@ -277,6 +277,10 @@ class Trainer:
         self.perm = None if state["perm"] is None else np.asarray(state["perm"], dtype=np.int64)
         self.best_score, self.history = state["best_score"], list(state["history"])
         self.tokens = dict(state.get("tokens", {"real": 0, "padded": 0}))
+
+
+def _finite(x: float) -> float:
+    return -math.inf if math.isnan(x) else x
 
 
 def read_predictions(path, task) -> np.ndarray:

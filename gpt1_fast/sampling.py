@@ -1,0 +1,189 @@
+"""Text generation with a key/value cache: one forward per new token, several prompts at once.
+
+`generate(transformer, prompts, max_new_tokens, ...)` (also `TransformerModel.generate`,
+`LMModel.generate`) continues each prompt (a list of token ids; prompts may differ in length: they
+are left-padded, with positions counted per row so padding shifts nothing). The logits are the tied
+LM head's, `h @ weᵀ`; as the original sampler (SPEC §7) the position rows get -1e12 before the
+softmax, and so do the special tokens (ids >= n_vocab) when `n_vocab` is given.
+
+At n_ctx a row stops ('n_ctx'), or with `sliding=True` keeps its last n_ctx // 2 tokens, re-encoded
+from position 0 (not what the model was trained for: positions restart mid-text). The cache is
+rebuilt exactly from the rows' tokens whenever it fills up while a shorter row still has room
+(left padding of a finished long row is squeezed out), so every row can reach n_ctx.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+NEG = -1e12  # the original's mask value for the position columns
+
+
+@dataclass
+class Generation:
+    tokens: list[list[int]]  # the new tokens of each row (an eos token or stop sequence excluded)
+    finish_reasons: list[str]  # per row: 'length', 'eos', 'stop' or 'n_ctx'
+    scores: list[torch.Tensor] = field(default_factory=list)  # output_scores: per row, [new tokens, vocab] logits
+
+
+def vocab_mask(vocab: int, pos_offset: int, n_vocab: int | None, device) -> torch.Tensor:
+    """[vocab] additive mask: 0 for tokens, -1e12 for the position rows (and specials, ids >= n_vocab)."""
+    m = torch.zeros(vocab, device=device)
+    m[pos_offset if n_vocab is None else n_vocab:] = NEG
+    return m
+
+
+def filter_top_k(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep exactly the k largest logits of each row (ties broken by topk), -inf elsewhere."""
+    values, idx = logits.topk(min(k, logits.size(-1)), dim=-1)
+    return torch.full_like(logits, float("-inf")).scatter(-1, idx, values)
+
+
+def filter_top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Nucleus: keep the most likely tokens until their probability reaches p (at least one), -inf elsewhere.
+    A token is kept when the mass of the tokens ranked above it is still below p."""
+    sorted_logits, idx = logits.sort(dim=-1, descending=True)
+    probs = sorted_logits.float().softmax(-1)
+    drop = probs.cumsum(-1) - probs >= p
+    return logits.scatter(-1, idx, sorted_logits.masked_fill(drop, float("-inf")))
+
+
+def next_tokens(logits, *, temperature=1.0, top_k=0, top_p=1.0, greedy=False, generator=None) -> torch.Tensor:
+    """[B, vocab] logits -> [B] token ids."""
+    if greedy:
+        return logits.argmax(-1)
+    logits = logits.float() / temperature
+    if top_k:
+        logits = filter_top_k(logits, top_k)
+    if top_p < 1.0:
+        logits = filter_top_p(logits, top_p)
+    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
+
+
+def _as_rows(input_ids, attention_mask) -> list[list[int]]:
+    if isinstance(input_ids, torch.Tensor):
+        ids = input_ids.reshape(-1, input_ids.size(-1)) if input_ids.dim() else input_ids.view(1, 1)
+        if attention_mask is not None:
+            keep = attention_mask.reshape(ids.shape).bool()
+            return [row[k].tolist() for row, k in zip(ids, keep)]
+        return ids.tolist()
+    rows = list(input_ids)
+    if rows and all(isinstance(t, int) for t in rows):
+        rows = [rows]  # one prompt given as a flat list
+    return [[int(t) for t in r] for r in rows]
+
+
+class _Stream:
+    """Calls on_tokens(row, ids) with each row's new tokens once no stop sequence can still claim them."""
+
+    def __init__(self, on_tokens, n_rows, hold):
+        self.fn, self.sent, self.hold = on_tokens, [0] * n_rows, hold
+
+    def push(self, row, toks, final=False):
+        upto = len(toks) if final else max(len(toks) - self.hold, self.sent[row])
+        if self.fn is not None and upto > self.sent[row]:
+            self.fn(row, toks[self.sent[row]:upto])
+        self.sent[row] = upto
+
+
+@torch.no_grad()
+def generate(transformer, input_ids, max_new_tokens: int = 20, *, temperature: float = 1.0, top_k: int = 0,
+             top_p: float = 1.0, greedy: bool = False, eos_token_id=None, stop=None, n_vocab: int | None = None,
+             generator: torch.Generator | None = None, attention_mask=None, use_cache: bool = True,
+             sliding: bool = False, on_tokens=None, on_finish=None, output_scores: bool = False) -> Generation:
+    """Continue each prompt by up to max_new_tokens tokens.
+
+    input_ids: a list of token-id lists (lengths may differ), or a [B, T] tensor (with attention_mask,
+    0 where padding). greedy: argmax; else sample from softmax(logits / temperature), restricted to
+    the top_k tokens (0: all) and to the top_p nucleus (1.0: all). eos_token_id: an id or ids that end
+    a row; stop: token-id sequences that end a row (neither is returned). generator: the sampling
+    RNG (same generator state -> same text). use_cache=False recomputes the whole prefix every step
+    (the slow reference). on_tokens(row, ids): streaming callback (a row's tokens in order, held back
+    while they could still be the start of a stop sequence); on_finish(row, reason) when a row ends.
+    """
+    if temperature <= 0 and not greedy:
+        raise ValueError(f"temperature must be > 0 (or greedy=True), got {temperature}")
+    if top_k < 0 or not 0 < top_p <= 1:
+        raise ValueError(f"top_k must be >= 0 and top_p in (0, 1], got top_k={top_k}, top_p={top_p}")
+    n_ctx, window = transformer.n_ctx, max(transformer.n_ctx // 2, 1)
+    hist = _as_rows(input_ids, attention_mask)
+    for i, r in enumerate(hist):
+        if not r:
+            raise ValueError(f"prompt {i} has no tokens")
+        if len(r) > n_ctx:
+            if not sliding:
+                raise ValueError(f"prompt {i} has {len(r)} tokens, more than n_ctx {n_ctx} (use sliding=True "
+                                 "to keep its last n_ctx // 2)")
+            hist[i] = r[-window:]
+    eos = {eos_token_id} if isinstance(eos_token_id, int) else set(eos_token_id or ())
+    stops = [list(s) for s in (stop or ()) if len(s)]
+    we = transformer.embed.weight
+    mask = vocab_mask(we.size(0), transformer.pos_offset, n_vocab, we.device)
+    new = [[] for _ in hist]
+    reasons: list[str | None] = [None] * len(hist)
+    stream = _Stream(on_tokens, len(hist), max((len(s) for s in stops), default=1) - 1)
+    scores = [[] for _ in hist]
+    out = Generation(new, reasons)
+    batch, cache, last = [], None, None  # rows in the cache's batch (finished ones ride along until a rebuild)
+
+    def finish(i, why):
+        reasons[i] = why
+        stream.push(i, new[i], final=True)
+        if on_finish is not None:
+            on_finish(i, why)
+
+    def rebuild():
+        rows = [i for i in range(len(hist)) if reasons[i] is None]
+        L = max(len(hist[i]) for i in rows)
+        ids = torch.zeros(len(rows), L, dtype=torch.long, device=we.device)
+        pad = torch.zeros(len(rows), L, dtype=torch.bool, device=we.device)
+        for j, i in enumerate(rows):
+            ids[j, L - len(hist[i]):] = torch.tensor(hist[i], device=we.device)
+            pad[j, L - len(hist[i]):] = True
+        kv = transformer.new_kv_cache(len(rows), capacity=None if use_cache else L)
+        h, kv = transformer(input_ids=ids, attention_mask=pad, kv_cache=kv)
+        return rows, kv, h[:, -1]
+
+    for step in range(max_new_tokens):
+        for i in range(len(hist)):
+            if reasons[i] is None and len(hist[i]) >= n_ctx:
+                if not sliding:
+                    finish(i, "n_ctx")
+                else:
+                    hist[i] = hist[i][-window:]  # the full cache is rebuilt below
+        if all(r is not None for r in reasons):
+            break
+        if cache is None or not use_cache or cache.length >= n_ctx:
+            batch, cache, last = rebuild()
+        logits = F.linear(last, we) + mask
+        nxt = next_tokens(logits, temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
+                          generator=generator)
+        for j, (i, t) in enumerate(zip(batch, nxt.tolist())):
+            if reasons[i] is not None:
+                continue
+            if output_scores:
+                scores[i].append(logits[j])
+            hist[i].append(t)
+            new[i].append(t)
+            if t in eos:
+                new[i].pop()
+                finish(i, "eos")
+                continue
+            hit = next((s for s in stops if new[i][-len(s):] == s), None)
+            if hit is not None:
+                del new[i][-len(hit):]
+                finish(i, "stop")
+            else:
+                stream.push(i, new[i])
+        done = all(r is not None for r in reasons)
+        if use_cache and not done and step + 1 < max_new_tokens and cache.length < n_ctx:
+            h, cache = transformer(input_ids=nxt[:, None], kv_cache=cache)
+            last = h[:, -1]
+    for i, r in enumerate(reasons):
+        if r is None:
+            finish(i, "length")
+    if output_scores:
+        out.scores = [torch.stack(s) if s else we.new_zeros(0, we.size(0)) for s in scores]
+    return out
