@@ -117,8 +117,10 @@ def is_tracing(t: torch.Tensor) -> bool:
 
 
 # ------------------------------------------------------------------------------------- registration
-def _register(name: str, body: Callable, fake: Callable):
-    if INTERPRET:
+def _register(name: str, body: Callable, fake: Callable, opaque: bool = False):
+    # opaque: a body that triton_op cannot trace (a host sync, a data-dependent shape) is a custom_op
+    # everywhere; Inductor then calls it as it is.
+    if INTERPRET or opaque:
         op = torch.library.custom_op(name, mutates_args=())(body)
         op.register_fake(fake)
         return op
@@ -133,14 +135,15 @@ class FusedOp:
     passes them by keyword); grads(ctx, backward, *grad_outputs)
     -> one gradient (or None) per input, calling `backward(*args)`. `op(*inputs)` returns what
     forward returns.
+    opaque: register custom ops even for compiled Triton (bodies triton_op cannot trace).
     """
 
     def __init__(self, name: str, forward: Callable, backward: Callable, *, forward_fake: Callable,
-                 backward_fake: Callable, setup_context: Callable, grads: Callable):
+                 backward_fake: Callable, setup_context: Callable, grads: Callable, opaque: bool = False):
         self.name = name
         self.forward, self.backward = forward, backward
-        self.forward_op = _register(f"gpt1_fast::{name}_fwd", forward, forward_fake)
-        self.backward_op = _register(f"gpt1_fast::{name}_bwd", backward, backward_fake)
+        self.forward_op = _register(f"gpt1_fast::{name}_fwd", forward, forward_fake, opaque)
+        self.backward_op = _register(f"gpt1_fast::{name}_bwd", backward, backward_fake, opaque)
         backward_op = self.backward_op
         self.forward_op.register_autograd(lambda ctx, *g: grads(ctx, backward_op, *g), setup_context=setup_context)
 
