@@ -1,13 +1,11 @@
 """GPU check of the fused LM head + cross-entropy and of the fake-tensor memory benchmark:
 
-1. parity of ops.lm_head_loss "triton" against a float64 full-softmax reference at GPT-1's V and C,
-   bf16 / fp16 / fp32 (loss, dh, dweight), an fp32 weight with bf16 h (autocast), 75 % rows kept;
-2. the ROCStories step (GPT-1, batch 64 x 2 x 77, bf16 autocast, triton backend, fused Adam, eager):
+(the fused op's parity at GPT-1 size and its compiled step are pytest tests: tests/test_gpu.py, -m cuda)
+1. the ROCStories step (GPT-1, batch 64 x 2 x 77, bf16 autocast, triton backend, fused Adam, eager):
    torch.cuda.max_memory_allocated of one step after a warm-up step, against the peak that
    benchmarks/bench_memory.py reads on fake tensors (goal: within 10 %), and with
    activation checkpointing;
-3. torch.compile (Inductor) of the training step with the fused op: same loss as eager;
-4. pretraining 64 x 512: peak memory and step time with and without activation checkpointing.
+2. pretraining 64 x 512: peak memory and step time with and without activation checkpointing.
 Prints one line per check; exits non-zero on a failure.
 
     PYTHONPATH=. python benchmarks/gpu_check_lm_head.py
@@ -17,43 +15,15 @@ from __future__ import annotations
 import sys
 
 import torch
-import torch.nn.functional as F
 
 from benchmarks import bench_memory
 from benchmarks.common import bench
-from gpt1_fast import ops
 from gpt1_fast.config import GPTConfig
 from gpt1_fast.model import DoubleHeadModel
 from gpt1_fast.opt import OpenAIAdam
 
-TOL = {torch.float32: 1e-5, torch.float16: 3e-3, torch.bfloat16: 2e-2}
 
-
-def rel(a, b):
-    a, b = a.double(), b.double()
-    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
-
-
-def parity(N, V, C, dtype, wdtype, keep) -> bool:
-    g = torch.Generator(device="cuda").manual_seed(0)
-    h = torch.randn(N, C, device="cuda", generator=g).to(dtype).requires_grad_()
-    w = (torch.randn(V, C, device="cuda", generator=g) * 0.05).to(wdtype).requires_grad_()
-    t = torch.randint(0, V, (N,), device="cuda", generator=g)
-    m = (torch.rand(N, device="cuda", generator=g) < keep).float()
-    dl = torch.rand(N, device="cuda", generator=g) + 0.5
-    loss = ops.lm_head_loss(h, w, t, m, backend="triton")
-    dh, dw = torch.autograd.grad(loss, (h, w), dl)
-    hr, wr = h.detach().double().requires_grad_(), w.detach().double().requires_grad_()
-    ref = F.cross_entropy(hr @ wr.t(), t, reduction="none") * m.double()
-    dhr, dwr = torch.autograd.grad(ref, (hr, wr), dl.double())
-    errs = rel(loss, ref), rel(dh, dhr), rel(dw, dwr)
-    ok = max(errs) < TOL[dtype] and dh.dtype == dtype and dw.dtype == wdtype
-    print(f"{'ok ' if ok else 'BAD'} parity N={N} V={V} C={C} h={dtype} w={wdtype} keep={keep}: "
-          f"loss {errs[0]:.2e} dh {errs[1]:.2e} dw {errs[2]:.2e}")
-    return ok
-
-
-def real_step_peak(ckpt: bool, compile_: bool = False) -> tuple[float, float]:
+def real_step_peak(ckpt: bool) -> tuple[float, float]:
     """(peak GiB of the second step, its loss) on the GPU."""
     cfg = GPTConfig(backend="triton", activation_checkpointing=ckpt)
     B, T, n_vocab = 64, 77, bench_memory.N_VOCAB
@@ -63,11 +33,10 @@ def real_step_peak(ckpt: bool, compile_: bool = False) -> tuple[float, float]:
     model = DoubleHeadModel(cfg, n_vocab + 2, "multiple_choice", n_vocab + 3 + T, T).cuda().train()
     opt = OpenAIAdam(model.parameters(), lr=6.25e-5, schedule="warmup_linear", warmup=0.002, t_total=1000,
                      l2=0.01, max_grad_norm=1, fused=True)
-    fwd = torch.compile(model) if compile_ else model
 
     def step():
         with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = fwd(X, M, Y)["loss"]
+            loss = model(X, M, Y)["loss"]
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -122,10 +91,6 @@ def pretrain_table() -> None:
 
 def main() -> int:
     ok = True
-    for dtype in (torch.bfloat16, torch.float16, torch.float32):
-        ok &= parity(4096, 40990, 768, dtype, dtype, 1.0)
-    ok &= parity(3000, 40990, 768, torch.bfloat16, torch.float32, 0.75)
-    ok &= parity(1, 40990, 768, torch.bfloat16, torch.bfloat16, 1.0)
     for ckpt in (False, True):
         fake = bench_memory.rocstories_case(GPTConfig(activation_checkpointing=ckpt), 64, 77, True)["peak"]["Total"]
         fake /= 2**30
@@ -134,12 +99,6 @@ def main() -> int:
         ok &= good
         print(f"{'ok ' if good else 'BAD'} ROCStories step peak, checkpointing={ckpt}: max_memory_allocated "
               f"{real:.3f} GiB, fake-tensor benchmark {fake:.3f} GiB ({(fake - real) / real:+.1%})")
-    _, eager_loss = real_step_peak(False)
-    peak_c, compiled_loss = real_step_peak(False, compile_=True)
-    good = abs(eager_loss - compiled_loss) <= 1e-2 * abs(eager_loss)
-    ok &= good
-    print(f"{'ok ' if good else 'BAD'} torch.compile step: loss {compiled_loss:.5f} vs eager {eager_loss:.5f}, "
-          f"peak {peak_c:.3f} GiB")
     pretrain_table()
     return 0 if ok else 1
 
