@@ -1,4 +1,4 @@
-"""Entry point: python -m benchmarks {layernorm_gelu,attention,adam,train_step,encode,pretrain,generate,all} [--quick]."""
+"""Entry point: python -m benchmarks {layernorm_gelu,attention,adam,train_step,encode,pretrain,generate,finetune_padding,memory,lm_head,all} [--quick]."""
 import argparse
 import importlib
 
@@ -10,6 +10,9 @@ BENCHES = {
     "encode": "benchmarks.bench_encode",
     "pretrain": "benchmarks.bench_pretrain",
     "generate": "benchmarks.bench_generate",
+    "finetune_padding": "benchmarks.bench_finetune_padding",
+    "memory": "benchmarks.bench_memory",
+    "lm_head": "benchmarks.bench_lm_head",
 }
 
 

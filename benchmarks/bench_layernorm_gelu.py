@@ -1,14 +1,18 @@
 """LayerNorm(x + residual) and bias + tanh-GELU: ours (Triton) vs eager PyTorch vs torch.compile.
 
 Shapes: GPT-1 fine-tuning token counts (ROCStories batch 64 x 2 choices x 77 = 9856 rows, and
-64 x 512 = 32768 rows), widths 768 (LayerNorm input, c_proj outputs) and 3072 (MLP hidden), bf16
-and fp32 activations with fp32 parameters (what the model holds under autocast).
+64 x 512 = 32768 rows), widths 768 (LayerNorm input, c_proj outputs) and 3072 (MLP hidden), fp32
+parameters (what the model holds under autocast). Activation dtypes, three cases:
+  "model":  what the model feeds each op under bf16 autocast, read off a small GPT with forward
+            hooks (`model_dtype_mix`): LayerNorm gets an fp32 x (the residual stream) plus a bf16
+            sublayer output and writes fp32; bias+GELU reads and writes bf16.
+  "bf16" and "fp32": every activation in that dtype.
 
 Bytes counted (the floor; the same count is used for every implementation, so GB/s is "useful"
-bandwidth; s = activation element size, M rows, N width, parameters fp32):
-  layer_norm fwd:  read x, residual (2MNs) + weight, bias (8N); write y (MNs) + mean, rstd (8M)
-  layer_norm bwd:  read dy, x, residual (3MNs) + weight (4N) + mean, rstd (8M);
-                   write d(x + residual) once (MNs; it is the gradient of both) + dweight, dbias (8N)
+bandwidth; sx, sr, sy = element sizes of x, residual, output; M rows, N width, parameters fp32):
+  layer_norm fwd:  read x, residual (MN(sx+sr)) + weight, bias (8N); write y (MNsy) + mean, rstd (8M)
+  layer_norm bwd:  read dy, x, residual (MN(sy+sx+sr)) + weight (4N) + mean, rstd (8M);
+                   write d(x + residual) once (MNsy; it is the gradient of both) + dweight, dbias (8N)
   bias_gelu fwd:   read x (MNs) + bias (4N); write y (MNs)
   bias_gelu bwd:   read dy, x (2MNs) + bias (4N); write dx (MNs) + dbias (4N)
   fwd+bwd:         the sum of the two.
@@ -28,6 +32,7 @@ for development only.
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -38,23 +43,55 @@ NAME = "layernorm_gelu"
 
 
 def ln_bytes(M, N, s, direction):
-    fwd = 2 * M * N * s + 8 * N + M * N * s + 8 * M
-    bwd = 3 * M * N * s + 4 * N + 8 * M + M * N * s + 8 * N
+    sx, sr, sy = s
+    fwd = M * N * (sx + sr) + 8 * N + M * N * sy + 8 * M
+    bwd = M * N * (sy + sx + sr) + 4 * N + 8 * M + M * N * sy + 8 * N
     return {"fwd": fwd, "bwd": bwd, "fwd+bwd": fwd + bwd}[direction]
 
 
 def gelu_bytes(M, N, s, direction):
+    s = s[0]
     fwd = M * N * s + 4 * N + M * N * s
     bwd = 2 * M * N * s + 4 * N + M * N * s + 4 * N
     return {"fwd": fwd, "bwd": bwd, "fwd+bwd": fwd + bwd}[direction]
 
 
 def ref_layer_norm(x, r, w, b):
-    return F.layer_norm(x + r, (x.shape[-1],), w.to(x.dtype), b.to(x.dtype), 1e-5)
+    s = x + r
+    return F.layer_norm(s, (x.shape[-1],), w.to(s.dtype), b.to(s.dtype), 1e-5)
 
 
 def ref_bias_gelu(x, b):
     return F.gelu(x + b.to(x.dtype), approximate="tanh")
+
+
+def model_dtype_mix(device) -> dict:
+    """{"layer_norm": (x, residual, output dtype), "bias_gelu": (x, output dtype)} as the model calls
+    them under bf16 autocast: forward hooks on a small GPT (the torch backend; the outputs are the
+    fused ops' contract: LayerNorm writes x + residual's promoted dtype, bias+GELU writes x's)."""
+    from gpt1_fast.config import GPTConfig
+    from gpt1_fast.model import MLP, LayerNorm, TransformerModel
+
+    model = TransformerModel(GPTConfig(n_embd=32, n_head=2, n_layer=1, backend="torch"), vocab=40, n_ctx=8)
+    model = model.to(device).train()
+    seen = {}
+
+    def ln_hook(mod, args, kwargs, out):
+        x, r = args[0], kwargs.get("residual", args[1] if len(args) > 1 else None)
+        seen["layer_norm"] = (x.dtype, r.dtype, torch.promote_types(x.dtype, r.dtype))
+
+    def fc_hook(mod, args, out):
+        seen["bias_gelu"] = (out.dtype, out.dtype)
+
+    hooks = [m.register_forward_hook(ln_hook, with_kwargs=True) for m in model.modules() if isinstance(m, LayerNorm)]
+    hooks += [m.c_fc.register_forward_hook(fc_hook) for m in model.modules() if isinstance(m, MLP)]
+    try:
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            model(input_ids=torch.randint(0, 30, (2, 8), device=device))
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
 
 
 def graph_ms(calls: dict, device, stream=None) -> dict:
@@ -110,23 +147,36 @@ def main(quick: bool = False) -> None:
     run_ours = device.type == "cuda" or interp
     run_compile = device.type == "cuda"
     ceilings = measure_ceilings(device, quick)
+    mix = model_dtype_mix(device)
+    bf16, fp32 = torch.bfloat16, torch.float32
+    # case -> (LayerNorm x, residual dtypes; bias+GELU x dtype)
+    cases = {"model": (mix["layer_norm"][:2], mix["bias_gelu"][0]), "bf16": ((bf16, bf16), bf16),
+             "fp32": ((fp32, fp32), fp32)}
     if quick or device.type != "cuda":
-        rows_list, widths, dtypes = ([64, 256], [96, 384], [torch.float32])
+        rows_list, widths = [64, 256], [96, 384]
+        cases = {"model": cases["model"], "fp32": cases["fp32"]}
     else:
-        rows_list, widths, dtypes = ([9856, 32768], [768, 3072], [torch.bfloat16, torch.float32])
+        rows_list, widths = [9856, 32768], [768, 3072]
+    print("dtype mix the model feeds under bf16 autocast: " + str(mix).replace("torch.", ""), flush=True)
 
     impls = {}
+    TUNING = None
     if run_ours:
+        from gpt1_fast.kernels.layernorm_gelu import TUNING
         from gpt1_fast.kernels.layernorm_gelu import bias_gelu, layer_norm
 
         impls["ours"] = (lambda x, r, w, b: layer_norm(x, w, b, 1e-5, residual=r), bias_gelu)
+        if device.type == "cuda":  # the committed choice vs the sweep's candidates timed at first call
+            impls["ours autotuned"] = impls["ours"]
     impls["eager"] = (ref_layer_norm, ref_bias_gelu)
     if run_compile:
         impls["torch.compile"] = (torch.compile(ref_layer_norm, dynamic=False),
                                   torch.compile(ref_bias_gelu, dynamic=False))
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
 
-    notes = ("Bytes: inputs read once, outputs written once (see the module docstring); params fp32. "
+    notes = ("Dtype cases: 'model' = what the model feeds each op under bf16 autocast (forward hooks on a "
+             f"small GPT: {str(mix).replace('torch.', '')}), 'bf16'/'fp32' = all activations in that dtype. "
+             "Bytes: inputs read once, outputs written once (see the module docstring); params fp32. "
              "ratio = ours / torch.compile (below 1 is faster); ratio_vs_eager likewise. "
              "CUDA times: CUDA-graph replays of one call (GPU time, host overhead excluded).")
     if not run_ours:
@@ -135,40 +185,55 @@ def main(quick: bool = False) -> None:
         notes += " torch.compile skipped on CPU."
     rows = []
     g = torch.Generator(device=device).manual_seed(0)
-    for di, dtype in enumerate(dtypes):
-        if di:  # results so far, in case a time-limited run is cut short
-            write_results(NAME, rows, ceilings, device, notes + " (partial: dtypes so far)")
-        s = torch.tensor([], dtype=dtype).element_size()
+
+    def size(dt):
+        return torch.tensor([], dtype=dt).element_size()
+
+    def short(dt):
+        return str(dt).replace("torch.", "").replace("float", "fp").replace("bfp16", "bf16")
+
+    for ci, (case, ((ln_x, ln_r), gelu_x)) in enumerate(cases.items()):
+        if ci:  # results so far, in case a time-limited run is cut short
+            write_results(NAME, rows, ceilings, device, notes + " (partial: cases so far)")
+        ln_out = torch.promote_types(ln_x, ln_r)
+        ln_label = f"{case}: x {short(ln_x)} + r {short(ln_r)} -> {short(ln_out)}"
+        gelu_label = f"{case}: {short(gelu_x)}"
         for M in rows_list:
             for N in widths:
-                def rnd(*shape, dt=dtype):
+                def rnd(*shape, dt):
                     return torch.randn(*shape, device=device, dtype=torch.float32, generator=g).to(dt).requires_grad_()
 
-                ln_in = [rnd(M, N), rnd(M, N), (1 + 0.1 * rnd(N, dt=torch.float32)).detach().requires_grad_(),
-                         rnd(N, dt=torch.float32)]
-                gelu_in = [rnd(M, N), rnd(N, dt=torch.float32)]
-                for op, inputs, nbytes in (("layer_norm+residual", ln_in, ln_bytes),
-                                           ("bias_gelu", gelu_in, gelu_bytes)):
+                ln_in = [rnd(M, N, dt=ln_x), rnd(M, N, dt=ln_r),
+                         (1 + 0.1 * rnd(N, dt=torch.float32)).detach().requires_grad_(), rnd(N, dt=torch.float32)]
+                gelu_in = [rnd(M, N, dt=gelu_x), rnd(N, dt=torch.float32)]
+                for op, inputs, nbytes, sizes, label in (
+                        ("layer_norm+residual", ln_in, ln_bytes, (size(ln_x), size(ln_r), size(ln_out)), ln_label),
+                        ("bias_gelu", gelu_in, gelu_bytes, (size(gelu_x),), gelu_label)):
                     idx = 0 if op.startswith("layer_norm") else 1
-                    timed = {name: _timers(fns[idx], inputs, device) for name, fns in impls.items()}
+                    timed = {}
+                    for name, fns in impls.items():
+                        with (TUNING.override(autotune=True) if name == "ours autotuned" else nullcontext()):
+                            timed[name] = _timers(fns[idx], inputs, device)
                     times = {name: t for name, (t, _) in timed.items()}
                     for direction in ("fwd", "bwd", "fwd+bwd"):
-                        nb = nbytes(M, N, s, direction)
+                        nb = nbytes(M, N, sizes, direction)
                         floor_ms = nb / (ceilings["copy_gbps"] * 1e6)
                         for name in impls:
                             ms = times[name][direction]
                             extra = {"direction": direction, "floor_ms": round(floor_ms, 5), "timing": timed[name][1]}
                             base = None
-                            if name == "ours":
+                            if name.startswith("ours"):
                                 extra["ratio_vs_eager"] = round(ms / times["eager"][direction], 3)
                                 base = "torch.compile" if "torch.compile" in times else "eager"
-                            rows.append(row(f"{op} {direction}", (M, N), dtype, name, ms, nbytes=nb,
+                            rows.append(row(f"{op} {direction}", (M, N), label, name, ms, nbytes=nb,
                                             ceilings=ceilings, baseline=base,
                                             baseline_ms=times[base][direction] if base else None, **extra))
                             r = rows[-1]
-                            print(f"{op:20s} {direction:8s} {M:6d}x{N:<5d} {str(dtype)[6:]:9s} {name:14s} "
+                            print(f"{op:20s} {direction:8s} {M:6d}x{N:<5d} {label:28s} {name:14s} "
                                   f"{ms:8.4f} ms {r.get('gbps', 0):8.1f} GB/s {r.get('fraction_of_ceiling', '')}"
                                   f" {('ratio vs ' + base + ' ' + str(r.get('ratio'))) if base else ''}", flush=True)
+    if TUNING is not None and TUNING.timed:
+        notes += " 'ours autotuned' picks: " + "; ".join(f"{k}: {v}" for k, v in TUNING.report().items())
     write_results(NAME, rows, ceilings, device, notes)
 
 

@@ -11,6 +11,10 @@ Implementations:
   reference: torch             the original's math op for op (ops backend "torch"), foreach OpenAI-Adam, eager
   reference: torch+compile     torch.compile of the reference (the strongest no-custom-kernel alternative)
   HF transformers              OpenAIGPTDoubleHeadsModel + clip_grad_norm_ + AdamW(fused=True), eager
+  HF transformers+compile      the same with torch.compile of the model
+  nanoGPT recipe               GPT-1 written nanoGPT's way (SDPA, F.layer_norm, nn.Linear) + torch.compile
+                               + clip_grad_norm_ + AdamW(fused=True): the strongest no-custom-kernel
+                               alternative, and the baseline of the README's whole-step ratio
 
 Floor: FLOPs = 6 x (non-embedding params + LM-head GEMM) x tokens + causal attention (counted once),
 over the measured bf16 matmul rate.
@@ -23,7 +27,7 @@ from benchmarks.common import bench, default_device, measure_ceilings, row, writ
 from gpt1_fast.config import GPTConfig
 from gpt1_fast.model import DoubleHeadModel
 from gpt1_fast.opt import OpenAIAdam
-from gpt1_fast.train import lm_and_clf_losses
+from gpt1_fast import ops
 
 N_SPECIAL = 3
 
@@ -37,6 +41,15 @@ def batch(B, T, n_vocab, device, gen):
     X[torch.arange(B)[:, None], torch.arange(2)[None], lengths, 0] = n_vocab + 2  # classify token
     Y = torch.randint(0, 2, (B,), generator=gen)
     return X.to(device), M.to(device), Y.to(device), lengths.to(device)
+
+
+def objective(lm_logits, clf_logits, X, M, Y, lm_coef=0.5):
+    """SPEC §4 from logits (the baselines that produce logits): mean clf loss + lm_coef x mean of the
+    per-sequence masked LM losses."""
+    T = X.size(-2)
+    mask = M[..., 1:].reshape(-1, T - 1)
+    lm = ops.cross_entropy(lm_logits, X[..., 1:, 0].reshape(-1)).view(-1, T - 1)
+    return ops.cross_entropy(clf_logits, Y).mean() + lm_coef * ((lm * mask).sum(1) / mask.sum(1)).mean()
 
 
 def flops_per_step(cfg, B, T, vocab):
@@ -57,17 +70,16 @@ def ours_step(cfg, backend, fused, compile_, vocab, T, device, lm_coef=0.5):
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
     def step(X, M, Y, _lengths):
-        with amp:
-            lm_logits, clf_logits = fwd(X)
-        lm, clf = lm_and_clf_losses(lm_logits, clf_logits, X, M, Y)
-        (clf.mean() + lm_coef * lm.mean()).backward()
+        with amp:  # the training path: the model's objective, LM loss from hidden states (ops.lm_head_loss)
+            loss = fwd(X, M, Y)["loss"]
+        loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
     return step
 
 
-def hf_step(cfg, vocab, T, device, lm_coef=0.5):
+def hf_step(cfg, vocab, T, device, lm_coef=0.5, compile_=False):
     import transformers
 
     hcfg = transformers.OpenAIGPTConfig(vocab_size=vocab - T, n_positions=T, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
@@ -75,13 +87,79 @@ def hf_step(cfg, vocab, T, device, lm_coef=0.5):
     model = transformers.OpenAIGPTDoubleHeadsModel(hcfg).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=6.25e-5, weight_decay=0.01, fused=device.type == "cuda")
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    fwd = torch.compile(model) if compile_ else model
 
     def step(X, M, Y, lengths):
         with amp:
-            out = model(input_ids=X[..., 0], mc_token_ids=lengths)
+            out = fwd(input_ids=X[..., 0], mc_token_ids=lengths)
         lm_logits = out.logits[:, :, :-1].reshape(-1, out.logits.size(-1))
-        lm, clf = lm_and_clf_losses(lm_logits, out.mc_logits, X, M, Y)
-        (clf.mean() + lm_coef * lm.mean()).backward()
+        objective(lm_logits, out.mc_logits, X, M, Y, lm_coef).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+class _NanoBlock(torch.nn.Module):
+    """GPT-1's post-LN block written the nanoGPT way: nn.Linear, SDPA (flash/cuDNN), F.layer_norm,
+    tanh-GELU, F.dropout."""
+
+    def __init__(self, C, H, p):
+        super().__init__()
+        nn = torch.nn
+        self.H, self.p = H, p
+        self.c_attn, self.c_proj = nn.Linear(C, 3 * C), nn.Linear(C, C)
+        self.c_fc, self.mlp_proj = nn.Linear(C, 4 * C), nn.Linear(4 * C, C)
+        self.ln_1, self.ln_2 = nn.LayerNorm(C, eps=1e-5), nn.LayerNorm(C, eps=1e-5)
+
+    def forward(self, x):
+        F = torch.nn.functional
+        B, T, C = x.shape
+        q, k, v = (t.view(B, T, self.H, C // self.H).transpose(1, 2) for t in self.c_attn(x).split(C, 2))
+        p = self.p if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True).transpose(1, 2).reshape(B, T, C)
+        n = self.ln_1(x + F.dropout(self.c_proj(y), p, self.training))
+        m = F.dropout(self.mlp_proj(F.gelu(self.c_fc(n), approximate="tanh")), p, self.training)
+        return self.ln_2(n + m)
+
+
+class _NanoGPT1(torch.nn.Module):
+    """GPT-1 with the multiple-choice head, nanoGPT style: the same shapes, math and outputs as
+    DoubleHeadModel (tied LM head over the whole table, classify token by argmax)."""
+
+    def __init__(self, cfg, vocab, clf_token):
+        super().__init__()
+        self.embed = torch.nn.Embedding(vocab, cfg.n_embd)
+        self.h = torch.nn.ModuleList(_NanoBlock(cfg.n_embd, cfg.n_head, cfg.resid_pdrop) for _ in range(cfg.n_layer))
+        self.clf = torch.nn.Linear(cfg.n_embd, 1)
+        torch.nn.init.normal_(self.embed.weight, std=0.02)  # GPT-1's init (nn.Embedding's is N(0, 1))
+        self.p, self.clf_token = cfg.embd_pdrop, clf_token
+
+    def forward(self, X):
+        F = torch.nn.functional
+        B, n_choices, T, _ = X.shape
+        h = F.dropout(self.embed(X.view(-1, T, 2)), self.p, self.training).sum(2)
+        for block in self.h:
+            h = block(h)
+        lm_logits = h[:, :-1].reshape(-1, h.size(-1)) @ self.embed.weight.t()
+        idx = (X[..., 0].reshape(-1, T) == self.clf_token).int().argmax(-1)
+        clf_h = h[torch.arange(h.size(0), device=h.device), idx]
+        return lm_logits, self.clf(F.dropout(clf_h, self.p, self.training)).view(B, n_choices)
+
+
+def nanogpt_step(cfg, vocab, T, device, lm_coef=0.5):
+    """nanoGPT's recipe on GPT-1: torch.compile + SDPA + clip_grad_norm_ + AdamW(fused=True), bf16 autocast."""
+    torch.manual_seed(0)
+    model = _NanoGPT1(cfg, vocab, vocab - T - 1).to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=6.25e-5, weight_decay=0.01, fused=device.type == "cuda")
+    fwd = torch.compile(model)
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+    def step(X, M, Y, _lengths):
+        with amp:
+            lm_logits, clf_logits = fwd(X)
+        objective(lm_logits, clf_logits, X, M, Y, lm_coef).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -105,10 +183,13 @@ def main(quick: bool = False):
     impls["reference: torch"] = lambda: ours_step(cfg, "torch", False, False, vocab, T, device)
     if device.type == "cuda":
         impls["reference: torch+compile"] = lambda: ours_step(cfg, "torch", False, True, vocab, T, device)
+        impls["nanoGPT recipe"] = lambda: nanogpt_step(cfg, vocab, T, device)
     try:
         import transformers  # noqa: F401
 
         impls["HF transformers"] = lambda: hf_step(cfg, vocab, T, device)
+        if device.type == "cuda":
+            impls["HF transformers+compile"] = lambda: hf_step(cfg, vocab, T, device, compile_=True)
     except ImportError:
         pass
     flops = flops_per_step(cfg, B, T, vocab)
@@ -132,13 +213,16 @@ def main(quick: bool = False):
             step = run = None
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-    base = "reference: torch+compile" if "reference: torch+compile" in times else "reference: torch"
+    base = next(b for b in ("nanoGPT recipe", "reference: torch+compile", "reference: torch") if b in times or
+                b == "reference: torch")
     rows = []
     for name, ms in times.items():
         extra = {"peak_mem_gib": round(mem[name], 2)} if name in mem else {}
         extra["tokens_per_s"] = round(B * 2 * T / ms * 1e3)
-        if "HF transformers" in times and name != "HF transformers":
-            extra["ratio_vs_hf"] = round(ms / times["HF transformers"], 3)
+        for other, label in (("HF transformers", "ratio_vs_hf"), ("HF transformers+compile", "ratio_vs_hf_compile"),
+                             ("reference: torch+compile", "ratio_vs_reference_compile")):
+            if other in times and name != other:
+                extra[label] = round(ms / times[other], 3)
         rows.append(row("train step", [B, 2, T], "bfloat16" if device.type == "cuda" else "float32", name, ms,
                         flops=flops, ceilings=ceilings, baseline=base if name != base else None,
                         baseline_ms=times.get(base), **extra))

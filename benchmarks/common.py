@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from gpt1_fast.fileio import atomic_write_text
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
@@ -119,7 +121,6 @@ def row(case: str, shape, dtype, impl: str, ms: float, *, nbytes: float | None =
 
 def write_results(name: str, rows: list[dict], ceilings: dict, device: torch.device, notes: str = "") -> Path:
     """Write benchmarks/results/<name>-<device-slug>.json and the .md table beside it; print the table."""
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     meta = {
         "bench": name,
         "device": device_name(device),
@@ -136,9 +137,9 @@ def write_results(name: str, rows: list[dict], ceilings: dict, device: torch.dev
         meta["notes"] = notes
     out = {**meta, "rows": rows}
     path = RESULTS_DIR / f"{name}-{device_slug(device)}.json"
-    path.write_text(json.dumps(out, indent=1) + "\n")
+    atomic_write_text(path, json.dumps(out, indent=1) + "\n")
     md = markdown_table(out)
-    path.with_suffix(".md").write_text(md)
+    atomic_write_text(path.with_suffix(".md"), md)
     print(md)
     print(f"wrote {path} and {path.with_suffix('.md').name}")
     return path

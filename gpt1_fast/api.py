@@ -62,7 +62,7 @@ class GPTEstimator:
                  clf_pdrop=0.1, afn="gelu", seed=42, n_iter=3, n_batch=64, max_grad_norm=1.0, lr=6.25e-5,
                  lr_warmup=0.002, l2=0.01, vector_l2=False, lr_schedule="warmup_linear", lm_coef=0.5, b1=0.9,
                  b2=0.999, e=1e-8, n_valid=374, padding="batch", device=None, backend="auto", dtype="auto",
-                 compile=None, n_batch_eval=None, verbose=True):
+                 compile=None, activation_checkpointing=False, n_batch_eval=None, verbose=True):
         for k, v in locals().items():
             if k not in ("self", "__class__"):
                 setattr(self, k, v)
@@ -148,7 +148,8 @@ class GPTEstimator:
     def _gpt_config(self) -> GPTConfig:
         return GPTConfig(n_embd=self.n_embd, n_head=self.n_head, n_layer=self.n_layer, embd_pdrop=self.embd_pdrop,
                          attn_pdrop=self.attn_pdrop, resid_pdrop=self.resid_pdrop, afn=self.afn,
-                         clf_pdrop=self.clf_pdrop, backend=self.backend)
+                         clf_pdrop=self.clf_pdrop, backend=self.backend,
+                         activation_checkpointing=self.activation_checkpointing)
 
     def _head_type(self):
         raise NotImplementedError

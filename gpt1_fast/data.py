@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .fileio import atomic_write
+from .layout import PAPER_SPECIALS, EmbeddingLayout
 
 VAL_FILE = "cloze_test_val__spring2016 - cloze_test_ALL_val.csv"
 TEST_FILE = "cloze_test_test__spring2016 - cloze_test_ALL_test.csv"
@@ -21,7 +22,7 @@ HEADER = ["InputStoryid", "InputSentence1", "InputSentence2", "InputSentence3", 
           "RandomFifthSentenceQuiz1", "RandomFifthSentenceQuiz2", "AnswerRightEnding"]
 SPLIT_SEED = 3535999445  # random_state of the original's train_test_split
 N_VALID = 374
-SPECIALS = ("_start_", "_delimiter_", "_classify_")
+SPECIALS = PAPER_SPECIALS  # _start_, _delimiter_, _classify_
 DATA_URL = "http://cs.rochester.edu/nlp/rocstories/"
 _CACHE_VERSION = b"gpt1_fast-rocstories-v1"
 
@@ -192,16 +193,16 @@ def context_length(splits, n_ctx: int) -> tuple[int, int]:
 def transform_roc(X1, X2, X3, n_ctx: int, max_len: int, start: int, delimiter: int, clf_token: int,
                   pos_offset: int):
     """Two sequences per story, `[start] story [delimiter] ending [clf]`, zero-padded to n_ctx:
-    X [N, 2, n_ctx, 2] int64 (token ids, position ids pos_offset + t), M [N, 2, n_ctx] float32."""
-    n = len(X1)
-    xmb = np.zeros((n, 2, n_ctx, 2), dtype=np.int64)
-    mmb = np.zeros((n, 2, n_ctx), dtype=np.float32)
-    for i, (x1, x2, x3) in enumerate(zip(X1, X2, X3)):
-        for c, end in enumerate((x2, x3)):
-            seq = [start] + x1[:max_len] + [delimiter] + end[:max_len] + [clf_token]
-            if len(seq) > n_ctx:
-                raise ValueError(f"example {i} needs {len(seq)} positions, more than n_ctx {n_ctx}")
-            xmb[i, c, :len(seq), 0] = seq
-            mmb[i, c, :len(seq)] = 1
-    xmb[:, :, :, 1] = np.arange(pos_offset, pos_offset + n_ctx)
-    return xmb, mmb
+    X [N, 2, n_ctx, 2] int64 (token ids, position ids pos_offset + t), M [N, 2, n_ctx] float32.
+    The seed's array form of tasks.multiple_choice's transform (which training uses)."""
+    from .tasks.common import Encoded, make_batch
+    from .tasks.multiple_choice import transform
+
+    layout = EmbeddingLayout(start, SPECIALS, 2 * max_len + 4)  # n_ctx // 2 - 2 == max_len
+    if (layout.delimiter, layout.clf, layout.pos_offset) != (delimiter, clf_token, pos_offset):
+        raise ValueError(f"special ids {start}, {delimiter}, {clf_token} and position offset {pos_offset} are not "
+                         "the layout tokens | _start_ _delimiter_ _classify_ | positions")
+    seqs = transform({"context": X1, "choices": list(zip(X2, X3))}, layout, keep_context_end=False)
+    enc = Encoded.from_sequences(seqs, None, range(len(seqs)), n_ctx)
+    X, M, _ = make_batch(enc, np.arange(len(seqs)), layout.with_n_ctx(n_ctx), "cpu", padding="global")
+    return X.numpy(), M.numpy()

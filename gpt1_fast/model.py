@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 import torch
 import torch.nn as nn
+import torch.utils.checkpoint
 
 from . import ops
 from .config import DEFAULT_CONFIG, GPTConfig  # noqa: F401  (DEFAULT_CONFIG re-exported)
@@ -133,9 +134,10 @@ class MLP(nn.Module):
         self.dropout = nn.Dropout(cfg.resid_pdrop)
 
     def forward(self, x):
-        # Bias + activation in one pass after a bias-free GEMM.
-        h = ops.bias_act(self.c_fc(x, with_bias=False), self.c_fc.b, self.afn, backend=self.backend)
-        return self.dropout(self.c_proj(h))
+        # Bias + activation in one pass after a bias-free GEMM (Triton: recomputed in backward).
+        h = ops.act_linear(self.c_fc(x, with_bias=False), self.c_fc.b, self.c_proj.w, self.c_proj.b, self.afn,
+                           backend=self.backend)
+        return self.dropout(h)
 
 
 class Block(nn.Module):
@@ -167,6 +169,8 @@ class TransformerModel(nn.Module):
         self.drop = nn.Dropout(cfg.embd_pdrop)
         block = Block(n_ctx, cfg, scale=True)
         self.h = nn.ModuleList([copy.deepcopy(block) for _ in range(cfg.n_layer)])
+        self.activation_checkpointing = cfg.activation_checkpointing
+        self.backend = cfg.backend
         nn.init.normal_(self.embed.weight, std=0.02)
 
     @property
@@ -228,8 +232,18 @@ class TransformerModel(nn.Module):
         return h, kv_cache
 
     def _blocks(self, h, cache: KVCache | None):
+        dev = h.device.type
+        if torch.is_autocast_enabled(dev) and ops.resolve(self.backend, h) == "triton":
+            # The residual stream in the autocast dtype: the fused LayerNorm normalises in float32 and
+            # writes bf16, so no float32 copy of it is kept per block (the GEMMs read bf16 either way).
+            h = h.to(torch.get_autocast_dtype(dev))
+        recompute = self.activation_checkpointing and cache is None and self.training and torch.is_grad_enabled()
         for i, block in enumerate(self.h):
-            h = block(h, None if cache is None else cache.layer(i))
+            if recompute:
+                # dropout masks come out the same on recompute: checkpoint restores the RNG state
+                h = torch.utils.checkpoint.checkpoint(block, h, use_reentrant=False)
+            else:
+                h = block(h, None if cache is None else cache.layer(i))
         return h
 
     def generate(self, input_ids, max_new_tokens: int = 20, **kw):

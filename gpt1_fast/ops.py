@@ -68,6 +68,16 @@ def bias_act(x, bias, afn: str = "gelu", backend: str = "auto"):
     return reference.bias_act(x, bias, afn)
 
 
+def act_linear(x, bias, w, b, afn: str = "gelu", backend: str = "auto"):
+    """linear(act(x + bias), w, b): the MLP after its bias-free first GEMM. With Triton and GELU the
+    activation is recomputed in backward instead of kept (gpt1_fast/kernels/gelu_linear.py)."""
+    if afn == "gelu" and resolve(backend, x) == "triton":
+        from .kernels.gelu_linear import gelu_linear
+
+        return gelu_linear(x, bias, w, b)
+    return linear(bias_act(x, bias, afn, backend), w, b)
+
+
 # -------------------------------------------------------------------------------------- attention
 causal_mask = reference.causal_mask
 
@@ -105,7 +115,17 @@ def lm_head_loss(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, m
 
     h [N, C] hidden states, weight [V, C] (the embedding table), targets [N] int64, mask [N] (0/1):
     a row with mask 0 gives exactly 0. Callers pass hidden states, not logits, so that a fused
-    backend can avoid materialising the [N, V] logits; this reference does materialise them."""
+    backend can avoid materialising the [N, V] logits; this reference does materialise them.
+    "triton": the fused kernel (gpt1_fast/kernels/lm_head.py) that never holds the [N, V] logits and
+    skips rows whose mask is 0 (positions and specials stay in the softmax); under autocast it
+    computes in the autocast dtype, as the reference's matmul does."""
+    if resolve(backend, h) == "triton":
+        from .kernels.lm_head import lm_head_loss as fused
+
+        dev = h.device.type
+        if torch.is_autocast_enabled(dev):
+            h = h.to(torch.get_autocast_dtype(dev))
+        return fused(h, weight, targets, mask)
     logits = torch.nn.functional.linear(h, weight)  # h @ weight.T, as the LM head computes it (same kernels, same bits)
     return reference.cross_entropy(logits, targets) * mask
 

@@ -45,6 +45,7 @@ from .opt import SCHEDULES, OpenAIAdam
 from .pretrained import (LazyTextEncoder, checkpoint_present, missing_checkpoint_message, resolve_cache_dir,
                          resolve_vocab)
 from .tasks import describe, get_task, task_names
+from .tasks.common import PADDINGS
 from .tasks.trainer import JsonlLogger, RunPaths, TrainConfig, Trainer
 
 
@@ -54,8 +55,8 @@ MIN_N_CTX = 6  # ROCStories cuts story and ending to n_ctx // 2 - 2 tokens each:
 def _task_args(a):
     a("--dataset", default="rocstories", choices=task_names(),
       help="task, by the paper's name (default rocstories); the files each expects are listed below")
-    a("--desc", default="rocstories", type=run_name,
-      help="run name: every file of the run goes to its own folder <runs_dir>/<desc>/ (default rocstories)")
+    a("--desc", default=None, type=run_name,
+      help="run name: every file of the run goes to its own folder <runs_dir>/<desc>/ (default: the dataset's name)")
     a("--runs_dir", default="runs/",
       help="where run folders live (default runs/): <desc>/ holds log.jsonl, config.json, best_params.pt "
            "(parameters + their configuration, one file) and the submission files")
@@ -77,8 +78,10 @@ def _task_args(a):
     a("--n_valid", type=positive_int, default=374,
       help="ROCStories: stories held out of the val file for validation; every task: the first n_valid "
            "training examples are scored at each evaluation (default 374)")
-    a("--padding", default="batch", choices=["batch", "global"],
-      help="pad each batch to its own longest sequence (default; exact, faster) or every batch to n_ctx")
+    a("--padding", default="batch", choices=list(PADDINGS),
+      help="batch (default): pad each batch to its own longest sequence, rounded up to a multiple of 8 "
+           "(torch.compile then traces dynamic shapes); pow2: rounded up to a power of two (at most 7 static "
+           "graphs under --compile); global: every batch to the fitted n_ctx, as the release. All exact")
 
 
 def _model_args(a):
@@ -132,6 +135,9 @@ def _run_args(a):
            "parameters and optimizer state stay fp32")
     a("--compile", default=None, action=argparse.BooleanOptionalAction,
       help="torch.compile the training forward (default: on for CUDA, off on CPU)")
+    a("--activation_checkpointing", action="store_true",
+      help="recompute each block's forward in backward instead of keeping its activations "
+           "(torch.utils.checkpoint per block): much less memory for about a third more compute")
     a("--n_batch_eval", type=positive_int, default=None, help="examples per evaluation batch (default 2 x per-rank batch)")
     a("--save_every", type=int_at_least(0), default=0,
       help="checkpoint (model, optimizer, loop state, RNG states) every N updates into <run folder>/checkpoints/ "
@@ -167,7 +173,8 @@ def load_data(args, task, dist: Dist, vocab_paths, verbose: bool):
 def model_config(args) -> GPTConfig:
     return GPTConfig(n_embd=args.n_embd, n_head=args.n_head, n_layer=args.n_layer, embd_pdrop=args.embd_pdrop,
                      attn_pdrop=args.attn_pdrop, resid_pdrop=args.resid_pdrop, afn=args.afn,
-                     clf_pdrop=args.clf_pdrop, backend=args.backend)
+                     clf_pdrop=args.clf_pdrop, backend=args.backend,
+                     activation_checkpointing=args.activation_checkpointing)
 
 
 def build_model(args, cfg: GPTConfig, task, layout) -> DoubleHeadModel:
@@ -193,15 +200,21 @@ def run_config(cfg: GPTConfig, task, layout, vocab_paths) -> dict:
                 specials=list(layout.specials))
 
 
+def compiling(args, dist: Dist) -> bool:
+    return args.compile if args.compile is not None else dist.device.type == "cuda"
+
+
 def wrap_for_training(model, args, dist: Dist):
-    """What the training step calls: the model, inside DDP with several processes, compiled on CUDA."""
+    """What the training step calls: the model, inside DDP with several processes, compiled on CUDA
+    (static shapes: the padding gives few widths, see --padding)."""
     train_model = model
     if dist.world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         train_model = DDP(model, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
-    if args.compile if args.compile is not None else dist.device.type == "cuda":
-        train_model = torch.compile(train_model)
+    if compiling(args, dist):
+        # pow2 / global padding: at most 7 / 1 widths, one static graph each (under dynamo's recompile limit of 8)
+        train_model = torch.compile(train_model, dynamic=args.padding == "batch")
     return train_model
 
 
@@ -282,6 +295,7 @@ def warn_if_cut(data, n_ctx: int) -> None:
 def main(argv=None) -> dict:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.desc = args.desc or args.dataset
     validate(parser, args)
     task = get_task(args.dataset)
     paths = RunPaths(args.desc, args.log_dir, args.save_dir, args.submission_dir, args.runs_dir)

@@ -1,4 +1,23 @@
 import os
 
 # The Triton kernels run on CPU through the interpreter; it must be chosen before triton is imported.
+# On a GPU machine, `TRITON_INTERPRET=0 pytest -m cuda` runs the compiled kernels' checks instead.
 os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: needs a CUDA GPU (and TRITON_INTERPRET=0 for the Triton "
+                                       "kernels); run them all with `TRITON_INTERPRET=0 pytest -m cuda`")
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)

@@ -14,28 +14,20 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from gpt1_fast import reference  # noqa: E402
 from gpt1_fast.kernels import attention as A  # noqa: E402
+from gpt1_fast.kernels import attention_configs as AC  # noqa: E402
 from gpt1_fast.kernels.attention import (  # noqa: E402
     attention_dropout_mask, causal_attention, causal_attention_packed, draw_dropout_seed)
+from gpt1_fast.testing import rel_err  # noqa: E402
 
 TOL = {torch.float32: 2e-5, torch.float16: 3e-3}
 
 
 def ref_attention(q, k, v, keep=None, p=0.0, scale=None):
-    """SPEC §3 literally, in float64: w*b + -1e9*(1-b), softmax, dropout (given mask), @v."""
+    """SPEC §3 literally (gpt1_fast.reference), in float64, with the given dropout mask."""
     q, k, v = (t.double() for t in (q, k, v))
-    T, D = q.shape[-2], q.shape[-1]
-    w = q @ k.transpose(-1, -2) * (1 / math.sqrt(D) if scale is None else scale)
-    b = torch.tril(torch.ones(T, T, dtype=torch.float64))
-    w = torch.softmax(w * b + -1e9 * (1 - b), dim=-1)
-    if keep is not None:
-        w = w * keep.double() / (1 - p)
-    return w @ v
-
-
-def rel_err(a, b):
-    a, b = a.double(), b.double()
-    return ((a - b).norm() / b.norm().clamp_min(1e-12)).item()
+    return reference.attention(q, k, v, p, keep=keep, scale=scale)
 
 
 def run_both(q, k, v, fn, keep=None, p=0.0):
@@ -79,20 +71,21 @@ def test_parity(B, H, T, D, dtype):
 
 
 @pytest.mark.parametrize("T", [77, 130])
-def test_every_autotune_candidate(T, monkeypatch):
-    """Each candidate config the GPU may pick (sm_90 lists, which contain sm_80's) computes the same
-    function: forward and grads against the reference with the kernel's own dropout mask."""
+def test_every_candidate(T):
+    """Each candidate config a GPU may run (sm_90 lists, which contain sm_80's; the atomic kind too)
+    computes the same function: forward and grads against the reference with the kernel's own
+    dropout mask. Forward and backward choices are forced through the tuning object's override."""
     B, H, D, p, dtype = 1, 1, 64, 0.25, torch.float16
     q, k, v = (torch.randn(B, H, T, D, dtype=dtype) for _ in range(3))
     keep = attention_dropout_mask(5, B, H, T, p)
-    fwd_all = A.fwd_configs(T, D, torch.bfloat16, 90)
-    bwd_all = [(kind, c) for kind, cs in A.bwd_configs(T, D, torch.bfloat16, 90).items() for c in cs]
+    key = (T, D, torch.bfloat16, True, 1, 90)
+    fwd_all = AC.candidates("fwd", key)
+    bwd_all = AC.candidates("bwd", key, deterministic=False)
     assert len(fwd_all) > 1 and len(bwd_all) > 1
+    assert {kind for kind, _ in bwd_all} == ({"small", "tiled"} if T <= 128 else {"tiled", "atomic"})
     for i in range(max(len(fwd_all), len(bwd_all))):
-        fcfg, (kind, bcfg) = fwd_all[i % len(fwd_all)], bwd_all[i % len(bwd_all)]
-        monkeypatch.setattr(A, "fwd_configs", lambda *a, c=fcfg: [c])
-        monkeypatch.setattr(A, "bwd_configs", lambda *a, kind=kind, c=bcfg: {kind: [c]})
-        ours, refs = run_both(q, k, v, lambda q, k, v: causal_attention(q, k, v, p, seed=5), keep=keep, p=p)
+        with A.TUNING.override(fwd=fwd_all[i % len(fwd_all)], bwd=bwd_all[i % len(bwd_all)]):
+            ours, refs = run_both(q, k, v, lambda q, k, v: causal_attention(q, k, v, p, seed=5), keep=keep, p=p)
         assert_close(ours, refs, TOL[dtype])
 
 
@@ -279,10 +272,10 @@ def test_model_triton_backend_equals_torch():
 # ------------------------------------------------------------------------------------------ AOT
 # Each case runs the public ops (forward + backward) on CPU tensors with the kernel launches
 # recorded instead of executed, then compiles exactly the recorded (kernel, signature, constexprs,
-# num_warps, num_stages) for the target: the configs that would be launched on a GPU. An autotuned
-# launch contributes every candidate config; a backward with two kernel kinds, both.
-# (dtype, T, dropout p, every candidate or only the default/first one): all candidates for bf16 with
-# dropout (the training configuration); defaults elsewhere, to bound CI time.
+# num_warps, num_stages) for the target: the configs that would be launched on a GPU, the table's
+# choices (deterministic or not) and, where asked, every candidate autotuning may pick.
+# (dtype, T, dropout p, every candidate or only the table's): all candidates for bf16 with
+# dropout (the training configuration); the table's elsewhere, to bound CI time.
 AOT_CASES = {
     90: [("bfloat16", 77, 0.1, True), ("bfloat16", 512, 0.1, True), ("bfloat16", 512, 0.0, False),
          ("float16", 512, 0.1, False), ("float32", 512, 0.1, False)],
@@ -294,98 +287,58 @@ FLOAT_TYPES = {90: ("fp32", "fp64"), 80: ("fp32",)}
 
 
 def _recorded_launches(dtype, T, p, every_config, cc):
-    """[(JITFunction, args, constexpr/option kwargs, is default)] that forward + backward would
-    launch on a GPU of compute capability cc/10."""
+    """[(JITFunction, args, constexpr/option kwargs, is the table's choice)] that forward + backward
+    would launch on a GPU of compute capability cc/10: the table's choices, and with every_config
+    every candidate (the atomic kind included) forced through the tuning object."""
+    from gpt1_fast.kernels import _op
+
     calls = []
-    A._arch = lambda t: cc
 
     class Recorder:
         def __init__(self, kernel):
             self.kernel = kernel
 
         def __getitem__(self, grid):
-            return lambda *args, **kw: calls.append((self.kernel, args, kw))
+            return lambda *args, **kw: calls.append((self.kernel, args, kw, is_table))
 
-    A._wrap = Recorder
-    orig_bwd_configs = A.bwd_configs
-    try:
-        for kind in orig_bwd_configs(T, 64, dtype, cc):
-            A.bwd_configs = lambda *a, kind=kind: {kind: orig_bwd_configs(*a)[kind]}
+    _op.arch = lambda t: cc
+    _op.launcher = Recorder
+    key = (T, 64, dtype, p > 0, 1, cc)
+    choices = [(AC.table("fwd", key, det), AC.table("bwd", key, det), True) for det in (True, False)]
+    if every_config:
+        fwd_all, bwd_all = AC.candidates("fwd", key), AC.candidates("bwd", key, deterministic=False)
+        choices += [(fwd_all[i % len(fwd_all)], bwd_all[i % len(bwd_all)], False)
+                    for i in range(max(len(fwd_all), len(bwd_all)))]
+    for fwd, bwd, is_table in choices:
+        with A.TUNING.override(fwd=fwd, bwd=bwd):
             qkv = torch.randn(1, T, 3 * 2 * 64, dtype=dtype, requires_grad=True)
             A.causal_attention_packed(qkv, 2, p).sum().backward()
-    finally:
-        A.bwd_configs = orig_bwd_configs
-    out = []
-    for kernel, args, kw in calls:
-        if hasattr(kernel, "configs"):  # a triton.autotune wrapper: each candidate
-            for i, cfg in enumerate(kernel.configs if every_config else kernel.configs[:1]):
-                out.append((kernel.fn, args, dict(kw, **cfg.kwargs, num_warps=cfg.num_warps,
-                                                  num_stages=cfg.num_stages), i == 0))
-        else:
-            out.append((kernel, args, kw, True))
-    return out
+    return calls
 
 
 def _aot_main(cc: int) -> None:
-    import re
-    import tempfile
+    from gpt1_fast.kernels.aot import compile_stats, specialise
 
-    import triton
-    from triton.backends.compiler import GPUTarget
-
-    ty = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16", torch.int64: "i64"}
-    cuobjdump = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
     results, seen = [], set()
     for dtype_name, T, p, every_config in AOT_CASES[cc]:
         launches = _recorded_launches(getattr(torch, dtype_name), T, p, every_config, cc)
         assert launches, "no launches recorded"
         float_tys = FLOAT_TYPES[cc] if dtype_name == "bfloat16" else ("fp32",)
-        for (kernel, args, kw, is_default), float_ty in [(c, f) for c in launches for f in float_tys]:
-            if float_ty != "fp32" and not is_default:
+        for (kernel, args, kw, is_table), float_ty in [(c, f) for c in launches for f in float_tys]:
+            if float_ty != "fp32" and not is_table:
                 continue
-            sig, constexprs, opts, attrs = {}, {}, {}, {}
-            for i, (name, a) in enumerate(zip(kernel.arg_names, args)):
-                # Triton's launch-time specialisation: 16-byte-aligned pointers and ints divisible by
-                # 16 are compiled as such (it enables vector loads), ints equal to 1 become constants.
-                if isinstance(a, torch.Tensor):
-                    sig[name] = "*" + ty[a.dtype]
-                    if a.data_ptr() % 16 == 0:
-                        attrs[(i,)] = [["tt.divisibility", 16]]
-                elif isinstance(a, bool):
-                    sig[name] = "i1"
-                elif isinstance(a, int):
-                    if a == 1:
-                        sig[name], constexprs[name] = "constexpr", 1
-                        continue
-                    sig[name] = "i32" if -2**31 <= a < 2**31 else "i64"
-                    if a % 16 == 0:
-                        attrs[(i,)] = [["tt.divisibility", 16]]
-                else:
-                    sig[name] = float_ty
-            for name, val in kw.items():
-                if name in ("num_warps", "num_stages"):
-                    opts[name] = val
-                else:
-                    sig[name], constexprs[name] = "constexpr", val
+            sig, constexprs, attrs = specialise(kernel, args, float_ty)
+            opts = {k: kw[k] for k in ("num_warps", "num_stages") if k in kw}
+            constexprs.update({k: v for k, v in kw.items() if k not in opts})
             key = (kernel.__name__, json.dumps(sig, sort_keys=True), json.dumps(constexprs, sort_keys=True),
                    json.dumps(opts, sort_keys=True), str(sorted(attrs)))
             if key in seen:
                 continue
             seen.add(key)
-            src = triton.compiler.ASTSource(fn=kernel, signature=sig, constexprs=constexprs, attrs=attrs)
-            compiled = triton.compile(src, target=GPUTarget("cuda", cc, 32), options=opts)
-            with tempfile.TemporaryDirectory() as d:
-                path = Path(d) / "k.cubin"
-                path.write_bytes(compiled.asm["cubin"])
-                usage = subprocess.run([str(cuobjdump), "--dump-resource-usage", str(path)],
-                                       capture_output=True, text=True, check=True).stdout
-            m = re.search(r"REG:(\d+) STACK:(\d+) SHARED:(\d+) LOCAL:(\d+)", usage)
-            # Triton's n_spills (read at load time, needs a GPU) is the local-memory frame size the
-            # driver reports; without a GPU the same number is the cubin's STACK + LOCAL.
-            n_spills = int(m[2]) + int(m[4])
+            sig = {k: v for k, v in sig.items() if v != "constexpr"}
+            st = compile_stats(kernel, sig, constexprs, cc, attrs=attrs, **opts)
             results.append(dict(kernel=kernel.__name__, dtype=dtype_name, T=T, p=p, cc=cc, floats=float_ty,
-                                n_regs=int(m[1]), n_spills=n_spills, shared=compiled.metadata.shared,
-                                **constexprs, **opts))
+                                n_regs=st["regs"], n_spills=st["spills"], shared=st["shared"], **constexprs, **opts))
     print(json.dumps(results))
 
 
@@ -402,17 +355,17 @@ def test_aot_compile_no_spills():
         assert proc.returncode == 0, err[-3000:]
         rows += json.loads(out.strip().splitlines()[-1])
     kernels = {r["kernel"] for r in rows}
-    assert {"_attn_fwd", "_attn_bwd", "_attn_bwd_small", "_attn_bwd_preprocess"} <= kernels
+    assert {"attn_fwd", "attn_bwd", "attn_bwd_small", "attn_bwd_preprocess"} <= kernels
     # every autotune candidate was compiled, not only the defaults
     fwd_512 = {(r["BLOCK_M"], r["BLOCK_N"], r["num_warps"], r["num_stages"]) for r in rows
-               if r["kernel"] == "_attn_fwd" and r["T"] == 512 and r["dtype"] == "bfloat16"}
+               if r["kernel"] == "attn_fwd" and r["T"] == 512 and r["dtype"] == "bfloat16"}
     assert len(fwd_512) == len(A.fwd_configs(512, 64, torch.bfloat16, 90)) > 1, fwd_512
     for kind, atomic in (("tiled", False), ("atomic", True)):
         got = {(r["BLOCK_M1"], r["BLOCK_N1"], r["num_warps"], r["num_stages"]) for r in rows
-               if r["kernel"] == "_attn_bwd" and r["cc"] == 90 and r["T"] == 512 and r["dtype"] == "bfloat16"
+               if r["kernel"] == "attn_bwd" and r["cc"] == 90 and r["T"] == 512 and r["dtype"] == "bfloat16"
                and r["p"] > 0 and r["ATOMIC_DQ"] == atomic}
         assert len(got) == len(A.bwd_configs(512, 64, torch.bfloat16, 90)[kind]), (kind, got)
-    assert "_attn_dq_store" in kernels
+    assert "attn_dq_store" in kernels
     spilling = [r for r in rows if r["n_spills"] != 0]
     assert not spilling, spilling
 

@@ -306,14 +306,16 @@ def test_aot_compile_no_spills():
 
 
 def test_aot_occupancy_tool():
-    """benchmarks/aot_occupancy.py (the occupancy table in NOTES.md; run as a script, not imported) compiles every config it lists for
-    sm_80, without spills, and reports a residency consistent with the register count."""
+    """benchmarks/aot_occupancy.py (the occupancy table in NOTES.md; run as a script, not imported)
+    compiles every config it lists for sm_80, without spills, and reports a residency consistent with
+    the register count."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "aot_occupancy.py"), "--arch", "80"],
                          capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    rows = [line.split("|")[1:-1] for line in out.stdout.splitlines() if line.split("|")[1:2] and line.split("|")[1].strip().endswith("_kernel")]
+    cells = [line.split("|")[1:-1] for line in out.stdout.splitlines()]
+    rows = [c for c in cells if c and c[0].strip().endswith("_kernel")]
     assert len(rows) >= 10
     for kernel, _, _, warps, regs, spills, progs, _ in rows:
         warps, regs, progs = int(warps), int(regs), int(progs)

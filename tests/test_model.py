@@ -4,6 +4,7 @@ import torch
 
 from gpt1_fast.config import DEFAULT_CONFIG, GPTConfig
 from gpt1_fast.model import (DoubleHeadModel, LMModel, MultipleChoiceHead, TransformerModel, set_backend)
+from gpt1_fast.testing import rel_err as rel
 from gpt1_fast.weights import export_hf
 
 N_VOCAB, N_SPECIAL, N_CTX = 60, 3, 12
@@ -28,10 +29,6 @@ def rocstories_batch(B=3, n_choices=2, gen=None):
         for c in range(n_choices):
             X[b, c, lengths[b, c], 0] = CLF
     return X, lengths
-
-
-def rel(a, b):
-    return ((a.double() - b.double()).norm() / b.double().norm()).item()
 
 
 def test_default_config_is_gpt1():

@@ -2,8 +2,6 @@
 fine-tuning objective (mask, shift, lm_coef), the kept parameters (scripted scores), the loop state."""
 import json
 import math
-from dataclasses import dataclass
-
 import numpy as np
 import pytest
 import torch
@@ -15,6 +13,7 @@ from gpt1_fast.layout import EmbeddingLayout
 from gpt1_fast.model import DoubleHeadModel
 from gpt1_fast.opt import OpenAIAdam
 from gpt1_fast.tasks import classification, entailment, multiple_choice, similarity
+from gpt1_fast.tasks.readers import DATASETS
 from gpt1_fast.tasks.common import Encoded, batch_width, make_batch
 from gpt1_fast.tasks.task import DatasetTask, TaskData
 from gpt1_fast.checkpoint import load_model
@@ -78,6 +77,10 @@ def test_batch_width_and_positions():
     assert M[0, 0].tolist() == [1, 1, 1, 0, 0, 0, 0, 0] and Y.tolist() == [0]
     assert batch_width(enc.lengths[[0, 1]], 12) == 12  # capped at n_ctx
     assert make_batch(enc, [0], LAYOUT, "cpu", padding="global")[0].shape == (1, 1, 12, 2)
+    widths = {batch_width(np.array([t]), 512, "pow2") for t in range(1, 513)}
+    assert widths == {8, 16, 32, 64, 128, 256, 512}
+    assert [batch_width(np.array([t]), 300, "pow2") for t in (3, 9, 17, 257)] == [8, 16, 32, 300]
+    assert [batch_width(np.array([t]), 300, "batch") for t in (3, 9, 16, 297)] == [8, 16, 16, 300]
 
 
 # ------------------------------------------------------------------------------------------- model
@@ -100,14 +103,15 @@ def random_batch(n_seq=2, B=3, gen=None, lengths=None):
     return Encoded.from_sequences(seqs, np.arange(B) % 2, [str(i) for i in range(B)], LAYOUT.n_ctx)
 
 
+@pytest.mark.parametrize("padding", ["batch", "pow2"])
 @pytest.mark.parametrize("head,n_seq", [(("classification", 3), 1), ("multiple_choice", 3),
                                         (("similarity", 2), 2), ("similarity", 2)])
-def test_padding_more_changes_nothing(head, n_seq):
+def test_padding_more_changes_nothing(head, n_seq, padding):
     model = tiny_model(head)
     enc = random_batch(n_seq)
     if head == "similarity":
         enc.labels = np.array([0.5, 3.0, 4.5], dtype=np.float32)
-    short = make_batch(enc, [0, 1, 2], LAYOUT, "cpu", padding="batch")
+    short = make_batch(enc, [0, 1, 2], LAYOUT, "cpu", padding=padding)
     full = make_batch(enc, [0, 1, 2], LAYOUT, "cpu", padding="global")
     assert short[0].size(-2) < full[0].size(-2)
     a, b = model(*short), model(*full)
@@ -161,20 +165,8 @@ def test_regression_head_uses_squared_error():
 
 
 # ----------------------------------------------------------------------------------------- trainer
-@dataclass
-class FakeSpec:  # the readers' DatasetSpec contract
-    name: str = "sst-2"
-    family: str = "classification"
-    label_names: tuple = ("0", "1")
-    splits: dict = None
-    eval_splits: tuple = ("dev",)
-    metrics: tuple = ("accuracy",)
-    n_choices: int = None
-
-
 def fake_task_data(n_train=32):
-    spec = FakeSpec(splits={"train": "train.tsv", "dev": "dev.tsv", "test": "test.tsv"})
-    task = DatasetTask(spec)
+    task = DatasetTask(DATASETS["sst-2"])
     gen = torch.Generator().manual_seed(2)
     splits = {}
     for name, n in (("train", n_train), ("dev", 8), ("test", 6)):
@@ -238,6 +230,9 @@ def test_loop_state_round_trip(tmp_path):
     b = make_trainer(tmp_path / "b", n_iter=2, submit=False)
     b.load_state_dict(state)
     assert (b.epoch, b.batch, b.n_updates, b.history) == (2, 0, 8, a.history)
+    # 2 epochs over all 32 rows: every real token twice; computed positions = batches x 8 x their width
+    assert a.tokens["real"] == 2 * a.data["train"].lengths.sum() and b.tokens == a.tokens
+    assert a.tokens["padded"] >= a.tokens["real"]
     assert a.rng.randint(1 << 30) == b.rng.randint(1 << 30)
     assert math.isinf(b.best_score)
 
@@ -258,7 +253,7 @@ def test_train_cli_builds_the_objective_from_its_flags():
 
     args = train.build_parser().parse_args(["--lm_coef", "0.25", "--from_scratch", "--n_layer", "1", "--n_embd", "16",
                                             "--n_head", "2", "--backend", "torch"])
-    model = train.build_model(args, train.model_config(args), DatasetTask(FakeSpec(splits={"train": "t"})), LAYOUT)
+    model = train.build_model(args, train.model_config(args), DatasetTask(DATASETS["sst-2"]), LAYOUT)
     assert model.lm_coef == 0.25 and model.task_head.linear.out_features == 2
     assert model.transformer.embed.weight.shape == (LAYOUT.size, 16)
 
@@ -269,3 +264,76 @@ def test_evaluation_sorted_by_length_returns_the_split_order(tmp_path):
     one_by_one = torch.cat([trainer.model.task_logits(make_batch(trainer.data["dev"], [i], LAYOUT, "cpu")[0])
                             for i in range(8)])
     torch.testing.assert_close(trainer.logits("dev"), one_by_one, rtol=1e-5, atol=1e-6)
+
+
+def test_lm_head_loss_reference():
+    from gpt1_fast import ops
+
+    g = torch.Generator().manual_seed(0)
+    h, w = torch.randn(6, 8, generator=g), torch.randn(20, 8, generator=g)
+    t = torch.randint(0, 20, (6,), generator=g)
+    mask = torch.tensor([1.0, 0, 1, 1, 0, 1])
+    got = ops.lm_head_loss(h, w, t, mask, backend="torch")
+    assert got.dtype == torch.float32 and got.shape == (6,)
+    torch.testing.assert_close(got, F.cross_entropy(h @ w.T, t, reduction="none") * mask)
+    assert (got[mask == 0] == 0).all() and (got[mask == 1] > 0).all()
+
+
+class CountingEncoder:
+    """One id per whitespace word (ids from a growing table); counts calls."""
+
+    def __init__(self):
+        self.calls, self.table, self.n_vocab = 0, {}, 1000
+
+    def encode(self, texts, verbose=False):
+        self.calls += 1
+        return [[self.table.setdefault(w, len(self.table) + 1) for w in t.split()] for t in texts]
+
+
+def test_dataset_encoded_once_and_choices_regrouped(tmp_path):
+    from fixtures_tasks import write_fixture
+    from gpt1_fast.tasks import get_task
+    from gpt1_fast.tasks.readers import read_split
+
+    data = write_fixture("race", tmp_path / "race", n_rows=8, seed=0)
+    task, enc = get_task("race"), CountingEncoder()
+    first = task.load(data, enc, (), cache_dir=tmp_path / "cache")
+    calls = enc.calls
+    again = task.load(data, enc, (), cache_dir=tmp_path / "cache")
+    assert enc.calls == calls  # every split from the cache
+    assert all(np.array_equal(first.splits[k].tokens, again.splits[k].tokens) for k in first.splits)
+    split = read_split("race", data, "dev")
+    L = first.layout
+    ex = first.splits["dev"]
+    ids = lambda s: [enc.table[w] for w in s.split()]  # noqa: E731
+    assert ex.tokens.shape[1] == 4 and ex.ids == split.ids
+    for i, (context, answers) in enumerate(zip(split.fields["context"], split.fields["choices"])):
+        for k, answer in enumerate(answers):
+            want = [L.start] + ids(context) + [L.delimiter] + ids(answer) + [L.clf]
+            assert ex.tokens[i, k, :ex.lengths[i, k]].tolist() == want
+
+
+def test_help_lists_every_dataset_and_its_files():
+    from gpt1_fast import train
+
+    parser = train.build_parser()
+    text = parser.format_help()
+    choices = next(a for a in parser._actions if "--dataset" in a.option_strings).choices
+    assert set(choices) == {"rocstories", *DATASETS}
+    for name, spec in DATASETS.items():
+        line = next(x for x in text.splitlines() if x.strip().startswith(f"{name}:"))
+        assert all(str(f) in line for f in spec.splits.values()) and spec.family in line
+    assert rocdata.VAL_FILE in text and rocdata.TEST_FILE in text
+
+
+def test_seed_import_line_and_generate_does_not_need_train():
+    import subprocess
+    import sys
+
+    from gpt1_fast.model import DEFAULT_CONFIG, TransformerModel, load_openai_pretrained_model  # the port's line
+    from gpt1_fast import weights
+
+    assert load_openai_pretrained_model is weights.load_openai_pretrained_model
+    assert TransformerModel(DEFAULT_CONFIG.replace(n_layer=1, n_embd=8, n_head=2), vocab=20, n_ctx=4)
+    code = "import sys, gpt1_fast.generate; print('gpt1_fast.train' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"

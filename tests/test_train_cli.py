@@ -237,3 +237,19 @@ def test_demo_pipeline_smoke(tmp_path, capsys):
     assert "DEMO FROM SCRATCH" in out and "ROCStories Test Accuracy:" in out
     assert res["n_updates"] == 2 and (tmp_path / "demo" / "runs" / "demo" / "ROCStories.tsv").is_file()
     assert torch.get_num_threads() == threads_before
+
+
+def test_activation_checkpointing_flag_same_run(work, tmp_path, monkeypatch):
+    """--activation_checkpointing recomputes the blocks in backward (checkpoint is called once per
+    block and training step): the same evaluations as without."""
+    import torch.utils.checkpoint as ckpt_mod
+
+    calls = []
+    real = ckpt_mod.checkpoint
+    monkeypatch.setattr(ckpt_mod, "checkpoint", lambda *a, **k: calls.append(1) or real(*a, **k))
+    args = common(work) + ["--n_batch", "40", "--n_iter", "1"]
+    plain = train.main(args + ["--log_dir", str(tmp_path / "a")])
+    assert not calls
+    ckpt = train.main(args + ["--log_dir", str(tmp_path / "b"), "--activation_checkpointing"])
+    assert len(calls) == ckpt["n_updates"] * 1  # TINY: one block
+    assert plain["history"] == ckpt["history"] and plain["history"]

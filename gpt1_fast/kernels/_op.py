@@ -19,11 +19,13 @@ kernels through `launcher`), their fake (meta) implementations, and the autograd
 runs never depends on timing noise); timing candidates happens only when asked; overrides for
 benchmarks and tests are a context manager on the object.
 
-Registering a new op (see layernorm_gelu.py for a complete one):
+Registering a new op (see layernorm_gelu.py for a complete one; tests/test_kernels_determinism.py
+runs this example with `_scale_kernel(X, Y, n, s, BLOCK: tl.constexpr)` writing Y = s·X):
 
     from . import _op
 
     def _scale_fwd(x: torch.Tensor, s: float) -> tuple[torch.Tensor]:
+        x = x.contiguous()                   # autograd may pass an expanded (stride-0) gradient
         y = torch.empty_like(x)
         cfg = TUNING.choose("fwd", (x.numel(), _op.arch(x)))
         _op.launcher(_scale_kernel)[(_op.cdiv(x.numel(), cfg["BLOCK"]),)](x, y, x.numel(), s, **cfg)
@@ -32,7 +34,7 @@ Registering a new op (see layernorm_gelu.py for a complete one):
     def _scale_bwd(dy: torch.Tensor, s: float) -> torch.Tensor:
         return _scale_fwd(dy, s)[0]
 
-    def _setup(ctx, inputs, outputs):
+    def _setup(ctx, inputs, output):      # register_autograd passes output= by name
         ctx.s = inputs[1]
 
     def _grads(ctx, backward, dy):           # backward: the registered op or, eagerly, the body
@@ -45,8 +47,8 @@ Registering a new op (see layernorm_gelu.py for a complete one):
                            setup_context=_setup, grads=_grads)
     y, = scale_op(x, 2.0)
 
-The forward body returns a tuple (the op's result first, then whatever the backward needs, such as
-LayerNorm's mean and rstd: `setup_context` marks those non-differentiable).
+The forward body returns a tensor or a tuple (the op's result first, then whatever the backward
+needs, such as LayerNorm's mean and rstd: `setup_context` marks those non-differentiable).
 """
 from __future__ import annotations
 
@@ -56,8 +58,16 @@ import os
 from typing import Any, Callable
 
 import torch
-from torch._library.triton import is_wrap_triton_enabled, set_wrap_triton_enabled
 from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+try:  # torch's own switch between wrap_triton's higher-order op and a direct launch
+    from torch._library.triton import is_wrap_triton_enabled, set_wrap_triton_enabled
+except ImportError:  # older torch: always wrap (correct, only slower eagerly)
+    def is_wrap_triton_enabled() -> bool:
+        return True
+
+    def set_wrap_triton_enabled(enabled: bool):
+        return contextlib.nullcontext()
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
@@ -107,8 +117,10 @@ def is_tracing(t: torch.Tensor) -> bool:
 
 
 # ------------------------------------------------------------------------------------- registration
-def _register(name: str, body: Callable, fake: Callable):
-    if INTERPRET:
+def _register(name: str, body: Callable, fake: Callable, opaque: bool = False):
+    # opaque: a body that triton_op cannot trace (a host sync, a data-dependent shape) is a custom_op
+    # everywhere; Inductor then calls it as it is.
+    if INTERPRET or opaque:
         op = torch.library.custom_op(name, mutates_args=())(body)
         op.register_fake(fake)
         return op
@@ -118,37 +130,35 @@ def _register(name: str, body: Callable, fake: Callable):
 class FusedOp:
     """A forward/backward pair of Triton bodies as one differentiable op (see the module docstring).
 
-    forward(*inputs) -> tuple of outputs; backward(*args) -> whatever `grads` needs from it;
-    setup_context(ctx, inputs, outputs) saves for the backward; grads(ctx, backward, *grad_outputs)
-    -> one gradient (or None) per input, calling `backward(*args)`. `op(*inputs)` returns the tuple.
+    forward(*inputs) -> a tensor or a tuple of tensors; backward(*args) -> whatever `grads` needs;
+    setup_context(ctx, inputs, output) saves for the backward (these parameter names: register_autograd
+    passes them by keyword); grads(ctx, backward, *grad_outputs)
+    -> one gradient (or None) per input, calling `backward(*args)`. `op(*inputs)` returns what
+    forward returns.
+    opaque: register custom ops even for compiled Triton (bodies triton_op cannot trace).
     """
 
     def __init__(self, name: str, forward: Callable, backward: Callable, *, forward_fake: Callable,
-                 backward_fake: Callable, setup_context: Callable, grads: Callable):
+                 backward_fake: Callable, setup_context: Callable, grads: Callable, opaque: bool = False):
         self.name = name
         self.forward, self.backward = forward, backward
-        self.forward_op = _register(f"gpt1_fast::{name}_fwd", forward, forward_fake)
-        self.backward_op = _register(f"gpt1_fast::{name}_bwd", backward, backward_fake)
+        self.forward_op = _register(f"gpt1_fast::{name}_fwd", forward, forward_fake, opaque)
+        self.backward_op = _register(f"gpt1_fast::{name}_bwd", backward, backward_fake, opaque)
         backward_op = self.backward_op
         self.forward_op.register_autograd(lambda ctx, *g: grads(ctx, backward_op, *g), setup_context=setup_context)
 
-        class Eager(torch.autograd.Function):
-            @staticmethod
-            def forward(*inputs):
-                with set_wrap_triton_enabled(False):
-                    return forward(*inputs)
+        def eager_forward(*inputs):
+            with set_wrap_triton_enabled(False):
+                return forward(*inputs)
 
-            @staticmethod
-            def setup_context(ctx, inputs, output):
-                setup_context(ctx, inputs, output)
+        def eager_backward(ctx, *grad_outputs):
+            with set_wrap_triton_enabled(False):
+                return grads(ctx, backward, *grad_outputs)
 
-            @staticmethod
-            def backward(ctx, *grad_outputs):
-                with set_wrap_triton_enabled(False):
-                    return grads(ctx, backward, *grad_outputs)
-
-        Eager.__name__ = Eager.__qualname__ = f"{name}_eager"
-        self.eager = Eager
+        # built with type() so that its autograd node is named after the op ("<name>_eagerBackward")
+        self.eager = type(f"{name}_eager", (torch.autograd.Function,), {
+            "forward": staticmethod(eager_forward), "setup_context": staticmethod(setup_context),
+            "backward": staticmethod(eager_backward)})
 
     def __call__(self, *inputs):
         if is_tracing(inputs[0]):

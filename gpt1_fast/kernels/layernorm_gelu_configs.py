@@ -8,6 +8,8 @@ sm_90 without spills by tests/test_layernorm_gelu.py and benchmarks/aot_occupanc
 """
 from __future__ import annotations
 
+import functools
+
 from ._op import next_pow2
 
 MAX_WIDTH = 8192  # a LayerNorm row lives in registers: 8192 fp32 per row over 16 warps is 16 per thread
@@ -88,6 +90,7 @@ SWEEP = {
 }
 
 
+@functools.lru_cache(maxsize=None)  # asked at every call: host time matters at small token counts
 def table(what: str, key: tuple, deterministic: bool = True) -> dict:
     """The committed choice for kernel `what` at key (width, element size, arch). These kernels use
     no atomics, so `deterministic` changes nothing."""

@@ -9,14 +9,14 @@ transform and head; `task.Task` ties a dataset to its family, metrics and submis
 """
 from __future__ import annotations
 
-from .task import ROCStories, DatasetTask, Task, TaskData  # noqa: F401
+from .task import DatasetTask, ROCStories, Task, TaskData
+
+__all__ = ["Task", "TaskData", "ROCStories", "DatasetTask", "get_task", "task_names", "describe"]
 
 
 def _datasets() -> dict:
-    try:
-        from .readers import DATASETS
-    except ImportError:  # TEMPORARY, until the readers branch (tasks/readers.py) is merged
-        return {}
+    from .readers import DATASETS
+
     return DATASETS
 
 
@@ -34,9 +34,5 @@ def get_task(name: str) -> Task:
 
 
 def describe() -> str:
-    """One line per dataset: family and the files --data_dir must hold (for --help)."""
-    lines = []
-    for n in task_names():
-        t = get_task(n)
-        lines.append(f"  {n:<11} {t.family:<16} {t.files}")
-    return "\n".join(lines)
+    """One line per dataset: the files --data_dir must hold and the family (for --help)."""
+    return "\n".join(f"  {t.files}; {t.family}" for t in map(get_task, task_names()))

@@ -11,7 +11,8 @@ import torch
 
 from ..fileio import atomic_write
 
-PAD_MULTIPLE = 8  # per-batch padding rounds T up to a multiple of this (fewer shapes for torch.compile)
+PAD_MULTIPLE = 8  # "batch" padding rounds T up to a multiple of this
+PADDINGS = ("batch", "pow2", "global")
 _CACHE_VERSION = b"gpt1_fast-task-fields-v1"
 
 
@@ -46,15 +47,21 @@ def longest(seqs: list[list[list[int]]]) -> int:
 
 
 def batch_width(lengths: np.ndarray, n_ctx: int, padding: str = "batch") -> int:
-    """T of a batch: its longest sequence rounded up to PAD_MULTIPLE ("batch"), or n_ctx ("global").
-    Exact either way: attention is causal, the head reads the classify token's position and the
-    LM loss is masked, so nothing before a sequence's end sees the padding after it."""
+    """T of a batch: its longest sequence rounded up to a multiple of PAD_MULTIPLE ("batch") or to a
+    power of two from PAD_MULTIPLE up ("pow2": at most 7 widths for n_ctx 512, so torch.compile
+    builds a few static graphs), capped at n_ctx; or n_ctx itself ("global"). Exact whichever: attention is causal,
+    the head reads the classify token's position and the LM loss is masked, so nothing before a
+    sequence's end sees the padding after it."""
+    if padding not in PADDINGS:
+        raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
     if padding == "global":
         return n_ctx
-    if padding != "batch":
-        raise ValueError(f"padding must be 'batch' or 'global', got {padding!r}")
     t = int(lengths.max())
-    return min(n_ctx, -(-t // PAD_MULTIPLE) * PAD_MULTIPLE)
+    if padding == "pow2":
+        t = max(PAD_MULTIPLE, 1 << (t - 1).bit_length())  # 8, 16, ..., 256, then n_ctx
+    else:
+        t = -(-t // PAD_MULTIPLE) * PAD_MULTIPLE
+    return min(n_ctx, t)
 
 
 def make_batch(enc: Encoded, idx, layout, device, padding: str = "batch"):
@@ -130,7 +137,7 @@ METRIC_TITLES = {"accuracy": "Accuracy", "f1": "F1", "mcc": "MCC", "pearson": "P
 
 
 def compute_metrics(names, y_true, y_pred) -> dict[str, float]:
-    """The task's metrics in percent (as the paper reports them), by metric name."""
-    from .metrics import compute  # already in percent
+    """The task's metrics in percent (as the paper reports them), by metric name (tasks.metrics)."""
+    from .metrics import compute
 
-    return {k: float(v) for k, v in compute(tuple(names), np.asarray(y_true), np.asarray(y_pred)).items()}
+    return compute(tuple(names), np.asarray(y_true), np.asarray(y_pred))

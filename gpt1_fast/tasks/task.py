@@ -17,7 +17,7 @@ FAMILIES = {"classification": classification, "entailment": entailment, "similar
 # The names the GLUE server and the papers use (submission files are <display>.tsv).
 DISPLAY = {"rocstories": "ROCStories", "snli": "SNLI", "mnli": "MNLI", "qnli": "QNLI", "rte": "RTE",
            "scitail": "SciTail", "qqp": "QQP", "mrpc": "MRPC", "sts-b": "STS-B", "sst-2": "SST-2",
-           "cola": "CoLA", "race": "RACE"}
+           "cola": "CoLA", "race": "RACE", "race-m": "RACE-m", "race-h": "RACE-h"}
 SHORT_SPLITS = {"matched": "m", "mismatched": "mm"}  # GLUE's MNLI-m.tsv, MNLI-mm.tsv
 
 
@@ -48,7 +48,7 @@ class Task:
     specials: tuple[str, ...] = PAPER_SPECIALS
     eval_splits: tuple[str, ...] = ()   # model selection: the first metric on the first of these
     test_splits: tuple[str, ...] = ()
-    files: str = ""                     # what --data_dir must hold (for --help)
+    files: str = ""                     # one line for --help: the files --data_dir must hold
 
     @property
     def display(self) -> str:
@@ -68,7 +68,7 @@ class Task:
 
     def format_prediction(self, p) -> str:
         if self.regression:
-            return f"{float(p):.6f}"
+            return f"{float(p):.9g}"  # a float32 output, written back exactly
         return self.label_names[int(p)] if self.label_names else str(int(p))
 
     def parse_prediction(self, s: str):
@@ -95,7 +95,7 @@ class ROCStories(Task):
     def files(self):
         from .. import data as rocdata
 
-        return f"'{rocdata.VAL_FILE}', '{rocdata.TEST_FILE}'"
+        return f"rocstories: '{rocdata.VAL_FILE}', '{rocdata.TEST_FILE}' (Story Cloze Test 2016 CSVs)"
 
     def load(self, data_dir, text_encoder, vocab_paths, n_ctx=512, n_valid=374, cache_dir=None,
              verbose=False) -> TaskData:
@@ -125,8 +125,10 @@ class DatasetTask(Task):
         self.head_type = self.module.head_type(spec)
         self.metrics, self.label_names = tuple(spec.metrics), spec.label_names
         self.eval_splits = tuple(spec.eval_splits)
-        self.test_splits = tuple(s for s in spec.splits if s != "train" and s not in self.eval_splits)
-        self.files = ", ".join(f"{split}: {f}" for split, f in spec.splits.items())
+        self.test_splits = tuple(spec.test_splits)
+        from .readers import describe
+
+        self.files = describe(spec)
 
     def load(self, data_dir, text_encoder, vocab_paths, n_ctx=512, n_valid=374, cache_dir=None,
              verbose=False) -> TaskData:
@@ -148,7 +150,7 @@ class DatasetTask(Task):
 
     def _encode(self, fields, text_encoder, source, vocab_paths, cache_dir, verbose):
         """Every text field through the BPE (cached); multiple choice's choice lists flattened and regrouped."""
-        texts = {k: v for k, v in fields.items() if k != "choices"}
+        texts = {k: fields[k] for k in self.module.FIELDS if k != "choices"}
         if "choices" in fields:
             texts["choices"] = [a for answers in fields["choices"] for a in answers]
         ids = encode_texts(texts, text_encoder, [source], vocab_paths, cache_dir, tag=self.name, verbose=verbose)

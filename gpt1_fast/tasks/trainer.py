@@ -32,7 +32,7 @@ class TrainConfig:
     n_batch_eval: int | None = None  # examples per evaluation batch (default 2 x per-process batch)
     n_valid: int = 374              # first training examples scored at each evaluation ("tr_")
     seed: int = 42                  # data order
-    padding: str = "batch"          # "batch": each batch to its longest sequence; "global": to n_ctx
+    padding: str = "batch"          # each batch to its longest sequence ("batch", "pow2"), or to n_ctx ("global")
     submit: bool = False            # keep the best parameters, write predictions
     bf16: bool = False              # autocast
     verbose: bool = False           # progress bars
@@ -129,10 +129,6 @@ class Trainer:
     def main(self) -> bool:
         return self.rank == 0
 
-    @property
-    def n_updates_total(self) -> int:
-        return self.n_batches * self.config.n_iter
-
     def autocast(self):
         if self.config.bf16:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
@@ -152,7 +148,7 @@ class Trainer:
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         self.n_updates += 1
-        self.tokens["real"] += int(M.sum().item())
+        self.tokens["real"] += int(self.data["train"].lengths[idx].sum())  # host-side: no device sync
         self.tokens["padded"] += M.numel()
         return out["loss"]
 
@@ -188,7 +184,7 @@ class Trainer:
         enc = self.data[split]
         n = len(enc) if n is None else min(n, len(enc))
         order = np.arange(n)
-        if self.config.padding == "batch":
+        if self.config.padding != "global":
             order = np.argsort(enc.lengths[:n].max(1), kind="stable")
         self.model.eval()
         out = []
@@ -239,6 +235,7 @@ class Trainer:
         return f"{self.eval_prefixes()[self.task.eval_splits[0]]}_{METRIC_KEYS[self.task.metrics[0]]}"
 
     def consider(self, score: float):
+        """Keep the parameters when `score` beats the best so far (a nan score never does)."""
         if self.config.submit and score > self.best_score:
             self.best_score = score
             self.save_best()
@@ -267,7 +264,7 @@ class Trainer:
     def analysis(self, written: dict[str, str]) -> dict[str, float]:
         """Print the validation score(s) of the best evaluation in the log and the metrics of every
         labelled test split's submission file against its labels (the release's --analysis)."""
-        best = max(self.history, key=lambda r: r[self.selection_key])
+        best = max(self.history, key=lambda r: _finite(r[self.selection_key]))
         lines, out = [], {}
         for split, prefix in list(self.eval_prefixes().items())[1:]:
             title = "Valid" if prefix == "va" else split
@@ -313,6 +310,10 @@ def format_record(rec: dict) -> str:
     """An evaluation as one `key=value` line, the log's keys: n_epochs=1 n_updates=93 tr_cost=0.692 ..."""
     return " ".join(f"{k}={v:.3f}" if k.endswith("_cost") else f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}"
                     for k, v in rec.items())
+
+
+def _finite(x: float) -> float:
+    return -math.inf if math.isnan(x) else x
 
 
 def read_predictions(path, task) -> np.ndarray:

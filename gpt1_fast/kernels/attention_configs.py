@@ -1,0 +1,153 @@
+"""Launch choices of the attention kernels: the candidate configurations per shape and architecture,
+and the committed choice table (`table`), which the op uses unless autotuning is asked for.
+
+Every candidate compiles without register spills for the architectures it is offered on (sm_80,
+sm_90 at D=64; tests/test_attention.py compiles each one with Triton's launch-time specialisation):
+e.g. tutorial 06's 32/128/128/32 backward spills with 4 warps (this kernel's masking and dropout
+state), and with 8 warps a little on sm_80 only. Every candidate is also checked for correctness
+in the interpreter (tests/test_attention.py::test_every_candidate).
+
+A choice key is (T, D, dtype, dropout on, B·H rounded up to a power of two, arch); "fwd" choices are
+config dicts, "bwd" choices (kind, config).
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from ._op import next_pow2
+
+SUPPORTED_HEAD_DIMS = (16, 32, 64, 128)
+SMALL_T = 128  # T <= SMALL_T: the whole-sequence backward program is a candidate
+
+
+def _cfg(num_warps, num_stages, **blocks):
+    return dict(blocks, num_warps=num_warps, num_stages=num_stages)
+
+
+@functools.lru_cache(maxsize=None)
+def fwd_configs(T: int, D: int, dtype: torch.dtype, arch: int = 0) -> list[dict]:
+    """Forward candidates; `arch` = compute capability x10 (0: CPU / interpreter)."""
+    if dtype == torch.float32:  # exact fp32 dots run on the FMA units: small tiles
+        return [_cfg(4, 2, BLOCK_M=32, BLOCK_N=32)]
+    if T <= 64:
+        return [_cfg(4, 2, BLOCK_M=max(16, next_pow2(T)), BLOCK_N=16 if T <= 16 else 32)]
+    if D >= 128:
+        return [_cfg(4, 2, BLOCK_M=64, BLOCK_N=32)]
+    # 128x64 tiles with 8 warps spill 8 bytes on sm_80 when dropout is on (16-bit RNG lanes).
+    sm80 = 0 < arch < 90
+    if T <= SMALL_T:
+        cands = [_cfg(4, 2, BLOCK_M=64, BLOCK_N=32), _cfg(8, 2, BLOCK_M=128, BLOCK_N=32),
+                 _cfg(4, 2, BLOCK_M=32, BLOCK_N=32), _cfg(8, 2, BLOCK_M=128, BLOCK_N=64),
+                 _cfg(4, 2, BLOCK_M=128, BLOCK_N=32)]
+    else:
+        cands = [_cfg(8, 3, BLOCK_M=128, BLOCK_N=64), _cfg(8, 4, BLOCK_M=128, BLOCK_N=64),
+                 _cfg(8, 3, BLOCK_M=64, BLOCK_N=64), _cfg(8, 3, BLOCK_M=128, BLOCK_N=32),
+                 _cfg(4, 3, BLOCK_M=64, BLOCK_N=32)]
+    return [c for c in cands if not (sm80 and c["BLOCK_M"] == 128 and c["BLOCK_N"] == 64)]
+
+
+# Backward candidates per architecture (sm_80's register allocation differs: several sm_90 choices
+# spill a few bytes there). arch 0 (CPU / interpreter) uses the sm_90 lists' first entries.
+_TILED = {
+    90: [_cfg(8, 3, BLOCK_M1=32, BLOCK_N1=64, BLOCK_M2=64, BLOCK_N2=32),
+         _cfg(8, 3, BLOCK_M1=16, BLOCK_N1=64, BLOCK_M2=64, BLOCK_N2=16),
+         _cfg(4, 3, BLOCK_M1=16, BLOCK_N1=32, BLOCK_M2=32, BLOCK_N2=16),
+         _cfg(8, 3, BLOCK_M1=32, BLOCK_N1=128, BLOCK_M2=128, BLOCK_N2=32),  # tutorial 06's blocks
+         _cfg(8, 4, BLOCK_M1=32, BLOCK_N1=128, BLOCK_M2=128, BLOCK_N2=32)],
+    80: [_cfg(8, 3, BLOCK_M1=16, BLOCK_N1=64, BLOCK_M2=64, BLOCK_N2=16),
+         _cfg(4, 3, BLOCK_M1=16, BLOCK_N1=32, BLOCK_M2=32, BLOCK_N2=16)],
+}
+# Atomic-dQ backward (T > 128): dK/dV programs only, so BLOCK_M2/BLOCK_N2 are unused (kept equal).
+_ATOMIC = {
+    90: [_cfg(8, 3, BLOCK_M1=32, BLOCK_N1=128, BLOCK_M2=32, BLOCK_N2=128),
+         _cfg(8, 3, BLOCK_M1=32, BLOCK_N1=64, BLOCK_M2=32, BLOCK_N2=64),
+         _cfg(4, 3, BLOCK_M1=32, BLOCK_N1=64, BLOCK_M2=32, BLOCK_N2=64),
+         _cfg(8, 4, BLOCK_M1=32, BLOCK_N1=128, BLOCK_M2=32, BLOCK_N2=128)],  # 64x128 spills
+    80: [_cfg(8, 3, BLOCK_M1=16, BLOCK_N1=64, BLOCK_M2=16, BLOCK_N2=64),
+         _cfg(4, 3, BLOCK_M1=16, BLOCK_N1=32, BLOCK_M2=16, BLOCK_N2=32)],
+}
+# Extra tiled candidates for T <= 128: 32-wide blocks skip more of the masked triangle and give more
+# programs per (batch, head) (occupancy at small T).
+_TILED_SHORT = [_cfg(4, 2, BLOCK_M1=32, BLOCK_N1=32, BLOCK_M2=32, BLOCK_N2=32),
+                _cfg(2, 2, BLOCK_M1=16, BLOCK_N1=32, BLOCK_M2=32, BLOCK_N2=16)]
+_TILED_FP32 = {90: _cfg(8, 2, BLOCK_M1=16, BLOCK_N1=32, BLOCK_M2=32, BLOCK_N2=16),
+               80: _cfg(4, 2, BLOCK_M1=16, BLOCK_N1=32, BLOCK_M2=32, BLOCK_N2=16)}
+_TILED_D128 = _cfg(4, 2, BLOCK_M1=16, BLOCK_N1=32, BLOCK_M2=32, BLOCK_N2=16)
+# The whole-sequence program at BLOCK_T=128 spills on sm_80 in every configuration tried.
+_SMALL_128 = {90: [_cfg(8, 1, BLOCK_T=128, BLOCK_N=32), _cfg(8, 2, BLOCK_T=128, BLOCK_N=32)], 80: []}
+
+
+@functools.lru_cache(maxsize=None)
+def bwd_configs(T: int, D: int, dtype: torch.dtype, arch: int = 0) -> dict[str, list[dict]]:
+    """Backward candidates per kernel kind ("small": one program per (batch, head); "tiled":
+    tutorial-06 kernel, after the delta preprocess for T > 128; "atomic": dK/dV loop with dQ by fp32
+    atomics, T > 128)."""
+    family = 80 if 0 < arch < 90 else 90
+    # Exact fp32 dots need many more registers: the whole-sequence program spills even at 8 warps.
+    if dtype == torch.float32:
+        return {"tiled": [_TILED_FP32[family]]}
+    if T <= SMALL_T:
+        block_t = max(16, next_pow2(T))
+        if block_t <= 64 and D <= 64:
+            return {"small": [_cfg(4, 2, BLOCK_T=block_t, BLOCK_N=32 if block_t >= 32 else 16)]}
+        if D >= 128:
+            return {"small": [_cfg(8, 1, BLOCK_T=block_t, BLOCK_N=32)]}
+        kinds = {"small": _SMALL_128[family], "tiled": _TILED[family] + _TILED_SHORT}
+        return {k: v for k, v in kinds.items() if v}
+    if D >= 128:
+        return {"tiled": [_TILED_D128]}
+    return {"tiled": _TILED[family], "atomic": _ATOMIC[family]}
+
+
+def candidates(what: str, key: tuple, deterministic: bool = True) -> list:
+    """What autotuning times for `what` at `key`: forward configs, or (kind, config) pairs. The atomic
+    kind only with dropout and when non-determinism is allowed: without dropout it saved no GPU time
+    on an H100 and costs two more launches (zeroing, dQ store) of host time, which L2-flushed timing
+    does not see (benchmarks/NOTES.md, "Causal attention")."""
+    T, D, dtype, dropout, _bh, arch = key
+    if what == "fwd":
+        return fwd_configs(T, D, dtype, arch)
+    kinds = bwd_configs(T, D, dtype, arch)
+    return [(kind, c) for kind, cs in kinds.items() for c in cs
+            if kind != "atomic" or (dropout and not deterministic)]
+
+
+# The fastest choices measured on an H100 (sm_90), bf16, D = 64, at the model's shapes (ROCStories
+# B·H = 128·12, T = 77; LM B·H = 64·12, T = 512), from the autotune picks recorded in
+# benchmarks/results/attention-nvidia-h100-80gb-hbm3.json (notes, "Autotune picks"). Keys: (what,
+# T bucket: "short" 64 < T <= 128, "long" T > 128, dropout on, deterministic).
+MEASURED_SM90 = {
+    ("fwd", "short", False, True): _cfg(4, 2, BLOCK_M=64, BLOCK_N=32),
+    ("fwd", "short", True, True): _cfg(4, 2, BLOCK_M=64, BLOCK_N=32),
+    ("bwd", "short", False, True): ("tiled", _cfg(2, 2, BLOCK_M1=16, BLOCK_N1=32, BLOCK_M2=32, BLOCK_N2=16)),
+    ("bwd", "short", True, True): ("tiled", _cfg(2, 2, BLOCK_M1=16, BLOCK_N1=32, BLOCK_M2=32, BLOCK_N2=16)),
+    ("fwd", "long", False, True): _cfg(4, 3, BLOCK_M=64, BLOCK_N=32),
+    ("fwd", "long", True, True): _cfg(4, 3, BLOCK_M=64, BLOCK_N=32),
+    ("bwd", "long", False, True): ("tiled", _cfg(8, 3, BLOCK_M1=32, BLOCK_N1=128, BLOCK_M2=128, BLOCK_N2=32)),
+    # with dropout the atomic-dQ kind was fastest (benchmarks/NOTES.md, "Causal attention"); the
+    # fastest deterministic one is the tiled kind's pick, the same tiles as without dropout
+    ("bwd", "long", True, True): ("tiled", _cfg(8, 3, BLOCK_M1=32, BLOCK_N1=128, BLOCK_M2=128, BLOCK_N2=32)),
+    ("bwd", "long", True, False): ("atomic", _cfg(4, 3, BLOCK_M1=32, BLOCK_N1=64, BLOCK_M2=32, BLOCK_N2=64)),
+}
+
+
+def _bucket(T: int) -> str | None:
+    return None if T <= 64 else ("short" if T <= SMALL_T else "long")
+
+
+@functools.lru_cache(maxsize=None)  # asked at every call: host time matters at T = 77
+def table(what: str, key: tuple, deterministic: bool = True):
+    """The committed choice: on sm_90 with 16-bit inputs and D = 64 the measured fastest
+    (MEASURED_SM90); elsewhere the first candidate (deterministic: the atomic kind is never first),
+    a safe default that compiles without spills but was not timed."""
+    T, D, dtype, dropout, _bh, arch = key
+    if arch == 90 and D == 64 and dtype != torch.float32:
+        bucket = _bucket(T)
+        got = MEASURED_SM90.get((what, bucket, dropout, deterministic))
+        if got is None and bucket is not None:  # no non-deterministic entry: the deterministic one
+            got = MEASURED_SM90.get((what, bucket, dropout, True))
+        if got is not None:
+            return got
+    return candidates(what, key, True)[0]
