@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # torch 2.13.0 first (a CPU build on these machines; a plain `torch` would pull CUDA wheels), with
 # numpy, which the extension build reaches through torch; then the package with
 # --no-build-isolation so pip sees torch satisfied.
-$(STAMP): setup.py $(wildcard csrc/*)
+$(STAMP): setup.py $(wildcard gpt1_fast/csrc/*)
 	test -x $(VPY) || $(PY) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip
 	$(VPY) -m pip install -q torch==2.13.0 numpy

@@ -1,32 +1,45 @@
 """gpt1_fast: install with `pip install --no-build-isolation -e .[test]` (see Makefile).
 
---no-build-isolation matters: an isolated build env would pull a multi-GB CUDA torch.
+--no-build-isolation matters: an isolated build env would pull a multi-GB CUDA torch, and without
+torch in the build env the extension cannot be built at install time (it is then built on first use).
 """
 import os
 import sys
 
 from setuptools import find_packages, setup
 
+CSRC = "gpt1_fast/csrc"  # inside the package: a non-editable install ships the sources for the just-in-time build
 
-# --- gpt1_fast._C (fused OpenAI-Adam, csrc/): optional. CPU always; CUDA when nvcc and a CUDA torch are
-# present. If torch is not importable here, or the build fails, the package still installs and
+
+def _say(msg):
+    # pip shows a build's output only with -v; gpt1_fast/_ext.py says again at run time what it builds or lacks.
+    print(f"gpt1_fast: {msg}", file=sys.stderr, flush=True)
+
+
+# --- gpt1_fast._C (fused OpenAI-Adam, gpt1_fast/csrc/): optional. CPU always; CUDA when nvcc and a CUDA torch
+# are present. If torch is not importable here, or the build fails, the package still installs and
 # gpt1_fast/_ext.py builds the extension just in time on first use (or falls back to the unfused step).
 def _extension_build():
+    later = "it is built just in time on first use instead (needs a C++ compiler; ninja comes with gpt1_fast)"
     if os.environ.get("GPT1_FAST_NO_EXT"):
+        _say(f"GPT1_FAST_NO_EXT is set: not building gpt1_fast._C now; {later}")
         return [], {}
     try:
         import torch
         from torch.utils import cpp_extension
-    except Exception:
+    except Exception as e:
+        _say(f"torch is not importable in the build environment ({type(e).__name__}: {e}), so gpt1_fast._C is "
+             f"not built now; {later}. To build it at install: install torch first, then "
+             "`pip install --no-build-isolation .`")
         return [], {}
     # errno-free sqrtf lets GCC vectorise the update loop; -fopenmp makes at::parallel_for parallel
     # (torch's header implements it with `omp parallel`; libgomp.so.1 is the one torch already loaded).
     cxx = ["-O3", "-fno-math-errno", "-fopenmp"]
-    sources = ["csrc/openai_adam.cpp"]
+    sources = [f"{CSRC}/openai_adam.cpp"]
     ext_cls = cpp_extension.CppExtension
     extra = {"cxx": cxx}
     if torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None:
-        sources += ["csrc/openai_adam_cuda.cpp", "csrc/openai_adam_cuda.cu"]
+        sources += [f"{CSRC}/openai_adam_cuda.cpp", f"{CSRC}/openai_adam_cuda.cu"]
         ext_cls = cpp_extension.CUDAExtension
         extra["nvcc"] = ["-O3", "-lineinfo"]
     ext = ext_cls("gpt1_fast._C", sources, extra_compile_args=extra, extra_link_args=["-fopenmp"])
@@ -36,8 +49,7 @@ def _extension_build():
             try:
                 super().run()
             except Exception as e:  # never fail the install over the optional extension
-                print(f"WARNING: building gpt1_fast._C failed ({type(e).__name__}: {e}); it will be built "
-                      "just in time on first use if possible", file=sys.stderr)
+                _say(f"WARNING: building gpt1_fast._C failed ({type(e).__name__}: {e}); {later}")
 
     return [ext], {"build_ext": OptionalBuildExt}
 
@@ -50,7 +62,8 @@ setup(
     description="Fast, faithful GPT-1 (OpenAI 2018) in PyTorch: fused Triton/C++ kernels, OpenAI weights, ROCStories",
     packages=find_packages(include=["gpt1_fast", "gpt1_fast.*"]),
     python_requires=">=3.10",
-    install_requires=["torch>=2.4", "numpy", "tqdm", "safetensors>=0.4"],
+    # ninja: the just-in-time extension build
+    install_requires=["torch>=2.4", "numpy", "tqdm", "safetensors>=0.4", "ninja"],
     extras_require={
         # Text pipeline (TextEncoder): ftfy + spaCy's rule-based English tokenizer.
         "text": ["ftfy", "spacy>=3.5"],
@@ -66,14 +79,13 @@ setup(
             "triton>=3.1",
             "ftfy",
             "spacy>=3.5",
-            "ninja",
             "matplotlib",
             "scikit-learn",
             "scipy",
             "pandas",
         ],
     },
-    package_data={"gpt1_fast": ["py.typed"]},
+    package_data={"gpt1_fast": ["py.typed", "csrc/*.cpp", "csrc/*.h", "csrc/*.cu"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )

@@ -1,4 +1,5 @@
-"""Loader of the C++/CUDA extension `gpt1_fast._C` (fused OpenAI-Adam, sources in `csrc/`).
+"""Loader of the C++/CUDA extension `gpt1_fast._C` (fused OpenAI-Adam, sources in `gpt1_fast/csrc/`,
+shipped inside the package so a non-editable install can build it too).
 
 Order: the library `pip install` built; else a just-in-time build with ninja
 (`torch.utils.cpp_extension.load`) into a cache directory (`$GPT1_FAST_EXT_DIR`, default
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-CSRC = Path(__file__).resolve().parent.parent / "csrc"
+CSRC = Path(__file__).resolve().parent / "csrc"
 CPU_SOURCES = ["openai_adam.cpp"]
 CUDA_SOURCES = ["openai_adam_cuda.cpp", "openai_adam_cuda.cu"]
 OPS = ("global_norm", "openai_adam_")
@@ -71,7 +72,7 @@ def _load() -> str | None:
     if os.environ.get("GPT1_FAST_NO_JIT"):
         return f"{prebuilt}, and GPT1_FAST_NO_JIT is set"
     if not (CSRC / CPU_SOURCES[0]).is_file():
-        return f"{prebuilt}, and its sources ({CSRC}) are not here to build it (a non-editable install)"
+        return f"{prebuilt}, and its sources ({CSRC}) are missing (a broken install: reinstall gpt1_fast)"
     cuda = _cuda_toolchain()
     try:
         _jit("gpt1_fast_C_cuda" if cuda else "gpt1_fast_C", CPU_SOURCES + (CUDA_SOURCES if cuda else []))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,9 +44,28 @@ def read_rocstories_csv(path) -> Split:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"ROCStories file not found: {path}\nExpected '{VAL_FILE}' and '{TEST_FILE}' in the data "
+            f"ROCStories file not found: {path}; expected '{VAL_FILE}' and '{TEST_FILE}' in the data "
             f"folder (--data_dir). The Story Cloze Test (spring 2016) is available from {DATA_URL} "
             "(`python -m gpt1_fast.synthetic --out DIR` writes synthetic files in the same layout).")
+    try:
+        return _read_csv(path)
+    except UnicodeDecodeError:
+        raise DataError(_utf8_error(path)) from None
+
+
+def _utf8_error(path: Path) -> str:
+    """Where the first byte that is not UTF-8 is: `file:line: ...` (the csv reader cannot tell)."""
+    raw = path.read_bytes()
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line, line_start = raw.count(b"\n", 0, e.start) + 1, raw.rfind(b"\n", 0, e.start) + 1
+        return (f"{path}:{line}: expected UTF-8 text, found byte "
+                f"{raw[e.start:e.start + 1]!r} at column {e.start - line_start + 1} (save the file as UTF-8)")
+    return f"{path}: expected UTF-8 text"
+
+
+def _read_csv(path: Path) -> Split:
     stories, e1, e2, labels = [], [], [], []
     with open(path, encoding="utf-8", newline="") as f:
         reader = csv.reader(f)
@@ -97,15 +117,35 @@ def _pack(lists):
 
 
 def _unpack(flat, lens):
+    if lens.ndim != 1 or (lens < 0).any() or int(lens.sum()) != flat.size:
+        raise ValueError(f"lengths sum to {int(lens.sum())} but {flat.size} ids are stored")
     offs = np.concatenate([[0], np.cumsum(lens)])
     return [flat[offs[i]:offs[i + 1]].tolist() for i in range(len(lens))]
+
+
+def _read_cache(cache_file: Path, n_stories: int):
+    """The cached fields, or None when the file is damaged (zip CRC, truncation, wrong arrays): then
+    one warning line names it and it is deleted, so the caller encodes again and rewrites it."""
+    try:
+        with np.load(cache_file, allow_pickle=False) as z:
+            fields = [_unpack(z[f"f{k}"], z[f"l{k}"]) for k in range(3)]
+        if all(len(f) == n_stories for f in fields):
+            return fields
+        why = f"{[len(f) for f in fields]} entries for {n_stories} stories"
+    except Exception as e:  # zipfile.BadZipFile (CRC, truncation), KeyError, ValueError, EOFError, ...: all mean rebuild
+        why = f"{type(e).__name__}: {e}"
+    print(f"warning: damaged encoding cache file {cache_file} ({why}); deleting it and encoding again",
+          file=sys.stderr, flush=True)
+    cache_file.unlink(missing_ok=True)
+    return None
 
 
 def encode_csv(path, text_encoder, vocab_paths, cache_dir=None, verbose=True):
     """Encode a CSV's stories and endings -> (x1, x2, x3, labels), token-id lists per story.
 
     With `cache_dir`, the result is stored as `<sha256>.npz` keyed by the CSV's bytes and the
-    vocabulary files' bytes, so a second run skips encoding (no pickle: plain int arrays)."""
+    vocabulary files' bytes, so a second run skips encoding (no pickle: plain int arrays). A damaged
+    cache file is reported, deleted and rebuilt."""
     split = read_rocstories_csv(path)
     cache_file = None
     if cache_dir:
@@ -115,13 +155,9 @@ def encode_csv(path, text_encoder, vocab_paths, cache_dir=None, verbose=True):
             h.update(b"\0")
         cache_file = Path(cache_dir) / f"rocstories-{h.hexdigest()[:32]}.npz"
         if cache_file.is_file():
-            try:
-                with np.load(cache_file, allow_pickle=False) as z:
-                    fields = [_unpack(z[f"f{k}"], z[f"l{k}"]) for k in range(3)]
-                if all(len(f) == len(split.stories) for f in fields):
-                    return (*fields, split.labels)
-            except (OSError, KeyError, ValueError):
-                pass  # unreadable cache: encode again and overwrite it
+            fields = _read_cache(cache_file, len(split.stories))
+            if fields is not None:
+                return (*fields, split.labels)
     fields = [text_encoder.encode(texts, verbose=verbose) for texts in (split.stories, split.endings1, split.endings2)]
     if cache_file is not None:
         arrays = {}

@@ -41,8 +41,8 @@ def banner(msg: str):
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m gpt1_fast.demo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="demo_out", help="folder for data, vocabulary, log, save, submission "
-                                                     "(default demo_out/)")
+    p.add_argument("--out", default="demo_out", help="folder for data, vocabulary, encoding cache and the run "
+                                                     "folder runs/demo/ (default demo_out/; rerunning replaces it)")
     p.add_argument("--mode", default="auto", choices=["auto", "pretrained", "scratch"],
                    help="auto: pretrained when model/ holds the checkpoint and a GPU is present, else scratch")
     p.add_argument("--model_dir", default="model/", help="pretrained checkpoint folder (default model/)")
@@ -72,8 +72,7 @@ def main(argv=None):
         data_dir = synthetic.write_rocstories(out / "data", n=a.n_stories)
         print(f"Synthetic Story Cloze files ({a.n_stories} stories each): {data_dir}")
 
-    args = ["--data_dir", str(data_dir), "--desc", "demo", "--log_dir", str(out / "log"),
-            "--save_dir", str(out / "save"), "--submission_dir", str(out / "submission"),
+    args = ["--data_dir", str(data_dir), "--desc", "demo", "--runs_dir", str(out / "runs"), "--overwrite",
             "--cache_dir", str(out / "cache"), "--submit", "--analysis"]
     if mode == "scratch":
         enc, bpe = out / "vocab" / "encoder.json", out / "vocab" / "merges.bpe"
@@ -100,7 +99,7 @@ def main(argv=None):
     banner(f"Demo finished in {time.time() - t:.0f}s ({mode}{', synthetic data' if mode == 'scratch' else ''}):\n"
            f"  ROCStories Valid Accuracy: {result['valid_acc']:.2f}\n"
            f"  ROCStories Test Accuracy:  {result['test_acc']:.2f}\n"
-           f"  log {out / 'log' / 'demo.jsonl'}, predictions {result['submission']}")
+           f"  run folder {out / 'runs' / 'demo'} (log.jsonl, best_params.pt, predictions)")
     return result
 
 

@@ -4,7 +4,7 @@
     python -m gpt1_fast.generate --prompt "The dog ran" --max_new_tokens 40 --top_k 10
     python -m gpt1_fast.generate --prompt "A" --prompt "B" --num_samples 3 --top_p 0.9 --temperature 0.8
     python -m gpt1_fast.generate --prompt_file prompts.txt --greedy --stop "."
-    python -m gpt1_fast.generate --checkpoint save/rocstories/best_params.pt --prompt "..."
+    python -m gpt1_fast.generate --checkpoint runs/rocstories/best_params.pt --prompt "..."
 
 All prompts (times --num_samples) are generated together, one forward per new token with a
 key/value cache; the text is streamed to the terminal as it is produced (one sample after another).
@@ -53,8 +53,8 @@ def build_parser():
       help="pretrained checkpoint and vocabulary folder: the release's, a HF one, or a `gpt1_fast.pretrain` "
            "--out folder (its shapes are read from its config.json) (default model/)")
     a("--checkpoint", default=None,
-      help="fine-tuned parameters saved by `gpt1_fast.train --submit` (save/<desc>/best_params.pt; its "
-           "config.json beside it gives the shapes and vocabulary)")
+      help="fine-tuned model saved by `gpt1_fast.train --submit` (runs/<desc>/best_params.pt: the parameters "
+           "with their shapes and vocabulary paths)")
     a("--from_scratch", action="store_true", help="random weights (for testing the pipeline)")
     a("--encoder_path", default=None, help="BPE vocabulary json (default <model_dir>/encoder_bpe_40000.json)")
     a("--bpe_path", default=None, help="BPE merges (default <model_dir>/vocab_40000.bpe)")
@@ -86,18 +86,13 @@ def load(args):
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if args.checkpoint:
-        ckpt = Path(args.checkpoint)
-        meta_path = ckpt.parent / "config.json"
-        if not ckpt.is_file() or not meta_path.is_file():
-            raise FileNotFoundError(f"{ckpt} (and config.json beside it) not found: they are written by "
-                                    "`python -m gpt1_fast.train --submit` under save/<desc>/")
-        meta = json.loads(meta_path.read_text())
-        layout = (EmbeddingLayout.from_dict(meta["layout"]) if "layout" in meta else  # runs before the layout key
-                  EmbeddingLayout(meta["n_vocab"], tuple(meta.get("specials", ())), meta["n_ctx"]))
+        from .checkpoint import load_model
+
+        meta, sd = load_model(args.checkpoint)  # parameters and their configuration: one file, one unit
+        layout = EmbeddingLayout.from_dict(meta["layout"])
         text_encoder = TextEncoder(args.encoder_path or meta["encoder_path"], args.bpe_path or meta["bpe_path"])
         cfg = GPTConfig(**dict(meta["cfg"], backend=args.backend))
         model = LMModel(cfg, layout.size, layout.n_ctx)
-        sd = torch.load(ckpt, map_location="cpu", weights_only=True)
         model.transformer.load_state_dict({k[len("transformer."):]: v for k, v in sd.items()
                                            if k.startswith("transformer.")})
     else:

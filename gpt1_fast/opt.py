@@ -9,7 +9,7 @@ One step, t = steps done before it:
     p -= lrt * (m / (sqrt(v) + e) + l2 p)     (l2 term for >1-D params, or all with vector_l2)
 
 Two implementations of the same step:
-- fused (`gpt1_fast._C`, sources in csrc/): the global norm is one device reduction, then one
+- fused (`gpt1_fast._C`, sources in gpt1_fast/csrc/): the global norm is one device reduction, then one
   multi-tensor kernel per group reads p, g, m, v once and writes p, m, v once, clipping on the fly
   (p.grad is left unscaled, as in the TF release where clipping is functional). No host sync: with
   `capturable=True` the step counters live on the device and lrt is computed there, so a whole
@@ -72,7 +72,7 @@ def lr_at(group: dict, t: int) -> float:
     return group["lr"] * factor * math.sqrt(1 - group["b2"] ** (t + 1)) / (1 - group["b1"] ** (t + 1))
 
 
-# Schedule ids of the C++/CUDA kernels (csrc/openai_adam.h enum Schedule).
+# Schedule ids of the C++/CUDA kernels (gpt1_fast/csrc/openai_adam.h enum Schedule).
 SCHEDULE_IDS = {"warmup_cosine": 0, "warmup_constant": 1, "warmup_linear": 2}
 
 _warned_fallback = False

@@ -95,7 +95,8 @@ def write_rocstories(out_dir, n: int = 1871, n_test: int | None = None, seed: in
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m gpt1_fast.synthetic", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="folder to write the two CSVs into")
     p.add_argument("--n", type=int, default=1871, help="stories in the val file (default 1871, as the real one)")
     p.add_argument("--n_test", type=int, default=None, help="stories in the test file (default: --n)")

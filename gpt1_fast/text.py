@@ -142,7 +142,8 @@ def read_vocab(encoder_path, bpe_path):
             raise FileNotFoundError(
                 f"{what} file not found: {p}. It is in the model/ folder of OpenAI's release "
                 "(https://github.com/openai/finetune-transformer-lm: encoder_bpe_40000.json, "
-                "vocab_40000.bpe); gpt1_fast.text.learn_bpe writes a small one from your own texts.")
+                "vocab_40000.bpe); `python -m gpt1_fast.vocab --data FILES --merges N --out DIR` learns one "
+                "from your own texts (then --model_dir DIR).")
     with open(encoder_path, encoding="utf-8") as f:
         encoder = json.load(f)
     with open(bpe_path, encoding="utf-8") as f:

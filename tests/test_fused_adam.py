@@ -20,7 +20,7 @@ import torch
 import gpt1_fast.opt as opt_mod
 from gpt1_fast.opt import OpenAIAdam
 
-CSRC = Path(__file__).resolve().parent.parent / "csrc"
+from gpt1_fast._ext import CSRC
 TOL = 2e-6
 
 needs_fused = pytest.mark.skipif(opt_mod._fused_unavailable_reason("cpu") is not None,

@@ -282,7 +282,7 @@ def test_cli_bad_input_is_one_line(vocab, tmp_path):
 
 
 def test_cli_checkpoint_of_a_fine_tuned_run_hides_the_specials(vocab, tmp_path):
-    """--checkpoint: save/<desc>/best_params.pt + config.json (the layout with 3 specials) as train writes them."""
+    """--checkpoint: runs/<desc>/best_params.pt, parameters + configuration (the layout with 3 specials) as train writes it."""
     import json
 
     from gpt1_fast import generate as cli
@@ -298,10 +298,11 @@ def test_cli_checkpoint_of_a_fine_tuned_run_hides_the_specials(vocab, tmp_path):
         u = torch.nn.functional.normalize(torch.randn(16), dim=0)
         model.transformer.h[-1].ln_2.b.copy_(10 * u)
         model.transformer.embed.weight[n_vocab:layout.pos_offset] = 10 * u
-    torch.save(model.state_dict(), tmp_path / "best_params.pt")
-    (tmp_path / "config.json").write_text(json.dumps(dict(
+    from gpt1_fast.checkpoint import save_model
+
+    save_model(tmp_path / "best_params.pt", model.state_dict(), dict(
         cfg=cfg.to_dict(), layout=layout.to_dict(), encoder_path=str(vocab / "enc.json"),
-        bpe_path=str(vocab / "merges.bpe"))))
+        bpe_path=str(vocab / "merges.bpe")))
     outs = cli.main(["--checkpoint", str(tmp_path / "best_params.pt"), "--prompt", "the dog", "--greedy",
                      "--max_new_tokens", "5", "--device", "cpu", "--backend", "torch"])
     assert len(outs) == 1 and outs[0] and "<" not in outs[0] and "_start_" not in outs[0]

@@ -19,6 +19,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 import pretrain_helpers as h  # noqa: E402
 
 from gpt1_fast import pretrain  # noqa: E402
+from gpt1_fast.checkpoint import load_model  # noqa: E402
+from gpt1_fast.cli import UsageError  # noqa: E402
 from gpt1_fast.resume import TEST_SLEEP_ENV, CheckpointDir, ResumeError, rng_state, set_rng_state  # noqa: E402
 
 STEPS = 24
@@ -182,7 +184,7 @@ def finetune_args(roc, out, *extra):
 def finetune_outputs(out):
     log = [{k: v for k, v in json.loads(x).items() if k != "time"}
            for x in (out / "log" / "rocstories.jsonl").read_text().splitlines()[1:]]
-    best = torch.load(out / "save" / "rocstories" / "best_params.pt", weights_only=True)
+    best = load_model(out / "save" / "rocstories" / "best_params.pt")[1]
     return log, best, (out / "sub" / "ROCStories.tsv").read_text()
 
 
@@ -204,7 +206,7 @@ def test_finetuning_killed_mid_epoch_resumes_to_the_same_parameters_and_submissi
     assert proc.returncode == -signal.SIGKILL
     step = int(folder.latest().name[5:-3])
     assert 2 <= step <= 4  # mid-epoch: the first epoch has 7 updates
-    with pytest.raises(SystemExit, match="already holds checkpoints"):
+    with pytest.raises(UsageError, match="already has results .*step_"):  # refused before anything is written
         train.main(finetune_args(roc, out))
     with pytest.raises(ResumeError, match="lr: checkpoint 6.25e-05, this run 0.001"):
         train.main(finetune_args(roc, out, "--resume", "--lr", "1e-3"))

@@ -16,6 +16,7 @@ from gpt1_fast.tasks import classification, entailment, multiple_choice, similar
 from gpt1_fast.tasks.readers import DATASETS
 from gpt1_fast.tasks.common import Encoded, batch_width, make_batch
 from gpt1_fast.tasks.task import DatasetTask, TaskData
+from gpt1_fast.checkpoint import load_model
 from gpt1_fast.tasks.trainer import RunPaths, TrainConfig, Trainer
 
 # tokens 0..9 | _start_ 10, _delimiter_ 11, _classify_ 12 | positions from 13
@@ -198,7 +199,7 @@ def test_kept_parameters_are_those_of_the_best_validation_score(tmp_path, capsys
     trainer.score = score
     trainer.fit()
     assert [h["va_acc"] for h in trainer.history] == [50.0, 80.0, 60.0, 79.0] and trainer.best_score == 80.0
-    saved = torch.load(trainer.paths.best_params, weights_only=True)
+    saved = load_model(trainer.paths.best_params)[1]
     assert all(torch.equal(saved[k], snapshots[1][k]) for k in saved)
     assert not all(torch.equal(saved[k], snapshots[3][k]) for k in saved)  # training did move them
     trainer.submit()

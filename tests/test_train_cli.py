@@ -16,6 +16,7 @@ pytest.importorskip("spacy")
 pytest.importorskip("ftfy")
 
 from gpt1_fast import data, generate, synthetic, train  # noqa: E402
+from gpt1_fast.checkpoint import load_model  # noqa: E402
 from gpt1_fast.text import learn_bpe  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,7 +36,8 @@ def work(tmp_path_factory):
 def common(work, data_dir=None):
     return ["--data_dir", str(data_dir or work / "data"), "--from_scratch", "--encoder_path",
             str(work / "vocab" / "enc.json"), "--bpe_path", str(work / "vocab" / "merges.bpe"),
-            "--cache_dir", str(work / "cache"), "--n_valid", "40"] + TINY
+            "--cache_dir", str(work / "cache"), "--n_valid", "40", "--runs_dir", str(work / "runs"),
+            "--overwrite"] + TINY
 
 
 def test_end_to_end_cli(work):
@@ -68,8 +70,9 @@ def test_end_to_end_cli(work):
     labels = data.read_rocstories_csv(work / "data" / data.TEST_FILE).labels
     preds = np.array([int(r[1]) for r in rows[1:]])
     assert float(m_te.group(1)) == pytest.approx((preds == labels).mean() * 100, abs=0.005)
-    # Per-evaluation lines as the release prints them.
-    assert re.search(r"^1 5 \d+\.\d{3} \d+\.\d{3} \d+\.\d\d \d+\.\d\d$", r.stdout, re.M)
+    # Per-evaluation lines: the log's keys and values.
+    assert re.search(r"^n_epochs=1 n_updates=5 tr_cost=\d+\.\d{3} va_cost=\d+\.\d{3} tr_acc=\d+\.\d\d "
+                     r"va_acc=\d+\.\d\d$", r.stdout, re.M)
 
     # The best parameters and their config drive the sampler.
     best = out / "save" / "e2e" / "best_params.pt"
@@ -209,7 +212,7 @@ def test_pretrained_path_train_and_generate(work, tmp_path):
         "--log_dir", str(tmp_path / "log"), "--save_dir", str(tmp_path / "save"),
         "--submission_dir", str(tmp_path / "sub"), "--submit"]
     res = train.main(args)
-    sd = torch.load(tmp_path / "save" / "rocstories" / "best_params.pt", weights_only=True)
+    sd = load_model(tmp_path / "save" / "rocstories" / "best_params.pt")[1]
     we = sd["transformer.embed.weight"].numpy()
     assert we.shape == (n_vocab + 3 + res["n_ctx"], 32)
     pos, tok = flat[:64 * 32].reshape(64, 32), flat[64 * 32:64 * 32 + n_vocab * 32].reshape(n_vocab, 32)
@@ -232,7 +235,7 @@ def test_demo_pipeline_smoke(tmp_path, capsys):
                      "--n_iter", "1", "--n_valid", "20", "--n_batch", "20", "--n_layer", "1", "--n_embd", "16"])
     out = capsys.readouterr().out
     assert "DEMO FROM SCRATCH" in out and "ROCStories Test Accuracy:" in out
-    assert res["n_updates"] == 2 and (tmp_path / "demo" / "submission" / "ROCStories.tsv").is_file()
+    assert res["n_updates"] == 2 and (tmp_path / "demo" / "runs" / "demo" / "ROCStories.tsv").is_file()
     assert torch.get_num_threads() == threads_before
 
 

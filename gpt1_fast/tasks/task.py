@@ -25,6 +25,18 @@ SHORT_SPLITS = {"matched": "m", "mismatched": "mm"}  # GLUE's MNLI-m.tsv, MNLI-m
 class TaskData:
     layout: EmbeddingLayout             # n_ctx fitted to the longest sequence of every split
     splits: dict[str, Encoded]
+    cut: tuple[int, int, int] = (0, 0, 0)  # (tokens the n_ctx cap cut, tokens in all, longest uncut sequence)
+
+
+def truncation(kept: list, full: list) -> tuple[int, int, int]:
+    """(tokens cut, tokens in all, longest sequence) of sequences transformed with the cap (kept) and
+    without it (full): what --n_ctx costs."""
+    n_kept = sum(len(s) for seqs in kept for example in seqs for s in example)
+    n_full = sum(len(s) for seqs in full for example in seqs for s in example)
+    return n_full - n_kept, n_full, max(longest(seqs) for seqs in full)
+
+
+UNCAPPED = 1 << 30  # an n_ctx no data reaches: the transform then cuts nothing
 
 
 class Task:
@@ -93,12 +105,13 @@ class ROCStories(Task):
                                          cache_dir=cache_dir, verbose=verbose)
         _, n_fit = rocdata.context_length(splits, n_ctx)
         cap = EmbeddingLayout(text_encoder.n_vocab, self.specials, n_ctx)
-        out = {}
+        out, kept, full = {}, [], []
         for name, (x1, x2, x3, y) in zip(("train", "valid", "test"), splits):
-            seqs = multiple_choice.transform({"context": x1, "choices": list(zip(x2, x3))}, cap,
-                                             keep_context_end=False)
-            out[name] = Encoded.from_sequences(seqs, y, [str(i) for i in range(len(y))], n_fit)
-        return TaskData(cap.with_n_ctx(n_fit), out)
+            fields = {"context": x1, "choices": list(zip(x2, x3))}
+            kept.append(multiple_choice.transform(fields, cap, keep_context_end=False))
+            full.append(multiple_choice.transform(fields, cap.with_n_ctx(UNCAPPED), keep_context_end=False))
+            out[name] = Encoded.from_sequences(kept[-1], y, [str(i) for i in range(len(y))], n_fit)
+        return TaskData(cap.with_n_ctx(n_fit), out, truncation(kept, full))
 
 
 class DatasetTask(Task):
@@ -129,10 +142,11 @@ class DatasetTask(Task):
             s = read_split(self.spec, data_dir, split)
             ids = self._encode(s.fields, text_encoder, Path(data_dir) / self.spec.splits[split], vocab_paths,
                                cache_dir, verbose)
-            raw[split] = (self.module.transform(ids, cap), s.labels, s.ids)
-        n_fit = max(longest(seqs) for seqs, _, _ in raw.values())
+            raw[split] = (self.module.transform(ids, cap), s.labels, s.ids, self.module.transform(ids, cap.with_n_ctx(UNCAPPED)))
+        n_fit = max(longest(seqs) for seqs, _, _, _ in raw.values())
+        cut = truncation([r[0] for r in raw.values()], [r[3] for r in raw.values()])
         return TaskData(cap.with_n_ctx(n_fit),
-                        {k: Encoded.from_sequences(seqs, y, ids, n_fit) for k, (seqs, y, ids) in raw.items()})
+                        {k: Encoded.from_sequences(seqs, y, ids, n_fit) for k, (seqs, y, ids, _) in raw.items()}, cut)
 
     def _encode(self, fields, text_encoder, source, vocab_paths, cache_dir, verbose):
         """Every text field through the BPE (cached); multiple choice's choice lists flattened and regrouped."""

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..fileio import atomic_write, atomic_write_text
+from ..checkpoint import load_model, save_model
+from ..fileio import atomic_write_text, remove_stale_temporaries
 from .common import METRIC_KEYS, METRIC_TITLES, compute_metrics, make_batch
 
 EVAL_UPDATES_FIRST_EPOCH = tuple(1000 * 2 ** k for k in range(16))  # 1000, 2000, 4000, ...
@@ -38,18 +39,42 @@ class TrainConfig:
 
 
 class RunPaths:
-    """Every file a run writes, in one place."""
+    """Every file a run writes, in one place: by default all in the run's own folder
+    `<runs_dir>/<desc>/` (log.jsonl, config.json, best_params.pt, the submission files). The seed's
+    --log_dir/--save_dir/--submission_dir move the log, the parameters or the submissions back to
+    the seed's places (<log_dir>/<desc>.jsonl, <save_dir>/<desc>/, <submission_dir>/<Task>.tsv)."""
 
-    def __init__(self, desc: str, log_dir="log/", save_dir="save/", submission_dir="submission/"):
+    def __init__(self, desc: str, log_dir=None, save_dir=None, submission_dir=None, runs_dir="runs/"):
         self.desc = desc
-        self.log = Path(log_dir) / f"{desc}.jsonl"
-        self.run_dir = Path(save_dir) / desc
-        self.config = self.run_dir / "config.json"
-        self.best_params = self.run_dir / "best_params.pt"
-        self.submission_dir = Path(submission_dir)
+        self.run_dir = Path(runs_dir) / desc
+        self.log = Path(log_dir) / f"{desc}.jsonl" if log_dir else self.run_dir / "log.jsonl"
+        save = Path(save_dir) / desc if save_dir else self.run_dir
+        self.config = save / "config.json"
+        self.best_params = save / "best_params.pt"
+        self.checkpoints = save / "checkpoints"  # --save_every / --resume (resume.CheckpointDir)
+        self.submission_dir = Path(submission_dir) if submission_dir else self.run_dir
 
     def submission(self, file_name: str) -> Path:
         return self.submission_dir / file_name
+
+    def outputs(self, task) -> list[Path]:
+        """The files this run may write (for `task`): what an earlier run's results would be."""
+        subs = [self.submission(task.submission_file(s)) for s in (*task.eval_splits, *task.test_splits)]
+        return [self.log, self.config, self.best_params, *subs]
+
+    def earlier_results(self, task) -> list[Path]:
+        """Existing outputs, and the resume checkpoints (--save_every) of an earlier run in this folder."""
+        return [p for p in self.outputs(task) if p.exists()] + sorted(self.checkpoints.glob("step_*.pt"))
+
+    def claim(self, task, overwrite: bool) -> None:
+        """Make the folders; remove what a killed run left half-written; with `overwrite`, delete the
+        earlier run's files first, so the folders never mix two runs. Call after all validation."""
+        for folder in {p.parent for p in self.outputs(task)}:
+            folder.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(folder)
+        if overwrite:
+            for p in self.earlier_results(task):
+                p.unlink()
 
 
 class JsonlLogger:
@@ -96,6 +121,8 @@ class Trainer:
         self.best_score = -math.inf
         self.history: list[dict] = []
         self.tokens = {"real": 0, "padded": 0}
+        self.checkpoint_config: dict = {}  # stored with the parameters in best_params.pt (train.py: model, layout, vocabulary)
+        self.last_saved: tuple | None = None  # (n_updates, score) of the newest complete best_params.pt
         self.after_update = None  # called with the trainer after every update (and its evaluation)
 
     @property
@@ -197,9 +224,7 @@ class Trainer:
             if self.logger is not None:
                 self.logger.log(**rec)
             self.history.append(rec)
-            print(" ".join([f"{n_epochs} {self.n_updates}"] + [
-                f"{v:.3f}" if k.endswith("_cost") else f"{v:.2f}" for k, v in rec.items() if k not in
-                ("n_epochs", "n_updates")]), flush=True)
+            print(format_record(rec), flush=True)
             self.consider(rec[self.selection_key])
         self.barrier()
         return rec
@@ -216,14 +241,16 @@ class Trainer:
             self.save_best()
 
     def save_best(self):
-        sd = {k: v.detach().to("cpu") for k, v in self.model.state_dict().items()}
-        atomic_write(self.paths.best_params, lambda f: torch.save(sd, f), mode="wb")
+        """The parameters and what reads them (`checkpoint_config`) as one file (checkpoint.save_model)."""
+        save_model(self.paths.best_params, self.model.state_dict(),
+                   dict(self.checkpoint_config, n_updates=self.n_updates, score=self.best_score))
+        self.last_saved = (self.n_updates, self.best_score)
 
     # ------------------------------------------------------------------------------- submission
     def submit(self) -> dict[str, str]:
         """Load the best parameters and write predictions for every split but train: the test
         submission(s) and the validation splits' predictions. -> {split: path}."""
-        self.model.load_state_dict(torch.load(self.paths.best_params, map_location=self.device, weights_only=True))
+        self.model.load_state_dict(load_model(self.paths.best_params, map_location=self.device)[1])
         written = {}
         for split in (*self.task.eval_splits, *self.task.test_splits):
             preds = self.task.predict(self.logits(split).numpy())
@@ -277,6 +304,12 @@ class Trainer:
         self.perm = None if state["perm"] is None else np.asarray(state["perm"], dtype=np.int64)
         self.best_score, self.history = state["best_score"], list(state["history"])
         self.tokens = dict(state.get("tokens", {"real": 0, "padded": 0}))
+
+
+def format_record(rec: dict) -> str:
+    """An evaluation as one `key=value` line, the log's keys: n_epochs=1 n_updates=93 tr_cost=0.692 ..."""
+    return " ".join(f"{k}={v:.3f}" if k.endswith("_cost") else f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}"
+                    for k, v in rec.items())
 
 
 def _finite(x: float) -> float:

@@ -1,0 +1,459 @@
+"""Nothing lost, every mistake one clear line: damaged cache files, --help of every entry point."""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import gpt1_fast
+from gpt1_fast import cli, data, synthetic
+
+
+# ------------------------------------------------------------------------------ encoding cache
+class CountingEncoder:
+    """Stand-in encoder: one id per whitespace word; counts calls."""
+
+    def __init__(self):
+        self.calls, self.table = 0, {}
+
+    def encode(self, texts, verbose=False):
+        self.calls += 1
+        return [[self.table.setdefault(w, len(self.table) + 1) for w in t.split()] for t in texts]
+
+
+def _flip(offset):
+    def damage(p: Path):
+        b = bytearray(p.read_bytes())
+        b[offset % len(b)] ^= 0xFF
+        p.write_bytes(bytes(b))
+    return damage
+
+
+def _first_data_byte(p: Path) -> int:
+    with zipfile.ZipFile(p) as z:
+        info = z.infolist()[0]
+    return info.header_offset + 30 + len(info.filename) + len(info.extra) + 64  # inside the .npy payload
+
+
+def _wrong_lengths(p: Path):
+    with np.load(p) as z:
+        arrays = dict(z)
+    arrays["l0"] = arrays["l0"][::-1].copy() + 1  # same count of stories, lengths no longer sum to the ids
+    np.savez(p, **arrays)
+
+
+DAMAGES = {
+    "truncated": lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]),
+    "empty": lambda p: p.write_bytes(b""),
+    "garbage": lambda p: p.write_bytes(b"not a zip file at all" * 10),
+    "crc": lambda p: _flip(_first_data_byte(p))(p),
+    "missing_array": lambda p: np.savez(p, f0=np.zeros(3, np.int32)),
+    "wrong_lengths": _wrong_lengths,
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGES))
+def test_damaged_cache_is_named_deleted_and_rebuilt(tmp_path, capsys, damage):
+    synthetic.write_rocstories(tmp_path / "d", n=30, n_test=8)
+    csv_path, vocab, cache = tmp_path / "d" / data.VAL_FILE, tmp_path / "vocab.json", tmp_path / "cache"
+    vocab.write_text("{}")
+    enc = CountingEncoder()
+    first = data.encode_csv(csv_path, enc, (vocab,), cache_dir=cache, verbose=False)
+    cache_file, = cache.glob("*.npz")
+    assert enc.calls == 3 and capsys.readouterr().err == ""
+
+    DAMAGES[damage](cache_file)
+    again = data.encode_csv(csv_path, enc, (vocab,), cache_dir=cache, verbose=False)
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: damaged encoding cache file") and str(cache_file) in err[0], err
+    assert enc.calls == 6  # encoded again
+    assert again[:3] == first[:3] and np.array_equal(again[3], first[3])
+
+    third = data.encode_csv(csv_path, enc, (vocab,), cache_dir=cache, verbose=False)  # the rebuilt file loads
+    assert enc.calls == 6 and capsys.readouterr().err == "" and third[:3] == first[:3]
+    assert sorted(p.name for p in cache.iterdir()) == [cache_file.name]  # no temporaries left
+
+
+def test_any_flipped_byte_never_gives_wrong_ids(tmp_path, capsys):
+    """Wherever the damage lands, the result is the true encoding: read back intact, or rebuilt."""
+    synthetic.write_rocstories(tmp_path / "d", n=12, n_test=4)
+    csv_path, vocab, cache = tmp_path / "d" / data.VAL_FILE, tmp_path / "vocab.json", tmp_path / "cache"
+    vocab.write_text("{}")
+    truth = data.encode_csv(csv_path, CountingEncoder(), (vocab,), cache_dir=cache, verbose=False)
+    cache_file, = cache.glob("*.npz")
+    size = cache_file.stat().st_size
+    for offset in np.random.RandomState(0).randint(0, size, 40):
+        good = cache_file.read_bytes()
+        _flip(int(offset))(cache_file)
+        got = data.encode_csv(csv_path, CountingEncoder(), (vocab,), cache_dir=cache, verbose=False)
+        assert got[:3] == truth[:3], offset
+        if capsys.readouterr().err == "":  # undetected: the flip hit bytes that do not carry ids
+            cache_file.write_bytes(good)
+
+
+# ------------------------------------------------------------------------------ --help forms
+def _entry_modules():
+    for m in pkgutil.walk_packages(gpt1_fast.__path__, "gpt1_fast."):
+        spec = importlib.util.find_spec(m.name)
+        origin = Path(spec.origin) if spec and spec.origin else None
+        if origin and origin.suffix == ".py" and 'if __name__ == "__main__"' in origin.read_text(encoding="utf-8"):
+            yield m.name
+
+
+ENTRY_MODULES = sorted(set(_entry_modules()) | {"gpt1_fast.train", "gpt1_fast.generate", "gpt1_fast.demo",
+                                                 "gpt1_fast.synthetic"})
+
+
+@pytest.mark.parametrize("name", ENTRY_MODULES)
+def test_help_names_the_python_m_form(name, capsys):
+    mod = importlib.import_module(name)
+    with pytest.raises(SystemExit) as e:
+        mod.main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: python -m {name} "), out[:200]
+
+
+# ------------------------------------------------------------------------------ text files
+def test_non_utf8_csv_names_file_line_and_column(tmp_path):
+    synthetic.write_rocstories(tmp_path, n=6, n_test=2)
+    path = tmp_path / data.VAL_FILE
+    lines = path.read_bytes().split(b"\n")
+    lines[3] = lines[3][:5] + b"\xe9" + lines[3][5:]  # Latin-1 e-acute on line 4, column 6
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(data.DataError) as e:
+        data.read_rocstories_csv(path)
+    msg = str(e.value)
+    assert msg.startswith(f"{path}:4: expected UTF-8 text, found byte b'\\xe9' at column 6") and "\n" not in msg
+
+
+def test_missing_csv_is_one_line(tmp_path):
+    with pytest.raises(FileNotFoundError) as e:
+        data.read_rocstories_csv(tmp_path / data.VAL_FILE)
+    assert "\n" not in str(e.value) and "python -m gpt1_fast.synthetic" in str(e.value)
+
+
+# ------------------------------------------------------------------------------ argument types
+@pytest.mark.parametrize("typ, good, bad, want", [
+    (cli.positive_int, [("1", 1), ("64", 64)], ["0", "-4", "1.5", "x"], "expected an integer >= 1"),
+    (cli.int_at_least(-1), [("-1", -1), ("0", 0)], ["-2"], "expected an integer >= -1"),
+    (cli.probability, [("0", 0.0), ("0.1", 0.1)], ["1", "1.5", "-0.1", "nan", "x"], "expected a number in [0, 1)"),
+    (cli.positive_float, [("6.25e-5", 6.25e-5)], ["0", "-1", "inf"], "expected a number > 0"),
+    (cli.nonnegative_float, [("0", 0.0)], ["-0.5"], "expected a number >= 0"),
+    (cli.seed_int, [("0", 0), ("4294967295", 2 ** 32 - 1)], ["-1", "4294967296"], "expected an integer in [0, 4294967295]"),
+])
+def test_argument_types(typ, good, bad, want, capsys):
+    p = cli.Parser(prog="python -m gpt1_fast.x")
+    p.add_argument("--v", type=typ)
+    for text, value in good:
+        assert p.parse_args(["--v", text]).v == value
+    for text in bad:
+        with pytest.raises(SystemExit) as e:
+            p.parse_args(["--v", text])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err == f"error: argument --v: {want}, got {text!r} (see python -m gpt1_fast.x --help)\n"
+
+
+def test_device_and_backend_checks(capsys, monkeypatch):
+    import torch
+
+    p = cli.Parser(prog="python -m gpt1_fast.x")
+    assert cli.check_device(p, "cpu") == torch.device("cpu")
+    for spec, want in [("tpu", "expected cpu, cuda or cuda:N, got 'tpu'"), ("nonsense", "expected cpu, cuda")]:
+        with pytest.raises(SystemExit):
+            cli.check_device(p, spec)
+        assert want in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit):
+            cli.check_device(p, "cuda")
+        err = capsys.readouterr().err
+        assert err.startswith("error: argument --device: 'cuda' is not available (") and "--device cpu" in err
+    pytest.importorskip("triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(SystemExit):
+        cli.check_backend(p, "triton", torch.device("cpu"))
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "TRITON_INTERPRET=1" in err and "--backend torch" in err
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    cli.check_backend(p, "triton", torch.device("cpu"))  # the interpreter runs them
+    cli.check_backend(p, "torch", torch.device("cpu"))
+
+
+# ------------------------------------------------------------------------------ train: bad input matrix
+# Each case: one `error:` line on stderr naming what is wrong, the exit code, no traceback, and the
+# files of an earlier run with the same --desc byte-identical afterwards (the cases pass --overwrite,
+# so a check that came after the first write would show as deleted or rewritten files).
+TINY = ["--n_layer", "1", "--n_embd", "32", "--n_head", "2", "--device", "cpu", "--backend", "torch"]
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    pytest.importorskip("spacy")
+    pytest.importorskip("ftfy")
+    from gpt1_fast import train
+    from gpt1_fast.text import learn_bpe
+
+    d = tmp_path_factory.mktemp("rel")
+    synthetic.write_rocstories(d / "data", n=120, n_test=50, seed=7)
+    val = data.read_rocstories_csv(d / "data" / data.VAL_FILE)
+    learn_bpe(val.stories + val.endings1 + val.endings2, 300, d / "vocab" / "enc.json", d / "vocab" / "merges.bpe")
+    train.main(base_args(d) + ["--desc", "earlier", "--n_batch", "16", "--n_iter", "1", "--submit"])
+    return d
+
+
+def base_args(d, data_dir=None):
+    return ["--data_dir", str(data_dir or d / "data"), "--from_scratch", "--encoder_path", str(d / "vocab" / "enc.json"),
+            "--bpe_path", str(d / "vocab" / "merges.bpe"), "--cache_dir", str(d / "cache"), "--n_valid", "40",
+            "--runs_dir", str(d / "runs")] + TINY
+
+
+def snapshot(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _bad_data(d):
+    out = d / "bad_utf8"
+    if not out.exists():
+        out.mkdir()
+        for name in (data.VAL_FILE, data.TEST_FILE):
+            (out / name).write_bytes((d / "data" / name).read_bytes())
+        lines = (out / data.VAL_FILE).read_bytes().split(b"\n")
+        lines[6] = b"\xff" + lines[6]
+        (out / data.VAL_FILE).write_bytes(b"\n".join(lines))
+    return ["--data_dir", str(out)]
+
+
+def _damaged_release(d):
+    out = d / "damaged_model"
+    if not out.exists():
+        out.mkdir()
+        (out / "params_shapes.json").write_text("[[64, 32], [")  # truncated JSON
+        np.save(out / "params_0.npy", np.zeros(3, np.float32))
+    return ["--model_dir", str(out)]
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path
+
+
+CASES = [  # id, extra args (a callable gets the work folder), exit code, what the line must say, must not say
+    ("n_batch_0", ["--n_batch", "0"], 2, "argument --n_batch: expected an integer >= 1, got '0'", None),
+    ("n_batch_neg", ["--n_batch", "-4"], 2, "argument --n_batch: expected an integer >= 1, got '-4'", None),
+    ("n_batch_eval", ["--n_batch_eval", "-1"], 2, "argument --n_batch_eval: expected an integer >= 1, got '-1'", None),
+    ("lr", ["--lr", "-1"], 2, "argument --lr: expected a number >= 0, got '-1'", None),
+    ("n_iter", ["--n_iter", "0"], 2, "argument --n_iter: expected an integer >= 1, got '0'", "lower --n_batch"),
+    ("n_head", ["--n_head", "3"], 2, "argument --n_head: 3 does not divide --n_embd 32", None),
+    ("embd_pdrop", ["--embd_pdrop", "1.5"], 2, "argument --embd_pdrop: expected a number in [0, 1), got '1.5'", None),
+    ("n_ctx", ["--n_ctx", "3"], 2, "argument --n_ctx: expected an integer >= 6, got '3'", None),
+    ("seed", ["--seed", "-1"], 2, "argument --seed: expected an integer in [0, 4294967295]", None),
+    ("device", ["--device", "cuda"], 2, "argument --device: 'cuda' is not available", None),
+    ("device_name", ["--device", "gpu0"], 2, "argument --device: expected cpu, cuda or cuda:N, got 'gpu0'", None),
+    ("backend", ["--backend", "triton"], 2, "TRITON_INTERPRET=1", None),
+    ("analysis", ["--analysis"], 2, "argument --analysis: it reads the submission file: pass --submit too", None),
+    ("desc_path", ["--desc", "../elsewhere"], 2, "argument --desc: expected a plain folder name", None),
+    ("desc_reuse", ["--no-overwrite"], 2, "argument --desc: 'earlier' already has results (", None),
+    ("n_batch_data", ["--n_batch", "1000"], 2, "argument --n_batch: expected at most the 80 training examples, got 1000", None),
+    ("non_utf8", _bad_data, 1, ":7: expected UTF-8 text, found byte b'\\xff' at column 1", None),
+    ("missing_data", lambda d: ["--data_dir", str(d / "nothing")], 1, data.VAL_FILE, None),
+    ("missing_vocab", lambda d: ["--encoder_path", str(d / "no_such_vocab.json")], 1, "no_such_vocab.json", None),
+    ("missing_vocab_advice", lambda d: ["--encoder_path", str(d / "no_such_vocab.json")], 1,
+     "`python -m gpt1_fast.vocab --data FILES --merges N --out DIR` learns one", None),
+    ("bad_vocab", lambda d: ["--encoder_path", str(_write(d / "bad_vocab.json", '{"a</w>": 1,'))], 1,
+     "bad_vocab.json", None),
+    ("no_checkpoint", lambda d: ["--no-from_scratch", "--model_dir", str(d / "empty")], 1,
+     "no pretrained checkpoint in", None),
+    ("damaged_checkpoint", lambda d: ["--no-from_scratch"] + _damaged_release(d), 1, "params_shapes.json",
+     "no pretrained checkpoint"),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line_and_loses_nothing(work, case, capsys, monkeypatch):
+    import torch
+    from gpt1_fast import train
+
+    name, extra, code, want, not_want = case
+    if name == "device" and torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    if name == "backend":
+        monkeypatch.setenv("TRITON_INTERPRET", "0")
+    (work / "empty").mkdir(exist_ok=True)
+    before = snapshot(work / "runs")
+    assert "earlier/best_params.pt" in before
+    extra = extra(work) if callable(extra) else extra
+    args = base_args(work) + ["--desc", "earlier", "--overwrite", "--n_batch", "16", "--n_iter", "1"]
+    args = strip_negations(args + extra)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        train.cli(args)
+    out, err = capsys.readouterr()
+    lines = err.splitlines()
+    assert e.value.code == code, (e.value.code, err)
+    assert len(lines) == 1 and lines[0].startswith("error: ") and want in lines[0], err
+    assert "Traceback" not in err + out
+    if not_want:
+        assert not_want not in lines[0]
+    assert snapshot(work / "runs") == before  # nothing written, nothing deleted
+
+
+def strip_negations(args):
+    """`--no-X` in a case removes the base's flag --X (a test-only spelling)."""
+    for neg in [a for a in args if a.startswith("--no-") and a != "--no-compile"]:
+        flag = "--" + neg[len("--no-"):]
+        args = [a for a in args if a not in (neg, flag)]
+    return args
+
+
+def test_n_ctx_cut_is_counted_and_warned(work, capsys):
+    from gpt1_fast import train
+    from gpt1_fast.pretrained import LazyTextEncoder
+    from gpt1_fast.tasks import get_task
+
+    te = LazyTextEncoder(work / "vocab" / "enc.json", work / "vocab" / "merges.bpe")
+    vocab = (str(work / "vocab" / "enc.json"), str(work / "vocab" / "merges.bpe"))
+    task = get_task("rocstories")
+    full = task.load(work / "data", te, vocab, n_ctx=512, n_valid=40, cache_dir=work / "cache")
+    assert full.cut[0] == 0
+    small = task.load(work / "data", te, vocab, n_ctx=20, n_valid=40, cache_dir=work / "cache")
+    kept = sum(int(e.lengths.sum()) for e in small.splits.values())
+    total = sum(int(e.lengths.sum()) for e in full.splits.values())
+    assert small.cut == (total - kept, total, full.layout.n_ctx) and small.cut[0] > 0
+    train.warn_if_cut(small, 20)
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"warning: --n_ctx 20 cuts {total - kept} of {total} tokens "
+                   f"({100 * (total - kept) / total:.1f} %) from the data; its longest example needs "
+                   f"{full.layout.n_ctx} positions"]
+
+
+def test_run_folder_holds_every_file_and_absolute_paths(work):
+    import json
+
+    from gpt1_fast.checkpoint import load_model
+
+    folder = work / "runs" / "earlier"
+    assert sorted(p.name for p in folder.iterdir()) == ["ROCStories.tsv", "ROCStories.valid.tsv", "best_params.pt",
+                                                         "config.json", "log.jsonl"]
+    cfg = json.loads((folder / "config.json").read_text())
+    header = json.loads((folder / "log.jsonl").read_text().splitlines()[0])
+    for k in ("data_dir", "encoder_path", "bpe_path", "cache_dir", "runs_dir", "model_dir"):
+        assert Path(header[k]).is_absolute() and Path(cfg["args"][k]).is_absolute(), k
+    meta, _ = load_model(folder / "best_params.pt")
+    assert Path(meta["encoder_path"]).is_absolute() and meta["layout"] == cfg["layout"]
+
+
+# ------------------------------------------------------------------------------ train: kills
+def _start(work, desc, extra=(), env=None):
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "gpt1_fast.train", *base_args(work), "--desc", desc, "--n_batch", "16", "--submit",
+           *extra]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _wait_for(proc, text, timeout=240):
+    """Read stdout lines until one contains `text`; -> the lines read."""
+    import time
+
+    seen, t0 = [], time.time()
+    for line in proc.stdout:
+        seen.append(line)
+        if text in line:
+            return seen
+        assert time.time() - t0 < timeout, seen
+    raise AssertionError(f"the run ended before printing {text!r}: {seen}\n{proc.stderr.read()}")
+
+
+def assert_consistent_or_absent(folder: Path):
+    """best_params.pt is absent, or loads and its stored configuration builds a model that takes it."""
+    from gpt1_fast.checkpoint import load_model
+    from gpt1_fast.config import GPTConfig
+    from gpt1_fast.layout import EmbeddingLayout
+    from gpt1_fast.model import DoubleHeadModel
+
+    path = folder / "best_params.pt"
+    if not path.exists():
+        return None
+    meta, sd = load_model(path)
+    layout = EmbeddingLayout.from_dict(meta["layout"])
+    model = DoubleHeadModel(GPTConfig(**meta["cfg"]), layout.clf, meta["head_type"], layout.size, layout.n_ctx)
+    model.load_state_dict(sd)  # strict: every shape agrees with the configuration
+    return meta
+
+
+def temporaries(folder: Path):
+    return [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_ctrl_c_stops_cleanly_naming_the_last_checkpoint(work):
+    import signal
+
+    proc = _start(work, "sigint", ["--n_iter", "50"])
+    _wait_for(proc, "n_epochs=1 ")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    lines = err.strip().splitlines()
+    folder = work / "runs" / "sigint"
+    assert "Traceback" not in err and len(lines) == 1, err
+    assert lines[0].startswith("interrupted at update ") and f"the last complete checkpoint is {folder / 'best_params.pt'}" in lines[0]
+    meta = assert_consistent_or_absent(folder)
+    assert meta is not None  # the one named: the initial parameters, or those of an evaluation
+    assert (f"update {meta['n_updates']}," if meta["n_updates"] else "(the initial parameters)") in lines[0]
+    assert temporaries(folder) == []
+
+
+@pytest.mark.parametrize("moment", ["during_checkpoint_write", "random"])
+def test_sigkill_leaves_a_loadable_checkpoint_or_none(work, moment):
+    import random
+    import signal
+    import time
+
+    from gpt1_fast import train
+    from gpt1_fast.checkpoint import TEST_PAUSE_ENV
+
+    desc = f"kill_{moment}"
+    folder = work / "runs" / desc
+    if moment == "during_checkpoint_write":
+        proc = _start(work, desc, ["--n_iter", "3"], env={TEST_PAUSE_ENV: "60"})
+        _wait_for(proc, "checkpoint: pausing")  # replacing the initial checkpoint after the first evaluation
+        old = folder / "best_params.pt"
+        before = old.read_bytes()
+    else:
+        proc = _start(work, desc, ["--n_iter", "3"])
+        time.sleep(random.Random().uniform(1.0, 25.0))
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL or moment == "random"
+    if folder.exists():
+        meta = assert_consistent_or_absent(folder)
+        if moment == "during_checkpoint_write":
+            assert meta["n_updates"] == 0 and (folder / "best_params.pt").read_bytes() == before  # the old one
+            assert len(temporaries(folder)) == 1  # the new one, never renamed
+    # A later run in the same folder (--overwrite) leaves no temporaries and a loadable checkpoint.
+    train.main(base_args(work) + ["--desc", desc, "--n_batch", "16", "--n_iter", "1", "--submit", "--overwrite"])
+    assert temporaries(folder) == [] and assert_consistent_or_absent(folder)["n_updates"] == 5
+
+
+def test_generate_names_a_damaged_checkpoint(work, capsys):
+    from gpt1_fast import generate
+
+    good = work / "runs" / "earlier" / "best_params.pt"
+    bad = work / "damaged_best_params.pt"
+    bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    for path, want in ((bad, f"error: {bad}: damaged or not a torch checkpoint ("),
+                       (work / "nowhere.pt", f"error: {work / 'nowhere.pt'}: no such checkpoint file")):
+        with pytest.raises(SystemExit) as e:
+            generate.main(["--checkpoint", str(path), "--prompt", "x", "--device", "cpu"])
+        assert str(e.value.code).startswith(want) and "\n" not in str(e.value.code), e.value.code
+        assert "no pretrained checkpoint" not in str(e.value.code)
+    from gpt1_fast.checkpoint import load_model
+    assert load_model(good)[0]["layout"]  # the intact one loads
