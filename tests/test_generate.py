@@ -52,7 +52,10 @@ def test_cached_greedy_equals_full_recomputation_up_to_n_ctx(use_cache):
         assert len(p) + len(g.tokens[i]) == N_CTX  # every row reaches the limit, padding or not
         ref, ref_logits = reference_greedy(m, p, 40)
         assert g.tokens[i] == ref, i
-        torch.testing.assert_close(g.scores[i], torch.stack(ref_logits), rtol=0, atol=1e-5)
+        ref_logits = torch.stack(ref_logits)
+        # within 1e-5 of the logits' scale: the batched rows run other BLAS blockings than one row alone
+        scale = ref_logits[:, :N_VOCAB].abs().max().item()
+        torch.testing.assert_close(g.scores[i], ref_logits, rtol=0, atol=1e-5 * max(scale, 1.0))
     assert len({t for row in g.tokens for t in row}) > 5  # a real test: the paths vary
 
 

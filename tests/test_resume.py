@@ -188,7 +188,17 @@ def finetune_outputs(out):
     return log, best, (out / "sub" / "ROCStories.tsv").read_text()
 
 
-def test_finetuning_killed_mid_epoch_resumes_to_the_same_parameters_and_submission(roc, tmp_path):
+@pytest.fixture
+def one_thread():
+    """Bitwise equality holds for the same thread count: the killed run is a subprocess with
+    OMP_NUM_THREADS=1, so the in-process reference and resumed runs use one thread too."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_finetuning_killed_mid_epoch_resumes_to_the_same_parameters_and_submission(roc, tmp_path, one_thread):
     from gpt1_fast import train
 
     train.main(finetune_args(roc, tmp_path / "ref"))  # 60 training stories / 8 = 7 updates per epoch
