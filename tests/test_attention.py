@@ -9,7 +9,6 @@ import json  # noqa: E402
 import math  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -344,8 +343,9 @@ def _aot_main(cc: int) -> None:
 
 def test_aot_compile_no_spills():
     pytest.importorskip("triton.backends.nvidia")
-    env = dict(os.environ, TRITON_INTERPRET="0")  # compile for real (the module's setdefault keeps "0")
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
+    from gpt1_fast.kernels.aot import compiling_env
+
+    env = compiling_env()  # compile for real (the module's setdefault keeps "0")
     env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
     procs = {cc: subprocess.Popen([sys.executable, __file__, str(cc)], env=env, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True) for cc in AOT_CASES}

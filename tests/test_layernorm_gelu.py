@@ -28,6 +28,7 @@ from gpt1_fast.kernels import layernorm_gelu as K  # noqa: E402
 from gpt1_fast.kernels import layernorm_gelu_configs as C  # noqa: E402
 from gpt1_fast.kernels import layernorm_gelu_kernels as KK  # noqa: E402
 from gpt1_fast.kernels.layernorm_gelu import bias_gelu, layer_norm  # noqa: E402
+from gpt1_fast.kernels.aot import compiling_env  # noqa: E402
 from gpt1_fast.testing import rel_err  # noqa: E402
 
 TOL = {torch.float32: 1e-5, torch.float16: 2e-3}
@@ -297,8 +298,7 @@ def _aot_main():
 
 
 def test_aot_compile_no_spills():
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env = compiling_env()
     out = subprocess.run([sys.executable, __file__, "aot"], capture_output=True, text=True, env=env, timeout=600)
     print(out.stdout)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
@@ -309,8 +309,7 @@ def test_aot_occupancy_tool():
     """benchmarks/aot_occupancy.py (the occupancy table in NOTES.md; run as a script, not imported)
     compiles every config it lists for sm_80, without spills, and reports a residency consistent with
     the register count."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env = compiling_env()
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "aot_occupancy.py"), "--arch", "80"],
                          capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]

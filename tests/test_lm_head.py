@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from gpt1_fast import ops  # noqa: E402
 from gpt1_fast.kernels import lm_head as K  # noqa: E402
+from gpt1_fast.kernels.aot import compiling_env  # noqa: E402
 
 TOL = {torch.float32: 1e-5, torch.float16: 3e-3}
 
@@ -198,8 +199,7 @@ def _aot_main():
 
 
 def test_aot_compile_no_spills():
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env = compiling_env()
     out = subprocess.run([sys.executable, __file__, "aot"], capture_output=True, text=True, env=env, timeout=600)
     print(out.stdout)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

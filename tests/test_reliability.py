@@ -11,20 +11,10 @@ import pytest
 
 import gpt1_fast
 from gpt1_fast import cli, data, synthetic
+from test_data import CountingEncoder  # the encoding-cache tests' stand-in encoder
 
 
 # ------------------------------------------------------------------------------ encoding cache
-class CountingEncoder:
-    """Stand-in encoder: one id per whitespace word; counts calls."""
-
-    def __init__(self):
-        self.calls, self.table = 0, {}
-
-    def encode(self, texts, verbose=False):
-        self.calls += 1
-        return [[self.table.setdefault(w, len(self.table) + 1) for w in t.split()] for t in texts]
-
-
 def _flip(offset):
     def damage(p: Path):
         b = bytearray(p.read_bytes())

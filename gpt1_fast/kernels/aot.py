@@ -7,12 +7,24 @@ tests run this in a subprocess).
 """
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import tempfile
 from pathlib import Path
 
 import torch
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def compiling_env() -> dict:
+    """The environment for a subprocess that compiles kernels for real: the interpreter off, this
+    checkout first on PYTHONPATH (the tests' own process runs under TRITON_INTERPRET=1)."""
+    env = dict(os.environ, TRITON_INTERPRET="0")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    return env
+
 
 _TRITON_TYPES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16", torch.int64: "i64",
                  torch.int32: "i32", torch.int8: "i8"}
