@@ -2,7 +2,7 @@
 # Everything gpt1_fast checks and measures on a CUDA GPU, in one run:
 #   GPT1_FAST_COMMIT=<git rev-parse HEAD> bash benchmarks/gpu_suite.sh [STEP ...]
 # (where the tree was copied without .git, the commit recorded in the results comes from that variable)
-# STEPs: check train adam layernorm_gelu attention lm_head train_step pretrain (default: all, in that order).
+# STEPs: check train adam layernorm_gelu attention lm_head train_step pretrain generate (default: all, in that order).
 #   check       TRITON_INTERPRET=0 pytest -m cuda tests (compiled kernels vs the reference, bf16, every
 #               attention candidate for this GPU, determinism, torch.compile, the whole model), plus
 #               the fused Adam extension's CUDA tests
@@ -14,7 +14,7 @@
 set -uo pipefail
 export PYTHONPATH=. PYTHONUNBUFFERED=1 TRITON_INTERPRET=0
 OUT=${OUT:-/tmp/gpu_suite}; mkdir -p "$OUT"
-STEPS=${*:-check train adam layernorm_gelu attention lm_head train_step pretrain}
+STEPS=${*:-check train adam layernorm_gelu attention lm_head train_step pretrain generate}
 save() { tar czf "$OUT/gpu_suite.tgz" benchmarks/results benchmarks/NOTES.md -C "$OUT" $(cd "$OUT" && ls *.log *.txt 2>/dev/null); }
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | tee "$OUT/device.txt"
 python -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$OUT/device.txt"
