@@ -345,8 +345,16 @@ def _start(work, desc, extra=(), env=None):
     cmd = [sys.executable, "-m", "gpt1_fast.train", *base_args(work), "--desc", desc, "--n_batch", "16", "--submit",
            *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
+    # A shell without job control starts background jobs (`make test &` in a script) with SIGINT ignored; the
+    # child inherits that: Python then installs no KeyboardInterrupt handler. Give the run a terminal's default.
     return subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True, env=env, preexec_fn=_default_sigint)
+
+
+def _default_sigint():
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _wait_for(proc, text, timeout=240):
