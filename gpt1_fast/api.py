@@ -20,7 +20,6 @@ vocabulary files' paths and SHA-256), `model.safetensors` (the weights; loading 
 """
 from __future__ import annotations
 
-import hashlib
 import inspect
 import json
 import math
@@ -33,7 +32,7 @@ import numpy as np
 import torch
 
 from .config import GPTConfig
-from .fileio import atomic_write_bytes, atomic_write_text
+from .fileio import atomic_write_bytes, atomic_write_text, sha256_file
 from .layout import PAPER_SPECIALS, EmbeddingLayout
 from .model import DoubleHeadModel
 
@@ -296,7 +295,7 @@ class GPTEstimator:
                 "pairs": getattr(self, "pairs_", None),
                 "vocabulary": {"encoder_path": str(Path(self.vocab_paths_[0]).resolve()),
                                "bpe_path": str(Path(self.vocab_paths_[1]).resolve()),
-                               "sha256": [_sha256(p) for p in self.vocab_paths_]}}
+                               "sha256": [sha256_file(p) for p in self.vocab_paths_]}}
         atomic_write_bytes(path / "model.safetensors", save(sd, {"format": "pt"}))
         atomic_write_text(path / "config.json", json.dumps(meta, indent=2) + "\n")
         return path
@@ -328,7 +327,7 @@ class GPTEstimator:
         for p, digest in zip(paths, voc["sha256"]):
             if not Path(p).is_file():
                 raise FileNotFoundError(f"{p}: the vocabulary file this model was trained with is missing")
-            if _sha256(p) != digest:
+            if sha256_file(p) != digest:
                 raise CheckpointError(f"{p}: the vocabulary file changed since the model was saved (SHA-256 differs)")
         est.vocab_paths_ = paths
         est.text_encoder_ = est._text_encoder(paths)
@@ -531,10 +530,3 @@ def _sort_key(v):
 def _jsonable(v):
     return v.item() if isinstance(v, np.generic) else v
 
-
-def _sha256(p) -> str:
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

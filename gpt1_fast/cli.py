@@ -13,6 +13,8 @@ import argparse
 import math
 import os
 
+from .errors import UsageError  # noqa: F401  (raised by the entry points: `error: ...`, exit code 2)
+
 
 class Parser(argparse.ArgumentParser):
     """argparse whose errors are one line on stderr (no usage block) and exit with code 2."""
@@ -104,10 +106,6 @@ def check_backend(parser: argparse.ArgumentParser, backend: str, device) -> None
         parser.error(f"argument --backend: 'triton' on {device} needs a CUDA GPU; to run the kernels on the "
                      "CPU through Triton's interpreter (slow, for testing) set TRITON_INTERPRET=1, "
                      "or use --backend torch")
-
-
-class UsageError(ValueError):
-    """A flag value that only the data (or another flag) shows to be wrong: `error: ...`, exit code 2."""
 
 
 def run_name(text: str) -> str:

@@ -32,7 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .fileio import TMP_SUFFIX, atomic_write, atomic_write_text
+from .errors import DataError
+from .fileio import TMP_SUFFIX, atomic_write, atomic_write_text, sha256_file, update_hash
 
 FORMAT = 1
 DTYPE = np.uint16
@@ -42,7 +43,7 @@ _BATCH_CHARS = 1 << 20  # about this much text per worker task
 _BATCH_DOCS = 512
 
 
-class CorpusError(ValueError):
+class CorpusError(DataError):
     """A problem with a corpus input or token file; the message names the file (and line)."""
 
 
@@ -120,9 +121,7 @@ def read_documents(paths):
 
 # ------------------------------------------------------------------------------------------ digests
 def _hash_file(h, path) -> None:
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    update_hash(h, path)
     h.update(b"\0")
 
 
@@ -171,7 +170,7 @@ class TokenFile:
                               f"expected {vocab_digest[:12]}); encode the corpus again with this vocabulary")
         self.tokens = (np.memmap(self.path, dtype=DTYPE, mode="r") if m["tokens"]
                        else np.zeros(0, dtype=DTYPE))  # an empty file cannot be mapped
-        if verify and _sha256_of(self.path) != m["sha256"]:
+        if verify and sha256_file(self.path) != m["sha256"]:
             raise CorpusError(f"{self.path}: damaged: content does not match the sha256 in {self.meta_path.name}")
 
     def __len__(self) -> int:
@@ -201,14 +200,6 @@ def _read_meta(path: Path) -> dict:
         raise CorpusError(f"{path}: format {meta['format']} / dtype {meta['dtype']}, this version reads "
                           f"format {FORMAT} / {np.dtype(DTYPE).name}; encode the corpus again")
     return meta
-
-
-def _sha256_of(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def open_split(out_dir, split: str, vocab_digest: str | None = None, verify: bool = False) -> TokenFile:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .fileio import atomic_write
+from .errors import DataError
+from .fileio import atomic_write, update_hash
 from .layout import PAPER_SPECIALS, EmbeddingLayout
 
 VAL_FILE = "cloze_test_val__spring2016 - cloze_test_ALL_val.csv"
@@ -25,10 +26,6 @@ N_VALID = 374
 SPECIALS = PAPER_SPECIALS  # _start_, _delimiter_, _classify_
 DATA_URL = "http://cs.rochester.edu/nlp/rocstories/"
 _CACHE_VERSION = b"gpt1_fast-rocstories-v1"
-
-
-class DataError(ValueError):
-    """A problem with a dataset file; the message names the file (and line)."""
 
 
 @dataclass
@@ -104,12 +101,6 @@ def split_indices(n: int, n_valid: int = N_VALID, seed: int = SPLIT_SEED):
 
 
 # ------------------------------------------------------------------------------------------ encoding
-def _file_digest(h, path):
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-
-
 def _pack(lists):
     lens = np.fromiter((len(x) for x in lists), dtype=np.int64, count=len(lists))
     flat = np.fromiter((i for x in lists for i in x), dtype=np.int32, count=int(lens.sum()))
@@ -151,7 +142,7 @@ def encode_csv(path, text_encoder, vocab_paths, cache_dir=None, verbose=True):
     if cache_dir:
         h = hashlib.sha256(_CACHE_VERSION)
         for p in (path, *vocab_paths):
-            _file_digest(h, p)
+            update_hash(h, p)
             h.update(b"\0")
         cache_file = Path(cache_dir) / f"rocstories-{h.hexdigest()[:32]}.npz"
         if cache_file.is_file():

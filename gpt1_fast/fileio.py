@@ -9,6 +9,7 @@ new one, never half of one. Temporary names start with `.` and end with `.tmp`, 
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -85,3 +86,17 @@ def remove_stale_temporaries(folder) -> list[Path]:
     for p in stale:
         p.unlink(missing_ok=True)
     return stale
+
+
+def update_hash(h, path, chunk: int = 1 << 20) -> None:
+    """Feed a file's bytes into the hashlib object `h`, in chunks (a corpus can be gigabytes)."""
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+
+
+def sha256_file(path) -> str:
+    """The hex SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    update_hash(h, path)
+    return h.hexdigest()

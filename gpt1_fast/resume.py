@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import ResumeError
 from .fileio import atomic_write, remove_stale_temporaries
 
 FORMAT = "gpt1_fast-checkpoint"
@@ -30,10 +31,6 @@ VERSION = 1
 _NAME = re.compile(r"^step_(\d+)\.pt$")
 # Tests only: seconds to sleep after the data is written and before the rename (to kill mid-write).
 TEST_SLEEP_ENV = "GPT1_FAST_TEST_SLEEP_IN_CHECKPOINT_WRITE"
-
-
-class ResumeError(ValueError):
-    """A checkpoint that is missing, damaged, or does not belong to this run's configuration."""
 
 
 # ------------------------------------------------------------------------------------ RNG states

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import CheckpointError
 from .fileio import atomic_write_bytes, atomic_write_text
 
 N_SHARDS = 10
@@ -28,10 +29,6 @@ HF_LAYER_PARAMS = ("attn.c_attn.weight", "attn.c_attn.bias", "attn.c_proj.weight
                    "ln_1.weight", "ln_1.bias", "mlp.c_fc.weight", "mlp.c_fc.bias", "mlp.c_proj.weight",
                    "mlp.c_proj.bias", "ln_2.weight", "ln_2.bias")
 RELEASE_URL = "https://github.com/openai/finetune-transformer-lm (folder model/)"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, damaged, or does not fit the model."""
 
 
 # ------------------------------------------------------------------------- original release format

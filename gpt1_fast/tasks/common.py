@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..fileio import atomic_write
+from ..fileio import atomic_write, update_hash
 
 PAD_MULTIPLE = 8  # "batch" padding rounds T up to a multiple of this
 PADDINGS = ("batch", "pow2", "global")
@@ -85,9 +85,7 @@ def _digest(h, path: Path):
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     for f in files:
         h.update(str(f.relative_to(path)).encode() if path.is_dir() else b"")
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
+        update_hash(h, f)
         h.update(b"\0")
 
 
