@@ -128,49 +128,52 @@ def test_missing_csv_is_one_line(tmp_path):
 
 
 # ------------------------------------------------------------------------------ argument types
-@pytest.mark.parametrize("typ, good, bad, want", [
-    (cli.positive_int, [("1", 1), ("64", 64)], ["0", "-4", "1.5", "x"], "expected an integer >= 1"),
-    (cli.int_at_least(-1), [("-1", -1), ("0", 0)], ["-2"], "expected an integer >= -1"),
-    (cli.probability, [("0", 0.0), ("0.1", 0.1)], ["1", "1.5", "-0.1", "nan", "x"], "expected a number in [0, 1)"),
-    (cli.positive_float, [("6.25e-5", 6.25e-5)], ["0", "-1", "inf"], "expected a number > 0"),
-    (cli.nonnegative_float, [("0", 0.0)], ["-0.5"], "expected a number >= 0"),
-    (cli.seed_int, [("0", 0), ("4294967295", 2 ** 32 - 1)], ["-1", "4294967296"], "expected an integer in [0, 4294967295]"),
+@pytest.mark.parametrize("kind, good, bad, want", [
+    (cli.Int(1), [("1", 1), ("64", 64)], ["0", "-4", "1.5", "x"], "expected an integer >= 1"),
+    (cli.Int(-1), [("-1", -1), ("0", 0)], ["-2"], "expected an integer >= -1"),
+    (cli.Float(0.0, 1.0, hi_open=True), [("0", 0.0), ("0.1", 0.1)], ["1", "1.5", "-0.1", "nan", "x"],
+     "expected a number in [0, 1)"),
+    (cli.Float(0.0, lo_open=True), [("6.25e-5", 6.25e-5)], ["0", "-1", "inf"], "expected a number > 0"),
+    (cli.Float(0.0), [("0", 0.0)], ["-0.5", "nan"], "expected a number >= 0"),
+    (cli.Int(0, 2 ** 32 - 1), [("0", 0), ("4294967295", 2 ** 32 - 1)], ["-1", "4294967296"],
+     "expected an integer in [0, 4294967295]"),
 ])
-def test_argument_types(typ, good, bad, want, capsys):
+def test_argument_types(kind, good, bad, want, capsys):
     p = cli.Parser(prog="python -m gpt1_fast.x")
-    p.add_argument("--v", type=typ)
+    cli.add_option(p, cli.Option("v", kind, None, "a value"), None)
     for text, value in good:
         assert p.parse_args(["--v", text]).v == value
+        assert kind.convert(value) == value  # the same check on a Python value (an estimator keyword)
     for text in bad:
         with pytest.raises(SystemExit) as e:
             p.parse_args(["--v", text])
         err = capsys.readouterr().err
         assert e.value.code == 2 and err == f"error: argument --v: {want}, got {text!r} (see python -m gpt1_fast.x --help)\n"
+        with pytest.raises(ValueError, match=want.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+            kind.convert(text)
 
 
-def test_device_and_backend_checks(capsys, monkeypatch):
+def test_device_and_backend_checks(monkeypatch):
     import torch
 
-    p = cli.Parser(prog="python -m gpt1_fast.x")
-    assert cli.check_device(p, "cpu") == torch.device("cpu")
-    for spec, want in [("tpu", "expected cpu, cuda or cuda:N, got 'tpu'"), ("nonsense", "expected cpu, cuda")]:
-        with pytest.raises(SystemExit):
-            cli.check_device(p, spec)
-        assert want in capsys.readouterr().err
+    from gpt1_fast.errors import UsageError
+
+    assert cli.check_device("cpu") == torch.device("cpu")
+    for spec, want in [("tpu", "--device: expected cpu, cuda or cuda:N, got 'tpu'"), ("nonsense", "expected cpu, cuda")]:
+        with pytest.raises(UsageError, match=want):
+            cli.check_device(spec)
+    with pytest.raises(UsageError, match="^device: expected cpu"):  # an estimator keyword's name
+        cli.check_device("tpu", name=lambda n: n)
     if not torch.cuda.is_available():
-        with pytest.raises(SystemExit):
-            cli.check_device(p, "cuda")
-        err = capsys.readouterr().err
-        assert err.startswith("error: argument --device: 'cuda' is not available (") and "--device cpu" in err
+        with pytest.raises(UsageError, match=r"^--device: 'cuda' is not available \(.*use --device cpu"):
+            cli.check_device("cuda")
     pytest.importorskip("triton")
     monkeypatch.setenv("TRITON_INTERPRET", "0")
-    with pytest.raises(SystemExit):
-        cli.check_backend(p, "triton", torch.device("cpu"))
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "TRITON_INTERPRET=1" in err and "--backend torch" in err
+    with pytest.raises(UsageError, match="TRITON_INTERPRET=1.*--backend torch"):
+        cli.check_backend("triton", torch.device("cpu"))
     monkeypatch.setenv("TRITON_INTERPRET", "1")
-    cli.check_backend(p, "triton", torch.device("cpu"))  # the interpreter runs them
-    cli.check_backend(p, "torch", torch.device("cpu"))
+    cli.check_backend("triton", torch.device("cpu"))  # the interpreter runs them
+    cli.check_backend("torch", torch.device("cpu"))
 
 
 # ------------------------------------------------------------------------------ train: bad input matrix
@@ -244,7 +247,8 @@ CASES = [  # id, extra args (a callable gets the work folder), exit code, what t
     ("device", ["--device", "cuda"], 2, "argument --device: 'cuda' is not available", None),
     ("device_name", ["--device", "gpu0"], 2, "argument --device: expected cpu, cuda or cuda:N, got 'gpu0'", None),
     ("backend", ["--backend", "triton"], 2, "TRITON_INTERPRET=1", None),
-    ("analysis", ["--analysis"], 2, "argument --analysis: it reads the submission file: pass --submit too", None),
+    ("analysis", ["--analysis"], 2, "argument --analysis: it reads the predictions on the test split: pass --submit too",
+     None),
     ("desc_path", ["--desc", "../elsewhere"], 2, "argument --desc: expected a plain folder name", None),
     ("desc_reuse", ["--no-overwrite"], 2, "argument --desc: 'earlier' already has results (", None),
     ("n_batch_data", ["--n_batch", "1000"], 2, "argument --n_batch: expected at most the 80 training examples, got 1000", None),
@@ -326,8 +330,10 @@ def test_run_folder_holds_every_file_and_absolute_paths(work):
     from gpt1_fast.checkpoint import load_model
 
     folder = work / "runs" / "earlier"
-    assert sorted(p.name for p in folder.iterdir()) == ["ROCStories.tsv", "ROCStories.valid.tsv", "best_params.pt",
-                                                         "config.json", "log.jsonl"]
+    assert sorted(p.name for p in folder.iterdir()) == ["best_params.pt", "config.json", "log.jsonl", "predictions",
+                                                         "submission"]
+    assert [p.name for p in (folder / "submission").iterdir()] == ["ROCStories.tsv"]  # test predictions alone
+    assert [p.name for p in (folder / "predictions").iterdir()] == ["ROCStories.valid.tsv"]
     cfg = json.loads((folder / "config.json").read_text())
     header = json.loads((folder / "log.jsonl").read_text().splitlines()[0])
     for k in ("data_dir", "encoder_path", "bpe_path", "cache_dir", "runs_dir", "model_dir"):
@@ -402,7 +408,8 @@ def test_ctrl_c_stops_cleanly_naming_the_last_checkpoint(work):
     lines = err.strip().splitlines()
     folder = work / "runs" / "sigint"
     assert "Traceback" not in err and len(lines) == 1, err
-    assert lines[0].startswith("interrupted at update ") and f"the last complete checkpoint is {folder / 'best_params.pt'}" in lines[0]
+    assert lines[0].startswith("interrupted at update ") and "no checkpoint to resume from (--save_every N" in lines[0]
+    assert f"the best parameters so far are {folder / 'best_params.pt'}" in lines[0]
     meta = assert_consistent_or_absent(folder)
     assert meta is not None  # the one named: the initial parameters, or those of an evaluation
     assert (f"update {meta['n_updates']}," if meta["n_updates"] else "(the initial parameters)") in lines[0]
