@@ -17,7 +17,9 @@ from gpt1_fast.tasks.readers import DATASETS
 from gpt1_fast.tasks.common import Encoded, batch_width, make_batch
 from gpt1_fast.tasks.task import DatasetTask, TaskData
 from gpt1_fast.checkpoint import load_model
-from gpt1_fast.tasks.trainer import RunPaths, TrainConfig, Trainer
+from gpt1_fast.runfolder import RunPaths  # noqa: E402
+from gpt1_fast.tasks.submission import analysis  # noqa: E402
+from gpt1_fast.tasks.trainer import TrainConfig, Trainer
 
 # tokens 0..9 | _start_ 10, _delimiter_ 11, _classify_ 12 | positions from 13
 LAYOUT = EmbeddingLayout(10, n_ctx=12)
@@ -177,11 +179,23 @@ def fake_task_data(n_train=32):
 
 
 def make_trainer(tmp_path, n_iter=3, submit=True, **kw):
+    """A Trainer that keeps its best parameters in best_params.pt, as the train command's (submit)."""
+    from gpt1_fast.train import BestModel
+
     task, data = fake_task_data()
     model = tiny_model(task.head_type)
     opt = OpenAIAdam(model.parameters(), lr=1e-2, t_total=n_iter * 4, max_grad_norm=1)
-    cfg = TrainConfig(n_iter=n_iter, n_batch=8, n_valid=8, submit=submit, **kw)
-    return Trainer(task, data, model, opt, cfg, RunPaths("t", tmp_path / "log", tmp_path / "save", tmp_path / "sub"))
+    cfg = TrainConfig(n_iter=n_iter, n_batch=8, n_valid=8, **kw)
+    paths = RunPaths("t", tmp_path / "runs", tmp_path / "log", tmp_path / "save", tmp_path / "sub")
+    trainer = Trainer(task, data, model, opt, cfg, on_best=BestModel(paths.best_params, {}) if submit else None)
+    trainer.paths = paths
+    return trainer
+
+
+def submit(trainer):
+    from gpt1_fast.train import submit as write_predictions
+
+    return write_predictions(trainer, trainer.paths)
 
 
 def test_kept_parameters_are_those_of_the_best_validation_score(tmp_path, capsys):
@@ -202,23 +216,24 @@ def test_kept_parameters_are_those_of_the_best_validation_score(tmp_path, capsys
     saved = load_model(trainer.paths.best_params)[1]
     assert all(torch.equal(saved[k], snapshots[1][k]) for k in saved)
     assert not all(torch.equal(saved[k], snapshots[3][k]) for k in saved)  # training did move them
-    trainer.submit()
+    submit(trainer)
     assert all(torch.equal(v, snapshots[1][k]) for k, v in trainer.model.state_dict().items())
 
 
 def test_submission_files_and_analysis(tmp_path, capsys):
     trainer = make_trainer(tmp_path, n_iter=2)
     trainer.fit()
-    written = trainer.submit()
+    written = submit(trainer)
     assert set(written) == {"dev", "test"}
-    assert written["test"].endswith("SST-2.tsv") and written["dev"].endswith("SST-2.dev.tsv")
+    assert written["test"] == str(tmp_path / "sub" / "SST-2.tsv")  # test predictions alone in the submission folder
+    assert written["dev"] == str(tmp_path / "save" / "t" / "predictions" / "SST-2.dev.tsv")
     lines = open(written["test"]).read().splitlines()
     assert lines[0] == "index\tprediction" and [l.split("\t")[0] for l in lines[1:]] == [str(i) for i in range(6)]
     assert {l.split("\t")[1] for l in lines[1:]} <= {"0", "1"}
     # the dev predictions of the kept parameters reproduce the best logged validation score
     dev = [int(l.split("\t")[1]) for l in open(written["dev"]).read().splitlines()[1:]]
     acc = 100 * np.mean(np.array(dev) == trainer.data["dev"].labels)
-    out = trainer.analysis(written)
+    out = analysis(trainer, written)
     assert out["valid_acc"] == pytest.approx(acc) == pytest.approx(max(h["va_acc"] for h in trainer.history))
     assert f"SST-2 Valid Accuracy: {acc:.2f}" in capsys.readouterr().out
 
@@ -234,7 +249,7 @@ def test_loop_state_round_trip(tmp_path):
     assert a.tokens["real"] == 2 * a.data["train"].lengths.sum() and b.tokens == a.tokens
     assert a.tokens["padded"] >= a.tokens["real"]
     assert a.rng.randint(1 << 30) == b.rng.randint(1 << 30)
-    assert math.isinf(b.best_score)
+    assert b.best_score == a.best_score == max(h["va_acc"] for h in a.history)
 
 
 def test_trainer_draws_one_permutation_per_epoch(tmp_path):
@@ -253,7 +268,7 @@ def test_train_cli_builds_the_objective_from_its_flags():
 
     args = train.build_parser().parse_args(["--lm_coef", "0.25", "--from_scratch", "--n_layer", "1", "--n_embd", "16",
                                             "--n_head", "2", "--backend", "torch"])
-    model = train.build_model(args, train.model_config(args), DatasetTask(DATASETS["sst-2"]), LAYOUT)
+    model = train.build_model(args, DatasetTask(DATASETS["sst-2"]), LAYOUT)
     assert model.lm_coef == 0.25 and model.task_head.linear.out_features == 2
     assert model.transformer.embed.weight.shape == (LAYOUT.size, 16)
 

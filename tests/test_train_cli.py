@@ -17,6 +17,7 @@ pytest.importorskip("ftfy")
 
 from gpt1_fast import data, generate, synthetic, train  # noqa: E402
 from gpt1_fast.checkpoint import load_model  # noqa: E402
+from gpt1_fast.errors import CheckpointError  # noqa: E402
 from gpt1_fast.text import learn_bpe  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -120,7 +121,7 @@ def test_bad_label_in_training_file(work, tmp_path):
 
 def test_missing_checkpoint_says_how_to_get_one(work, tmp_path):
     args = [a for a in common(work) if a != "--from_scratch"] + ["--model_dir", str(tmp_path)]
-    with pytest.raises(SystemExit, match="finetune-transformer-lm.*--from_scratch"):
+    with pytest.raises(CheckpointError, match="finetune-transformer-lm.*--from_scratch"):
         train.main(args)
 
 
@@ -151,7 +152,7 @@ def test_real_vocabulary_from_scratch(tmp_path):
                       "--submit", "--analysis"] + TINY[:2] + TINY[6:] + ["--n_head", "2"])
     assert res["n_updates"] == 2 and 0 <= res["test_acc"] <= 100
     meta = json.loads((tmp_path / "save" / "rocstories" / "config.json").read_text())
-    assert meta["n_vocab"] == 40478 and meta["vocab"] == 40478 + 3 + res["n_ctx"]
+    assert meta["layout"]["n_vocab"] == 40478 and meta["layout"]["size"] == 40478 + 3 + res["n_ctx"]
 
 
 def test_cached_encoding_needs_no_spacy(work, tmp_path, monkeypatch):
@@ -235,7 +236,7 @@ def test_demo_pipeline_smoke(tmp_path, capsys):
                      "--n_iter", "1", "--n_valid", "20", "--n_batch", "20", "--n_layer", "1", "--n_embd", "16"])
     out = capsys.readouterr().out
     assert "DEMO FROM SCRATCH" in out and "ROCStories Test Accuracy:" in out
-    assert res["n_updates"] == 2 and (tmp_path / "demo" / "runs" / "demo" / "ROCStories.tsv").is_file()
+    assert res["n_updates"] == 2 and (tmp_path / "demo" / "runs" / "demo" / "submission" / "ROCStories.tsv").is_file()
     assert torch.get_num_threads() == threads_before
 
 
