@@ -33,12 +33,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import data as rocdata
 from . import ops
 from .cli import (Parser, UsageError, check_backend, check_device, float_in, int_at_least, nonnegative_float,
                   positive_float, positive_int, probability, run_name, seed_int)
 from .config import GPTConfig
 from .distributed import Dist
+from .errors import DataError
 from .fileio import atomic_write_text
 from .model import DoubleHeadModel
 from .opt import SCHEDULES, OpenAIAdam
@@ -162,7 +162,7 @@ def load_data(args, task, dist: Dist, vocab_paths, verbose: bool):
     try:
         text_encoder = LazyTextEncoder(*vocab_paths)
     except ValueError as e:  # bad JSON, a malformed merge, bytes that are not UTF-8: name both files
-        raise rocdata.DataError(f"the vocabulary ({vocab_paths[0]}, {vocab_paths[1]}) cannot be read: {e}") from None
+        raise DataError(f"the vocabulary ({vocab_paths[0]}, {vocab_paths[1]}) cannot be read: {e}") from None
     load = lambda: task.load(args.data_dir, text_encoder, vocab_paths, n_ctx=args.n_ctx,  # noqa: E731
                              n_valid=args.n_valid, cache_dir=resolve_cache_dir(args.cache_dir), verbose=verbose)
     data = load() if dist.main else None
@@ -388,7 +388,6 @@ def cli(argv=None):
     """Command-line entry: bad input is one `error:` line, no traceback. Exit codes: 2 a bad flag,
     1 a bad file, 130 Ctrl-C."""
     from .resume import ResumeError
-    from .tasks.readers import DataError
     from .weights import CheckpointError
 
     try:
@@ -396,7 +395,7 @@ def cli(argv=None):
     except UsageError as e:
         print(f"error: {e} (see python -m gpt1_fast.train --help)", file=sys.stderr)
         raise SystemExit(2) from None
-    except (FileNotFoundError, rocdata.DataError, DataError, CheckpointError, ResumeError) as e:
+    except (FileNotFoundError, DataError, CheckpointError, ResumeError) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(1) from None
     except KeyboardInterrupt:
