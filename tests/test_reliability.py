@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 
 import gpt1_fast
-from gpt1_fast import cli, data, synthetic
-from test_data import CountingEncoder  # the encoding-cache tests' stand-in encoder
+from fixtures_tasks import CountingEncoder  # the encoding-cache tests' stand-in encoder
+from gpt1_fast import cli, synthetic
+from gpt1_fast.errors import DataError
+from gpt1_fast.tasks import rocstories
+from gpt1_fast.tasks.cache import encode_texts
 
 
 # ------------------------------------------------------------------------------ encoding cache
@@ -32,7 +35,15 @@ def _first_data_byte(p: Path) -> int:
 def _wrong_lengths(p: Path):
     with np.load(p) as z:
         arrays = dict(z)
-    arrays["l0"] = arrays["l0"][::-1].copy() + 1  # same count of stories, lengths no longer sum to the ids
+    arrays["l_story"] = arrays["l_story"][::-1].copy() + 1  # same count of texts, lengths no longer sum to the ids
+    np.savez(p, **arrays)
+
+
+def _fewer_texts(p: Path):
+    with np.load(p) as z:
+        arrays = dict(z)
+    n = int(arrays["l_story"][:-1].sum())
+    arrays["f_story"], arrays["l_story"] = arrays["f_story"][:n], arrays["l_story"][:-1]  # consistent, one text short
     np.savez(p, **arrays)
 
 
@@ -41,48 +52,78 @@ DAMAGES = {
     "empty": lambda p: p.write_bytes(b""),
     "garbage": lambda p: p.write_bytes(b"not a zip file at all" * 10),
     "crc": lambda p: _flip(_first_data_byte(p))(p),
-    "missing_array": lambda p: np.savez(p, f0=np.zeros(3, np.int32)),
+    "missing_array": lambda p: np.savez(p, f_story=np.zeros(3, np.int32)),
     "wrong_lengths": _wrong_lengths,
+    "fewer_texts": _fewer_texts,
 }
+
+
+def _encode(csv_path, vocab, cache, enc):
+    """A Story Cloze file's fields through the one encoding cache of every dataset."""
+    s = rocstories.read_csv(csv_path)
+    texts = {"story": s.stories, "ending": s.endings1 + s.endings2}
+    return encode_texts(texts, enc, [csv_path], [vocab], cache, tag="rocstories")
 
 
 @pytest.mark.parametrize("damage", sorted(DAMAGES))
 def test_damaged_cache_is_named_deleted_and_rebuilt(tmp_path, capsys, damage):
     synthetic.write_rocstories(tmp_path / "d", n=30, n_test=8)
-    csv_path, vocab, cache = tmp_path / "d" / data.VAL_FILE, tmp_path / "vocab.json", tmp_path / "cache"
+    csv_path, vocab, cache = tmp_path / "d" / rocstories.VAL_FILE, tmp_path / "vocab.json", tmp_path / "cache"
     vocab.write_text("{}")
     enc = CountingEncoder()
-    first = data.encode_csv(csv_path, enc, (vocab,), cache_dir=cache, verbose=False)
+    first = _encode(csv_path, vocab, cache, enc)
     cache_file, = cache.glob("*.npz")
-    assert enc.calls == 3 and capsys.readouterr().err == ""
+    assert enc.calls == 2 and capsys.readouterr().err == ""
 
     DAMAGES[damage](cache_file)
-    again = data.encode_csv(csv_path, enc, (vocab,), cache_dir=cache, verbose=False)
+    again = _encode(csv_path, vocab, cache, enc)
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and err[0].startswith("warning: damaged encoding cache file") and str(cache_file) in err[0], err
-    assert enc.calls == 6  # encoded again
-    assert again[:3] == first[:3] and np.array_equal(again[3], first[3])
+    assert enc.calls == 4  # encoded again
+    assert again == first
 
-    third = data.encode_csv(csv_path, enc, (vocab,), cache_dir=cache, verbose=False)  # the rebuilt file loads
-    assert enc.calls == 6 and capsys.readouterr().err == "" and third[:3] == first[:3]
+    third = _encode(csv_path, vocab, cache, enc)  # the rebuilt file loads
+    assert enc.calls == 4 and capsys.readouterr().err == "" and third == first
     assert sorted(p.name for p in cache.iterdir()) == [cache_file.name]  # no temporaries left
 
 
 def test_any_flipped_byte_never_gives_wrong_ids(tmp_path, capsys):
     """Wherever the damage lands, the result is the true encoding: read back intact, or rebuilt."""
     synthetic.write_rocstories(tmp_path / "d", n=12, n_test=4)
-    csv_path, vocab, cache = tmp_path / "d" / data.VAL_FILE, tmp_path / "vocab.json", tmp_path / "cache"
+    csv_path, vocab, cache = tmp_path / "d" / rocstories.VAL_FILE, tmp_path / "vocab.json", tmp_path / "cache"
     vocab.write_text("{}")
-    truth = data.encode_csv(csv_path, CountingEncoder(), (vocab,), cache_dir=cache, verbose=False)
+    truth = _encode(csv_path, vocab, cache, CountingEncoder())
     cache_file, = cache.glob("*.npz")
     size = cache_file.stat().st_size
     for offset in np.random.RandomState(0).randint(0, size, 40):
         good = cache_file.read_bytes()
         _flip(int(offset))(cache_file)
-        got = data.encode_csv(csv_path, CountingEncoder(), (vocab,), cache_dir=cache, verbose=False)
-        assert got[:3] == truth[:3], offset
+        got = _encode(csv_path, vocab, cache, CountingEncoder())
+        assert got == truth, offset
         if capsys.readouterr().err == "":  # undetected: the flip hit bytes that do not carry ids
             cache_file.write_bytes(good)
+
+
+@pytest.mark.parametrize("name", ["rocstories", "sst-2", "race"])
+def test_every_dataset_has_the_one_cache_policy(tmp_path, capsys, name):
+    """Each dataset's cache files: damaged ones are named, deleted and rebuilt; the data is unchanged."""
+    from fixtures_tasks import write_fixture
+    from gpt1_fast.tasks import get_task
+
+    data, cache, enc, task = write_fixture(name, tmp_path / "d", n_rows=24, seed=1), tmp_path / "cache", CountingEncoder(), \
+        get_task(name)
+    first = task.load(data, enc, (), n_valid=8, cache_dir=cache)
+    files, calls = sorted(cache.glob("*.npz")), enc.calls
+    assert len(files) == len(task.spec.splits) and capsys.readouterr().err == ""  # one per source file
+    for f in files:
+        DAMAGES["garbage"](f)
+    again = task.load(data, enc, (), n_valid=8, cache_dir=cache)
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == len(files) and all(line.startswith(f"warning: damaged encoding cache file {f} (") and
+                                          line.endswith("); deleting it and encoding again") for line, f in zip(sorted(err), files))
+    assert enc.calls == 2 * calls and sorted(cache.glob("*.npz")) == files
+    for k, split in first.splits.items():
+        assert np.array_equal(split.tokens, again.splits[k].tokens) and split.ids == again.splits[k].ids
 
 
 # ------------------------------------------------------------------------------ --help forms
@@ -111,19 +152,21 @@ def test_help_names_the_python_m_form(name, capsys):
 # ------------------------------------------------------------------------------ text files
 def test_non_utf8_csv_names_file_line_and_column(tmp_path):
     synthetic.write_rocstories(tmp_path, n=6, n_test=2)
-    path = tmp_path / data.VAL_FILE
+    path = tmp_path / rocstories.VAL_FILE
     lines = path.read_bytes().split(b"\n")
     lines[3] = lines[3][:5] + b"\xe9" + lines[3][5:]  # Latin-1 e-acute on line 4, column 6
     path.write_bytes(b"\n".join(lines))
-    with pytest.raises(data.DataError) as e:
-        data.read_rocstories_csv(path)
+    with pytest.raises(DataError) as e:
+        rocstories.read_csv(path)
     msg = str(e.value)
     assert msg.startswith(f"{path}:4: expected UTF-8 text, found byte b'\\xe9' at column 6") and "\n" not in msg
 
 
 def test_missing_csv_is_one_line(tmp_path):
-    with pytest.raises(FileNotFoundError) as e:
-        data.read_rocstories_csv(tmp_path / data.VAL_FILE)
+    from gpt1_fast.tasks.readers import read_split
+
+    with pytest.raises(DataError) as e:
+        read_split("rocstories", tmp_path, "test")
     assert "\n" not in str(e.value) and "python -m gpt1_fast.synthetic" in str(e.value)
 
 
@@ -192,7 +235,7 @@ def work(tmp_path_factory):
 
     d = tmp_path_factory.mktemp("rel")
     synthetic.write_rocstories(d / "data", n=120, n_test=50, seed=7)
-    val = data.read_rocstories_csv(d / "data" / data.VAL_FILE)
+    val = rocstories.read_csv(d / "data" / rocstories.VAL_FILE)
     learn_bpe(val.stories + val.endings1 + val.endings2, 300, d / "vocab" / "enc.json", d / "vocab" / "merges.bpe")
     train.main(base_args(d) + ["--desc", "earlier", "--n_batch", "16", "--n_iter", "1", "--submit"])
     return d
@@ -212,11 +255,11 @@ def _bad_data(d):
     out = d / "bad_utf8"
     if not out.exists():
         out.mkdir()
-        for name in (data.VAL_FILE, data.TEST_FILE):
+        for name in (rocstories.VAL_FILE, rocstories.TEST_FILE):
             (out / name).write_bytes((d / "data" / name).read_bytes())
-        lines = (out / data.VAL_FILE).read_bytes().split(b"\n")
+        lines = (out / rocstories.VAL_FILE).read_bytes().split(b"\n")
         lines[6] = b"\xff" + lines[6]
-        (out / data.VAL_FILE).write_bytes(b"\n".join(lines))
+        (out / rocstories.VAL_FILE).write_bytes(b"\n".join(lines))
     return ["--data_dir", str(out)]
 
 
@@ -253,7 +296,7 @@ CASES = [  # id, extra args (a callable gets the work folder), exit code, what t
     ("desc_reuse", ["--no-overwrite"], 2, "argument --desc: 'earlier' already has results (", None),
     ("n_batch_data", ["--n_batch", "1000"], 2, "argument --n_batch: expected at most the 80 training examples, got 1000", None),
     ("non_utf8", _bad_data, 1, ":7: expected UTF-8 text, found byte b'\\xff' at column 1", None),
-    ("missing_data", lambda d: ["--data_dir", str(d / "nothing")], 1, data.VAL_FILE, None),
+    ("missing_data", lambda d: ["--data_dir", str(d / "nothing")], 1, rocstories.VAL_FILE, None),
     ("missing_vocab", lambda d: ["--encoder_path", str(d / "no_such_vocab.json")], 1, "no_such_vocab.json", None),
     ("missing_vocab_advice", lambda d: ["--encoder_path", str(d / "no_such_vocab.json")], 1,
      "`python -m gpt1_fast.vocab --data FILES --merges N --out DIR` learns one", None),

@@ -175,12 +175,13 @@ def test_rng_states_round_trip():
 # -------------------------------------------------------------------------------------- fine-tuning
 @pytest.fixture(scope="module")
 def roc(tmp_path_factory):
-    from gpt1_fast import data, synthetic
+    from gpt1_fast import synthetic
+    from gpt1_fast.tasks import rocstories
     from gpt1_fast.text import learn_bpe
 
     d = tmp_path_factory.mktemp("roc")
     synthetic.write_rocstories(d / "data", n=80, n_test=20, seed=3)
-    val = data.read_rocstories_csv(d / "data" / data.VAL_FILE)
+    val = rocstories.read_csv(d / "data" / rocstories.VAL_FILE)
     learn_bpe(val.stories + val.endings1 + val.endings2, 150, d / "enc.json", d / "merges.bpe")
     return d
 

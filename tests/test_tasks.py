@@ -7,12 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gpt1_fast import data as rocdata
 from gpt1_fast.config import GPTConfig
 from gpt1_fast.layout import EmbeddingLayout
 from gpt1_fast.model import DoubleHeadModel
 from gpt1_fast.opt import OpenAIAdam
-from gpt1_fast.tasks import classification, entailment, multiple_choice, similarity
+from gpt1_fast.tasks import classification, entailment, multiple_choice, rocstories, similarity
 from gpt1_fast.tasks.readers import DATASETS
 from gpt1_fast.tasks.common import Encoded, batch_width, make_batch
 from gpt1_fast.tasks.task import DatasetTask, TaskData
@@ -20,6 +19,8 @@ from gpt1_fast.checkpoint import load_model
 from gpt1_fast.runfolder import RunPaths  # noqa: E402
 from gpt1_fast.tasks.submission import analysis  # noqa: E402
 from gpt1_fast.tasks.trainer import TrainConfig, Trainer
+from fixtures_tasks import CountingEncoder
+from roc_helpers import transform_roc
 
 # tokens 0..9 | _start_ 10, _delimiter_ 11, _classify_ 12 | positions from 13
 LAYOUT = EmbeddingLayout(10, n_ctx=12)
@@ -62,7 +63,7 @@ def test_multiple_choice_transform():
 def test_rocstories_transform_equals_the_release_arrays():
     x1 = [[1, 2, 3, 4, 5, 6, 7, 8, 9, 1], [1, 2]]
     x2, x3 = [[1, 2], [1, 2, 3, 4, 5, 6, 7]], [[2], [2, 3]]
-    X, M = rocdata.transform_roc(x1, x2, x3, 9, 4, start=S, delimiter=D, clf_token=C, pos_offset=13)
+    X, M = transform_roc(x1, x2, x3, 9, 4, start=S, delimiter=D, clf_token=C, pos_offset=13)
     seqs = multiple_choice.transform({"context": x1, "choices": list(zip(x2, x3))}, EmbeddingLayout(10, n_ctx=12),
                                      keep_context_end=False)
     enc = Encoded.from_sequences(seqs, np.zeros(2, dtype=np.int64), ["0", "1"], 9)
@@ -294,17 +295,6 @@ def test_lm_head_loss_reference():
     assert (got[mask == 0] == 0).all() and (got[mask == 1] > 0).all()
 
 
-class CountingEncoder:
-    """One id per whitespace word (ids from a growing table); counts calls."""
-
-    def __init__(self):
-        self.calls, self.table, self.n_vocab = 0, {}, 1000
-
-    def encode(self, texts, verbose=False):
-        self.calls += 1
-        return [[self.table.setdefault(w, len(self.table) + 1) for w in t.split()] for t in texts]
-
-
 def test_dataset_encoded_once_and_choices_regrouped(tmp_path):
     from fixtures_tasks import write_fixture
     from gpt1_fast.tasks import get_task
@@ -338,7 +328,7 @@ def test_help_lists_every_dataset_and_its_files():
     for name, spec in DATASETS.items():
         line = next(x for x in text.splitlines() if x.strip().startswith(f"{name}:"))
         assert all(str(f) in line for f in spec.splits.values()) and spec.family in line
-    assert rocdata.VAL_FILE in text and rocdata.TEST_FILE in text
+    assert rocstories.VAL_FILE in text and rocstories.TEST_FILE in text
 
 
 def test_seed_import_line_and_generate_does_not_need_train():
