@@ -130,12 +130,14 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
     O("eval_windows", Int(0), 256, "fixed validation windows, spread evenly over the val split (0: all)"),
     O("log_every", Int(1), 10, "log the training loss every N updates"),
     # ------------------------------------------------------------------------- pretraining data
-    O("data", PATH, None, "text files, folders of them, or JSONL files with a 'text' field", nargs="+",
-      required=True, metavar="PATH"),
+    O("data", PATH, None, "text files, folders of them, or JSONL files with a 'text' field (a document each "
+      "file or line; a single text file: its paragraphs, split at blank lines, or without a blank line its last "
+      "--val_fraction of tokens is the validation text)", nargs="+", required=True, metavar="PATH"),
     O("out", PATH, None, "output folder: the model folder, log.jsonl, loss.png, checkpoints/", required=True,
       metavar="DIR"),
     O("tokens_dir", PATH, None, "where the encoded token files go (default <out>/data)"),
-    O("val_fraction", Float(0.0, 1.0, hi_open=True), 0.01, "share of documents held out for validation", math=True),
+    O("val_fraction", Float(0.0, 1.0, lo_open=True, hi_open=True), 0.01, "share of documents held out for "
+      "validation", math=True),
     O("workers", Int(1), None, "encoding processes (default: one per CPU core)"),
     # ------------------------------------------------------------------------------- generation
     O("prompt", Text("a non-empty prompt"), None, "beginning words (repeatable: prompts are generated together)",
