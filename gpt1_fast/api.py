@@ -20,7 +20,6 @@ estimators: `clone`, `get_params` / `set_params`, `check_is_fitted`, `is_classif
 from __future__ import annotations
 
 import inspect
-import sys
 import warnings
 
 import numpy as np
@@ -129,7 +128,7 @@ class GPTEstimator(EstimatorIO, BaseEstimator):
         return self
 
     def _verbose(self, args) -> bool:
-        return bool(args.verbose) and sys.stderr.isatty()
+        return bool(args.verbose)  # a bar on a terminal, else a progress line every 30 s
 
     def _check_model_dir(self, args) -> None:
         if not args.from_scratch:

@@ -64,6 +64,13 @@ SCHEDULES: dict[str, Callable[[float, float], float]] = {
 }
 
 
+def scheduled_lr(group: dict, t: int) -> float:
+    """The group's learning rate at step index t as its schedule sets it (before Adam's bias
+    correction): what a log reports as the learning rate."""
+    sched = SCHEDULES[group["schedule"]]
+    return group["lr"] * (sched(t / group["t_total"], group["warmup"]) if group["t_total"] > 0 else 1.0)
+
+
 def lr_at(group: dict, t: int) -> float:
     """The effective step size lrt of SPEC §5 for a group at step index t (0 for the first step)."""
     sched = SCHEDULES[group["schedule"]]

@@ -128,7 +128,7 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
       "from CKPT): the same final parameters as an uninterrupted run", nargs="?", const="latest", metavar="CKPT"),
     O("eval_every", Int(1), 1000, "validate every N updates and at the end"),
     O("eval_windows", Int(0), 256, "fixed validation windows, spread evenly over the val split (0: all)"),
-    O("log_every", Int(1), 10, "log the training loss every N updates"),
+    O("log_every", Int(1), 10, "log the training loss (the mean of the updates since) every N updates"),
     # ------------------------------------------------------------------------- pretraining data
     O("data", PATH, None, "text files, folders of them, or JSONL files with a 'text' field (a document each "
       "file or line; a single text file: its paragraphs, split at blank lines, or without a blank line its last "
@@ -192,7 +192,7 @@ TRAIN = Entry("train", (
     ("model", FINETUNE_MODEL),
     ("optimisation (defaults: the paper's fine-tuning recipe)", FINETUNE_OPTIM + ("opt",)),
     ("hardware and speed", HARDWARE + ("n_batch_eval",)),
-    ("checkpoints", ("save_every", "keep", "resume")),
+    ("logs and checkpoints", ("log_every", "save_every", "keep", "resume")),
 ))
 PRETRAIN = Entry("pretrain", (
     ("data", ("data", "out", "tokens_dir", "val_fraction", "workers")),

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 
 from .context import RunContext
+from .opt import scheduled_lr
+from .progress import Progress
 
 
 class WindowSampler:
@@ -107,16 +109,14 @@ class LMTrainer:
                      warmup=self.config.warmup_steps / total_steps)
 
     def lr(self) -> float:
-        from .opt import SCHEDULES
-
-        g = self.opt.param_groups[0]
-        return g["lr"] * SCHEDULES[g["schedule"]](self.n_updates / g["t_total"], g["warmup"])
+        return scheduled_lr(self.opt.param_groups[0], self.n_updates)
 
     # ---------------------------------------------------------------------------------- training
     def train_step(self) -> torch.Tensor:
         """One update: this process's windows of the step, gradients accumulated over micro-batches."""
         rank, n_micro = self.ctx.dist.rank, self.per_rank // self.micro
         mine = self.sampler.starts(self.n_updates)[rank * self.per_rank:(rank + 1) * self.per_rank]
+        step_loss = torch.zeros((), device=self.ctx.device)
         for k in range(n_micro):
             x, y = windows(self.train_tokens, mine[k * self.micro:(k + 1) * self.micro], self.config.n_ctx,
                            self.ctx.device)
@@ -124,47 +124,43 @@ class LMTrainer:
             with (nullcontext() if sync else self.step_model.no_sync()), self.ctx.autocast():
                 loss = self.step_model(input_ids=x, targets=y)["loss"] / n_micro
             loss.backward()
-            self.loss_sum += loss.detach()
+            step_loss += loss.detach()
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
+        self.loss_sum += step_loss
         self.n_updates += 1
         self.loss_n += 1
         self.tokens_seen += self.config.n_batch * self.config.n_ctx
-        return loss
+        return step_loss
 
     def fit(self) -> float | None:
         """Train up to total_steps (from the loop state: a restored trainer continues)."""
-        from tqdm import tqdm
-
         c = self.config
-        bar = tqdm(total=c.total_steps, initial=self.n_updates, ncols=90, desc="pretrain",
-                   disable=not (c.verbose and self.ctx.main))
+        progress = Progress(c.total_steps, self.n_updates, "pretrain", enabled=c.verbose and self.ctx.main)
         self.model.train()
         t_log, tok_log = time.time(), 0
         while self.n_updates < c.total_steps:
             lr = self.lr()
-            self.train_step()
+            loss = self.train_step()
             tok_log += c.n_batch * c.n_ctx
-            bar.update(1)
+            progress.update(self.n_updates, c.n_batch * c.n_ctx, loss)
             if self.n_updates % c.log_every == 0 or self.n_updates == c.total_steps:
-                self._log_train(lr, tok_log / max(time.time() - t_log, 1e-9), bar)
+                self._log_train(lr, tok_log / max(time.time() - t_log, 1e-9))
                 t_log, tok_log = time.time(), 0
             if self.n_updates % c.eval_every == 0 or self.n_updates == c.total_steps:
                 self.evaluate()
             for hook in self.after_update:
                 hook(self)
-        bar.close()
+        progress.close()
         if not self.evaluated:  # resumed from the final checkpoint
             self.evaluate()
         return self.val_loss
 
-    def _log_train(self, lr: float, tokens_per_s: float, bar) -> None:
+    def _log_train(self, lr: float, tokens_per_s: float) -> None:
         train_loss = self.loss_sum.item() / self.loss_n  # rank 0's share of the batch (a sync every log_every)
-        if self.ctx.main:
-            if self.logger is not None:
-                self.logger.log(step=self.n_updates, epoch=self.n_updates / self.sampler.steps_per_epoch,
-                                loss=train_loss, lr=lr, tokens=self.tokens_seen, tokens_per_s=tokens_per_s)
-            bar.set_postfix(loss=f"{train_loss:.3f}", lr=f"{lr:.2e}")
+        if self.ctx.main and self.logger is not None:
+            self.logger.log(step=self.n_updates, epoch=self.n_updates / self.sampler.steps_per_epoch,
+                            loss=train_loss, lr=lr, tokens=self.tokens_seen, tokens_per_s=tokens_per_s)
         self.loss_sum, self.loss_n = torch.zeros((), device=self.ctx.device), 0
 
     # -------------------------------------------------------------------------------- evaluation

@@ -152,9 +152,9 @@ def main(argv=None) -> dict:
 def run(args, task, ctx: RunContext, vocab_paths, paths: RunPaths) -> dict:
     """Read and check everything, then claim the run's files, then train. Nothing is written (but the
     encoding cache) before every input has been read and checked."""
-    verbose = sys.stderr.isatty() and ctx.main
+    verbose = ctx.main  # progress: a bar on a terminal, else a line every 30 s
     ctx.seed()
-    data = load_data(args, task, ctx, vocab_paths, verbose)
+    data = load_data(args, task, ctx, vocab_paths, verbose and sys.stderr.isatty())
     check_batch(args, len(data.splits["train"]), ctx.dist.world)
     if ctx.main:
         warn_if_cut(data, args.n_ctx)
@@ -188,8 +188,8 @@ def start_files(args, paths: RunPaths, task, trainer: Trainer, meta: dict, vocab
     header = absolute_args(args, vocab_paths)
     atomic_write_text(paths.config, json.dumps(dict(meta, args=header), indent=2))
     done = trainer.n_updates
-    trainer.logger = JsonlLog(paths.log, header, keep=(lambda r: r.get("n_updates", -1) <= done and "n_epochs" in r)
-                              if args.resume is not None else None)
+    trainer.logger = JsonlLog(paths.log, header, keep=(lambda r: r.get("n_updates", -1) <= done and "args" not in r
+                                                       and "desc" not in r) if args.resume is not None else None)
 
 
 def train_and_report(args, trainer: Trainer, paths: RunPaths, best: BestModel, ctx: RunContext) -> dict:

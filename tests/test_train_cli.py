@@ -50,10 +50,15 @@ def test_end_to_end_cli(work):
     r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
 
-    # Log: the arguments, then one line per epoch (80 training stories / 16 = 5 updates per epoch).
-    lines = [json.loads(x) for x in (out / "log" / "e2e.jsonl").read_text().splitlines()]
-    assert lines[0]["desc"] == "e2e" and lines[0]["n_batch"] == 16 and lines[0]["lm_coef"] == 0.5
+    # Log: the arguments, then one line per epoch (80 training stories / 16 = 5 updates per epoch), and
+    # the training loss every 10 updates (--log_every).
+    records = [json.loads(x) for x in (out / "log" / "e2e.jsonl").read_text().splitlines()]
+    assert records[0]["desc"] == "e2e" and records[0]["n_batch"] == 16 and records[0]["lm_coef"] == 0.5
+    lines = [records[0]] + [x for x in records[1:] if "n_epochs" in x]
+    train = [x for x in records[1:] if "n_epochs" not in x]
     assert [(x["n_epochs"], x["n_updates"]) for x in lines[1:]] == [(1, 5), (2, 10)]
+    assert [x["n_updates"] for x in train] == [10] and train[0]["loss"] > 0 and train[0]["lr"] >= 0
+    assert "train: update 10/10 (100 %), loss " in r.stderr  # the progress line (no terminal)
     for x in lines[1:]:
         assert 0 <= x["tr_acc"] <= 100 and 0 <= x["va_acc"] <= 100 and x["tr_cost"] > 0 and x["va_cost"] > 0
         # Accuracies are counts out of 40 stories.

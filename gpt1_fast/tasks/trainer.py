@@ -18,6 +18,8 @@ import torch
 
 from ..context import RunContext
 from ..inference import task_logits
+from ..opt import scheduled_lr
+from ..progress import Progress
 from .common import METRIC_KEYS, Encoded, compute_metrics, make_batch
 
 EVAL_UPDATES_FIRST_EPOCH = tuple(1000 * 2 ** k for k in range(16))  # 1000, 2000, 4000, ...
@@ -31,12 +33,13 @@ class TrainConfig:
     n_valid: int = 374              # first training examples scored at each evaluation ("tr_")
     seed: int = 42                  # data order
     padding: str = "batch"          # each batch to its longest sequence ("batch", "pow2"), or to n_ctx ("global")
-    verbose: bool = False           # progress bars
+    log_every: int = 10             # the training loss (mean of the updates since) into the log every N updates
+    verbose: bool = False           # progress: a bar on a terminal, else a line every 30 s
 
     @classmethod
     def from_args(cls, args, verbose: bool = False) -> "TrainConfig":
         return cls(n_iter=args.n_iter, n_batch=args.n_batch, n_batch_eval=args.n_batch_eval, n_valid=args.n_valid,
-                   seed=args.seed, padding=args.padding, verbose=verbose)
+                   seed=args.seed, padding=args.padding, log_every=getattr(args, "log_every", 10), verbose=verbose)
 
 
 def updates_per_epoch(n_train: int, n_batch: int) -> int:
@@ -72,6 +75,7 @@ class Trainer:
         self.best_score = -math.inf
         self.history: list[dict] = []
         self.tokens = {"real": 0, "padded": 0}
+        self.loss_window = [torch.zeros((), device=self.device), 0]  # training loss since the last log line
         self.after_update: list[Callable[["Trainer"], None]] = []  # e.g. checkpoints: the loop state is complete
 
     @property
@@ -83,9 +87,12 @@ class Trainer:
         return self.ctx.device
 
     def _bar(self, n, desc):
+        import sys
+
         from tqdm import tqdm
 
-        return tqdm(range(n), ncols=80, leave=False, desc=desc, disable=not (self.config.verbose and self.main))
+        on = self.config.verbose and self.main and sys.stderr.isatty()
+        return tqdm(range(n), ncols=80, leave=False, desc=desc, disable=not on)
 
     # ---------------------------------------------------------------------------------- training
     def train_step(self, idx) -> torch.Tensor:
@@ -99,29 +106,44 @@ class Trainer:
         self.n_updates += 1
         self.tokens["real"] += int(self.data["train"].lengths[idx].sum())  # host-side: no device sync
         self.tokens["padded"] += M.numel()
+        self.loss_window[0] += out["loss"].detach()
+        self.loss_window[1] += 1
         return out["loss"]
 
     def fit(self) -> list[dict]:
         """Train for the remaining epochs (from the loop state: a restored Trainer continues)."""
         self.model.train()
-        nb = self.n_batch_rank
+        nb, rank = self.n_batch_rank, self.ctx.dist.rank
+        progress = Progress(self.n_batches * self.config.n_iter, self.n_updates, "train",
+                            enabled=self.config.verbose and self.main)
         while self.epoch < self.config.n_iter:
             if self.perm is None:
                 self.perm = self.rng.permutation(self.n_train)
-            bar = self._bar(self.n_batches - self.batch, f"epoch {self.epoch + 1}/{self.config.n_iter}")
-            for _ in bar:
+            while self.batch < self.n_batches:
                 rows = self.perm[self.batch * self.config.n_batch:(self.batch + 1) * self.config.n_batch]
-                loss = self.train_step(rows[self.ctx.dist.rank * nb:(self.ctx.dist.rank + 1) * nb])
+                idx = rows[rank * nb:(rank + 1) * nb]
+                loss = self.train_step(idx)
                 self.batch += 1
-                if self.config.verbose and self.main and self.n_updates % 10 == 0:
-                    bar.set_postfix(loss=f"{loss.item():.3f}")
+                progress.update(self.n_updates, int(self.data["train"].lengths[idx].sum()), loss)
+                if self.n_updates % self.config.log_every == 0:
+                    self.log_training_loss()
                 if self.epoch == 0 and self.n_updates in EVAL_UPDATES_FIRST_EPOCH:
                     self.evaluate(self.epoch)
                 for hook in self.after_update:
                     hook(self)
             self.epoch, self.batch, self.perm = self.epoch + 1, 0, None
             self.evaluate(self.epoch)
+        progress.close()
         return self.history
+
+    def log_training_loss(self) -> None:
+        """The mean training objective of the updates since the last line, and the learning rate, into
+        the log (this process's share of the batch; reading it is one sync every log_every updates)."""
+        total, n = self.loss_window
+        if self.main and self.logger is not None and n:
+            self.logger.log(n_updates=self.n_updates, loss=total.item() / n,
+                            lr=scheduled_lr(self.opt.param_groups[0], self.n_updates - 1))
+        self.loss_window = [torch.zeros((), device=self.device), 0]
 
     # -------------------------------------------------------------------------------- evaluation
     def logits(self, split: str, n: int | None = None) -> torch.Tensor:
@@ -190,7 +212,8 @@ class Trainer:
         return {"epoch": self.epoch, "batch": self.batch, "n_updates": self.n_updates,
                 "rng": [kind, keys.tolist(), int(pos), int(has_gauss), float(gauss)],
                 "perm": None if self.perm is None else self.perm.tolist(),
-                "best_score": self.best_score, "history": list(self.history), "tokens": dict(self.tokens)}
+                "best_score": self.best_score, "history": list(self.history), "tokens": dict(self.tokens),
+                "loss_window": [self.loss_window[0].item(), self.loss_window[1]]}
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.batch, self.n_updates = state["epoch"], state["batch"], state["n_updates"]
@@ -199,6 +222,8 @@ class Trainer:
         self.perm = None if state["perm"] is None else np.asarray(state["perm"], dtype=np.int64)
         self.best_score, self.history = state["best_score"], list(state["history"])
         self.tokens = dict(state.get("tokens", {"real": 0, "padded": 0}))
+        total, n = state.get("loss_window", [0.0, 0])
+        self.loss_window = [torch.tensor(total, device=self.device), n]
 
 
 def format_record(rec: dict) -> str:
