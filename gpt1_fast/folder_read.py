@@ -32,6 +32,7 @@ from .hf_head import HeadSpec, from_file
 from .hf_io import TransformerWeights, read_weights_file, transformer_from_hf, weights_file
 from .layout import EmbeddingLayout
 from .pretrained import VOCAB_FILES
+from .weights import LAYER_PARAMS, read_shapes, release_weights
 
 MODEL_KEYS = tuple(f.name for f in fields(GPTConfig) if f.name not in RUNTIME)
 SHAPES = ("n_embd", "n_head", "n_layer", "afn", "n_ctx")  # what a caller's flags may contradict
@@ -92,6 +93,10 @@ def parse_cfg(d: dict, source, stated=SHAPES) -> GPTConfig:
         raise CheckpointError(f"{source}: n_head {cfg.n_head} does not divide n_embd {cfg.n_embd}")
     if cfg.afn not in ("gelu", "relu", "swish"):
         raise CheckpointError(f"{source}: afn {cfg.afn!r}, expected gelu, relu or swish")
+    for k in ("embd_pdrop", "attn_pdrop", "resid_pdrop", "clf_pdrop"):
+        v = getattr(cfg, k)
+        if not (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1):
+            raise CheckpointError(f"{source}: {k} must be a probability in [0, 1), found {v!r}")
     return cfg
 
 
@@ -126,9 +131,13 @@ def section_fields(sec: dict, f) -> dict:
     labels = sec.get("label_names")
     if labels is not None and not isinstance(labels, list):
         raise CheckpointError(f"{f}: label_names must be a list, found {type(labels).__name__}")
-    return dict(cfg=parse_cfg(sec.get("model"), f), layout=parse_layout(sec.get("layout"), f), head=parse_head(sec.get("head"), f),
-                task=sec.get("task"), label_names=labels, options=sec.get("options") or {},
-                extra=sec.get("extra") or {})
+    layout, head = parse_layout(sec.get("layout"), f), parse_head(sec.get("head"), f)
+    clf = layout.clf if "_classify_" in layout.specials else None
+    if head is not None and (clf is not None and head.clf_token != clf or not 0 <= head.clf_token < layout.pos_offset):
+        raise CheckpointError(f"{f}: the head reads token {head.clf_token}, but the layout's _classify_ token is "
+                              f"{clf if clf is not None else f'absent (tokens and specials are 0..{layout.pos_offset - 1})'}")
+    return dict(cfg=parse_cfg(sec.get("model"), f), layout=layout, head=head, task=sec.get("task"), label_names=labels,
+                options=sec.get("options") or {}, extra=sec.get("extra") or {})
 
 
 def _from_section(p: Path, f: Path, d: dict, sec: dict) -> FolderInfo:
@@ -153,7 +162,7 @@ def _from_section(p: Path, f: Path, d: dict, sec: dict) -> FolderInfo:
     return info
 
 
-def _from_hf(p: Path, f: Path, d: dict, kind="hf") -> FolderInfo:
+def _from_hf(p: Path, f: Path, d: dict) -> FolderInfo:
     defaults = {"vocab_size": 40478, "n_positions": 512, "n_embd": 768, "n_layer": 12, "n_head": 12}
     n = {k: d.get(k, v) for k, v in defaults.items()}
     for k, v in n.items():
@@ -166,18 +175,16 @@ def _from_hf(p: Path, f: Path, d: dict, kind="hf") -> FolderInfo:
     w = weights_file(p)
     if w is None:
         raise CheckpointError(f"{p}: no model.safetensors or pytorch_model.bin beside config.json")
-    return FolderInfo(p, kind, f, cfg, EmbeddingLayout(n["vocab_size"], (), n["n_positions"]),
+    return FolderInfo(p, "hf", f, cfg, EmbeddingLayout(n["vocab_size"], (), n["n_positions"]),
                       vocab=vocab_beside(p), weights=w)
 
 
 def from_release(p: Path) -> FolderInfo:
-    from .weights import LAYER_PARAMS, _read_shapes
-
     f = p / "params_shapes.json"
-    shapes = _read_shapes(p)
-    (n_ctx, c), n_vocab = shapes[0], shapes[1][0]
-    if len(shapes[0]) != 2 or len(shapes[1]) != 2 or shapes[1][1] != c:
+    shapes = read_shapes(p)
+    if len(shapes[0]) != 2 or len(shapes[1]) != 2 or shapes[0][1] != shapes[1][1]:
         raise CheckpointError(f"{f}: positions {shapes[0]} and tokens {shapes[1]} must be [rows, n_embd] of one width")
+    (n_ctx, c), n_vocab = shapes[0], shapes[1][0]
     cfg = parse_cfg(dict(n_embd=c, n_layer=(len(shapes) - 2) // len(LAYER_PARAMS)), f, ("n_embd", "n_layer", "n_ctx"))
     return FolderInfo(p, "release", f, cfg, EmbeddingLayout(n_vocab, (), n_ctx), vocab=vocab_beside(p),
                       stated=("n_embd", "n_layer", "n_ctx"))
@@ -185,22 +192,23 @@ def from_release(p: Path) -> FolderInfo:
 
 def _from_estimator(p: Path, f: Path, meta: dict) -> FolderInfo:
     try:
-        layout, name, classes = parse_layout(meta["layout"], f), meta["estimator"], meta.get("classes")
-        head_type = {"Classifier": ("classification", len(classes or ())), "Entailment": ("classification",
-                     len(classes or ())), "Similarity": ("similarity", len(classes or ())),
-                     "MultipleChoice": "multiple_choice",
-                     "Regressor": "similarity" if meta.get("pairs") else ("classification", 1)}[name]
-        voc = meta["vocabulary"]
-        info = FolderInfo(p, "estimator", f, parse_cfg(meta["cfg"], f), layout, options=dict(meta["params"]),
-                          extra={"estimator": name, "pairs": meta.get("pairs")}, label_names=classes,
-                          weights=p / WEIGHTS, head=parse_head(head_type, f, layout, score=name == "Regressor" and
-                                                          not meta.get("pairs"),
-                                                          lm_coef=meta["params"].get("lm_coef", 0.5)))
-    except (KeyError, TypeError) as e:
+        name, params, classes, pairs = meta["estimator"], dict(meta["params"]), meta.get("classes"), meta.get("pairs")
+        layout, cfg, voc = parse_layout(meta["layout"], f), parse_cfg(meta["cfg"], f), dict(meta["vocabulary"])
+    except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{f}: an estimator folder whose config.json lacks {e}") from None
+    if name == "MultipleChoice":
+        head_type = "multiple_choice"
+    elif name == "Regressor":
+        head_type = "similarity" if pairs else ("classification", 1)
+    elif name in ("Classifier", "Entailment", "Similarity"):
+        head_type = ("similarity" if name == "Similarity" else "classification", len(classes or ()))
+    else:
+        raise CheckpointError(f"{f}: unknown estimator {name!r}")
+    head = parse_head(head_type, f, layout, score=name == "Regressor" and not pairs, lm_coef=params.get("lm_coef", 0.5))
+    info = FolderInfo(p, "estimator", f, cfg, layout, head, label_names=classes, options=params,
+                      extra={"estimator": name, "pairs": pairs}, weights=p / WEIGHTS)
     paths = (voc.get("encoder_path"), voc.get("bpe_path"))
-    digests = list(voc.get("sha256") or ())
-    if all(pth and Path(pth).is_file() for pth in paths) and [sha256_file(x) for x in paths] == digests:
+    if all(x and Path(x).is_file() for x in paths) and [sha256_file(x) for x in paths] == list(voc.get("sha256") or ()):
         info.vocab = paths
     else:
         info.vocab_problem = (f"{f}: the vocabulary this estimator was trained with ({paths[0]}, {paths[1]}) is "
@@ -239,15 +247,11 @@ def read_state_dict(info: FolderInfo) -> dict[str, torch.Tensor]:
     """The tensors under our names: `transformer.*` (the embedding table whole) and, with a head,
     `task_head.linear.*` (`task_head.head.linear.*` for a score head). Tied and constant tensors
     are left out."""
-    if info.state is not None or info.kind == "estimator":
-        if info.state is None:
-            _verify(info)
+    if info.state is not None or info.kind == "estimator":  # under our names already
         sd = info.state if info.state is not None else read_weights_file(info.weights)
         return {k: v for k, v in sd.items() if k not in _TIED and not k.endswith(".attn.b")
                 and (info.head is not None or not k.startswith("task_head."))}
     if info.kind == "release":
-        from .weights import release_weights
-
         return {f"transformer.{k}": v for k, v in release_weights(info.path).state_dict().items()}
     _verify(info)
     raw = read_weights_file(info.weights)

@@ -30,7 +30,7 @@ RELEASE_URL = "https://github.com/openai/finetune-transformer-lm (folder model/)
 
 
 # ------------------------------------------------------------------------- original release format
-def _read_shapes(path: Path) -> list[tuple[int, ...]]:
+def read_shapes(path: Path) -> list[tuple[int, ...]]:
     f = path / "params_shapes.json"
     if not f.is_file():
         raise CheckpointError(f"{f}: not found. Expected the original release's model/ folder "
@@ -74,7 +74,7 @@ def _read_shard(f: Path) -> np.ndarray:
 def read_openai_checkpoint(path) -> list[np.ndarray]:
     """The release's arrays, in order, each reshaped to its shape (w's keep their leading 1)."""
     path = Path(path)
-    shapes = _read_shapes(path)
+    shapes = read_shapes(path)
     shards = [_read_shard(path / f"params_{n}.npy") for n in range(N_SHARDS)]
     sizes = [math.prod(s) for s in shapes]
     total, found = sum(sizes), sum(s.shape[0] for s in shards)
