@@ -148,7 +148,10 @@ def _from_section(p: Path, f: Path, d: dict, sec: dict) -> FolderInfo:
         if d.get(k) != want:
             raise CheckpointError(f"{f}: {k} is {d.get(k)!r} but its gpt1_fast section says {want!r}")
     files = sec.get("files") or {}
-    info = FolderInfo(p, "folder", f, **kw, weights=p / WEIGHTS, digest=files.get(WEIGHTS))
+    # transformers saved this folder again (its config.json says so): the weights are its, not the ones the
+    # section's digest names; what the section says of the model (layout, head, labels) still holds
+    digest = None if "transformers_version" in d else files.get(WEIGHTS)
+    info = FolderInfo(p, "folder", f, **kw, weights=p / WEIGHTS, digest=digest)
     if not info.weights.is_file():
         raise CheckpointError(f"{info.weights}: not found (config.json describes a model whose weights are missing)")
     if all(n in files for n in VOCAB):

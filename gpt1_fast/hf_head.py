@@ -1,22 +1,27 @@
 """A task head as transformers' `OpenAIGPTDoubleHeadsModel` holds it: `multiple_choice_head.summary`.
 
-transformers' double-heads model takes the hidden state at `mc_token_ids` (the `_classify_` token)
-of every sequence and applies one linear layer, `summary` (C -> 1: the model forces num_labels 1;
-C -> C when `summary_proj_to_labels` is false). Every head of this package is expressed exactly:
+transformers' double-heads model takes the hidden state at `mc_token_ids` of every sequence and
+applies one linear layer, `summary` (C -> 1, as it forces num_labels = 1; C -> C when
+`summary_proj_to_labels` is false). Every head of this package is expressed exactly in eval mode:
 
-    family             our head                        summary (file)                 transformers call -> our logits
-    multiple choice    linear C->1 per choice          W, b                           ids [B, k, T]: mc_logits [B, k]
-    classification     linear C->n (n = 1: W, b)       [W; 0], [b; PAD] (C x C)       ids [B, T]: mc_logits[:, :n]
-    similarity         linear(s1 + s2), C->n           W, b/2 (n > 1: padded too)     ids [B, 2, T] (both orders):
-                                                                                       mc_logits.sum(1)[..., :n]
-    regression         the similarity head with n = 1, or a 1-output classification head read as [B]
+    family                our head                    stored summary          call with (ids as in training)   our logits
+    multiple choice       linear C->1 per choice      W, b                    ids [B, k, T]                    mc_logits [B, k]
+    classification,       linear C->n                 n = 1: W, b             ids [B, T]                       mc_logits [B] (n = 1)
+      entailment                                      n > 1: [W; 0], [b; PAD]                                   mc_logits[:, :n]
+    similarity (pairs,    linear(s_ab + s_ba), C->n   W, b/2 (n > 1:          ids [B, 2, T], both orders       mc_logits.sum(1)
+      both orders)                                     padded the same)                                         (n > 1: [..., :n])
+    regression            the similarity head with n = 1 (pairs), or a 1-output classification head read as [B] (texts)
 
-The padding rows have weight 0 and bias PAD_LOGIT, far below any real logit, so a softmax, an
-argmax or transformers' own multiple-choice loss over all C columns equals the one over the n
-classes. The similarity head is linear, so linear(s1 + s2) = (W s1 + b/2) + (W s2 + b/2): summing
-transformers' two per-order logits gives it (exactly up to float rounding; b/2 and back is exact for
-every float32 bias above 2**-125 in magnitude). A head with more classes than the width cannot be
-padded: it is kept under `gpt1_fast.task_head.*` and transformers loads the transformer alone.
+with mc_token_ids = (ids == clf_token).int().argmax(-1), the first `_classify_` token (its id is
+config.json's gpt1_fast.head.clf_token). The padding rows have weight 0 and bias PAD_LOGIT, far below
+any real logit, so a softmax, an argmax or transformers' own multiple-choice loss over all C columns
+equals the one over the n classes. The similarity head is linear, so linear(s1 + s2) = (W s1 + b/2) +
+(W s2 + b/2): the sum of transformers' two per-order logits is ours (up to float rounding; b/2 and
+back is exact for every float32 bias above 2**-125 in magnitude). In training mode one dropout
+differs: our multiple-choice head shares one mask among an example's choices (the release's), where
+transformers draws one per choice (summary_first_dropout = clf_pdrop). A head with more classes than the
+width cannot be padded: it is kept under `gpt1_fast.task_head.*` and transformers loads the
+transformer and its LM head alone (OpenAIGPTLMHeadModel).
 """
 from __future__ import annotations
 

@@ -121,6 +121,22 @@ def test_transformers_gives_the_same_logits(saved, family):
                 assert float(probs[..., n:].max()) == 0.0
 
 
+def test_a_folder_transformers_saved_again_reads_with_its_new_weights(saved, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    model, path = saved["similarity"]
+    hf = transformers.OpenAIGPTDoubleHeadsModel.from_pretrained(path)
+    with torch.no_grad():
+        hf.transformer.h[1].ln_2.bias += 1.0  # "fine-tuned further" in transformers
+    hf.save_pretrained(tmp_path / "again")
+    for f in ("vocab.json", "merges.txt"):
+        (tmp_path / "again" / f).write_bytes((path / f).read_bytes())
+    loaded, info = load_pretrained(tmp_path / "again")
+    assert (info.kind, info.head, info.label_names, info.vocab is not None) == (
+        "folder", read_config(path).head, FAMILIES["similarity"][2], True)
+    assert torch.equal(loaded.transformer.h[1].ln_2.b, model.transformer.h[1].ln_2.b + 1.0)
+    assert torch.equal(loaded.task_head.linear.bias, model.task_head.linear.bias)
+
+
 def test_export_hf_without_layout_or_vocabulary(tmp_path):
     transformers = pytest.importorskip("transformers")
     model = make("multiple_choice").eval()

@@ -29,17 +29,18 @@ def vocab(tmp_path_factory):
 
 
 # ------------------------------------------------------------------------------------ transformers
-@pytest.mark.parametrize("arch,serialization", [("OpenAIGPTModel", True), ("OpenAIGPTLMHeadModel", True),
-                                                ("OpenAIGPTDoubleHeadsModel", True), ("OpenAIGPTLMHeadModel", False)])
-def test_a_folder_transformers_wrote_of_another_width(tmp_path, arch, serialization):
+@pytest.mark.parametrize("arch,serialization,afn", [
+    ("OpenAIGPTModel", True, "relu"), ("OpenAIGPTLMHeadModel", True, "gelu"), ("OpenAIGPTDoubleHeadsModel", True, "silu"),
+    ("OpenAIGPTLMHeadModel", False, "swish")])
+def test_a_folder_transformers_wrote_of_another_width(tmp_path, arch, serialization, afn):
     transformers = pytest.importorskip("transformers")
-    config = transformers.OpenAIGPTConfig(vocab_size=50, n_positions=20, n_embd=48, n_layer=3, n_head=6, afn="relu")
+    config = transformers.OpenAIGPTConfig(vocab_size=50, n_positions=20, n_embd=48, n_layer=3, n_head=6, afn=afn)
     torch.manual_seed(0)
     hf = randomize(getattr(transformers, arch)(config)).eval()
     hf.save_pretrained(tmp_path / "hf", safe_serialization=serialization)
     model, info = load_pretrained(tmp_path / "hf", backend="torch")
     assert type(model) is LMModel and info.kind == "hf" and info.head is None
-    assert (info.cfg.n_embd, info.cfg.n_head, info.cfg.n_layer, info.cfg.afn) == (48, 6, 3, "relu")
+    assert (info.cfg.n_embd, info.cfg.n_head, info.cfg.n_layer, info.cfg.afn) == (48, 6, 3, afn.replace("silu", "swish"))
     assert info.layout == EmbeddingLayout(50, (), 20)
     ids = torch.randint(0, 50, (3, 20), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
