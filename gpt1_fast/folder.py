@@ -26,7 +26,8 @@ import torch
 
 from .config import GPTConfig
 from .errors import CheckpointError, UsageError
-from .folder_read import (_TIED, KINDS, SHAPES, FolderInfo, from_config_json, from_release, read_state_dict,
+from .folder_pt import read_pt
+from .folder_read import (KINDS, SHAPES, TIED, FolderInfo, from_config_json, from_release, read_state_dict,
                           transformer_weights)
 from .folder_save import CONFIG, WEIGHTS, export_hf, model_section, save_pretrained
 from .hf_io import weights_file
@@ -38,11 +39,8 @@ __all__ = ["FolderInfo", "read_config", "save_pretrained", "export_hf", "model_s
            "build_model", "init_from", "check_flags", "config_for", "convert", "ScoreHead"]
 
 
-
 def read_config(path) -> FolderInfo:
     """What the model at `path` is (shapes, layout, head, labels, vocabulary), without its weights."""
-    from .folder_pt import read_pt
-
     p = Path(path)
     if not p.exists():
         raise CheckpointError(f"{p}: not found; expected {KINDS}")
@@ -132,7 +130,7 @@ def _load_exact(model, sd: dict, info: FolderInfo) -> None:
     """Every tensor the model has (but tied and constant ones) from `sd`, shapes checked first."""
     file = info.weights or info.path
     own = model.state_dict()
-    want = {k for k in own if k not in _TIED and not k.endswith(".attn.b")}
+    want = {k for k in own if k not in TIED and not k.endswith(".attn.b")}
     missing, unexpected = sorted(want - sd.keys()), sorted(sd.keys() - want)
     if missing or unexpected:
         raise CheckpointError(f"{file}: for the model {info.source} describes, tensors missing {missing[:3]}, "

@@ -11,6 +11,7 @@ fingerprint records. Files are read with `torch.load(weights_only=True)`: no pic
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -19,7 +20,9 @@ from .checkpoint import FORMAT as BEST_FORMAT
 from .checkpoint import check_blob
 from .errors import CheckpointError
 from .folder_read import MODEL_KEYS, FolderInfo, json_object, parse_cfg, parse_head, parse_layout, section_fields
+from .corpus import vocab_digest
 from .layout import EmbeddingLayout
+from .pretrained import resolve_vocab
 from .resume import FORMAT as RESUME_FORMAT
 
 
@@ -43,8 +46,6 @@ def _first_line(e: Exception) -> str:
 
 def _match_vocab(candidates, digest: str | None, what: str) -> tuple[tuple[str, str] | None, str | None]:
     """The first candidate pair of files whose digest is `digest` (any existing pair when None)."""
-    from .corpus import vocab_digest
-
     tried = []
     for enc, bpe in candidates:
         if enc and bpe and Path(enc).is_file() and Path(bpe).is_file():
@@ -78,28 +79,16 @@ def _pretrain_fields(p: Path, sd: dict, fp: dict) -> dict:
                 layout=EmbeddingLayout(w.shape[0] - n_ctx, (), n_ctx))
 
 
-def _pretrain_vocab(run: Path):
+def _pretrain_vocab(run: Path) -> list[tuple]:
     """Where a pretraining run's vocabulary may be: beside it, or where its log's arguments point."""
-    from .pretrained import resolve_vocab
-
-    yield run / "vocab.json", run / "merges.txt"
-    log = run / "log.jsonl"
-    if log.is_file():
-        try:
-            args = _first_json_line(log).get("args") or {}
-            yield resolve_vocab(args.get("model_dir") or "model/", args.get("encoder_path"), args.get("bpe_path"))
-        except (CheckpointError, TypeError, AttributeError):
-            return
-
-
-def _first_json_line(f: Path) -> dict:
-    import json
-
-    with open(f, encoding="utf-8") as fh:
-        d = json.loads(fh.readline() or "{}")
-    if not isinstance(d, dict):
-        raise CheckpointError(f"{f}: its first line is not a JSON object")
-    return d
+    found = [(run / "vocab.json", run / "merges.txt")]
+    try:
+        with open(run / "log.jsonl", encoding="utf-8") as f:
+            args = json.loads(f.readline()).get("args") or {}
+        found.append(resolve_vocab(args.get("model_dir") or "model/", args.get("encoder_path"), args.get("bpe_path")))
+    except (OSError, ValueError, AttributeError, TypeError):
+        pass  # no log, or not one pretraining wrote: only the files beside the run
+    return found
 
 
 def _from_checkpoint(p: Path, blob: dict) -> FolderInfo:

@@ -39,7 +39,7 @@ SHAPES = ("n_embd", "n_head", "n_layer", "afn", "n_ctx")  # what a caller's flag
 KINDS = ("a model folder (config.json + model.safetensors: this project's or a transformers openai-gpt one), "
          "the original release's model/ folder (params_shapes.json + params_0.npy ... params_9.npy), a run "
          "folder holding model/, or a .pt file (checkpoints/step_N.pt, best_params.pt)")
-_TIED = ("lm_head.decoder.weight", "pos_emb_mask")  # the LM head is the embedding table; a constant
+TIED = ("lm_head.decoder.weight", "pos_emb_mask")  # the LM head is the embedding table; a constant
 
 
 @dataclass
@@ -252,7 +252,7 @@ def read_state_dict(info: FolderInfo) -> dict[str, torch.Tensor]:
     are left out."""
     if info.state is not None or info.kind == "estimator":  # under our names already
         sd = info.state if info.state is not None else read_weights_file(info.weights)
-        return {k: v for k, v in sd.items() if k not in _TIED and not k.endswith(".attn.b")
+        return {k: v for k, v in sd.items() if k not in TIED and not k.endswith(".attn.b")
                 and (info.head is not None or not k.startswith("task_head."))}
     if info.kind == "release":
         return {f"transformer.{k}": v for k, v in release_weights(info.path).state_dict().items()}

@@ -121,8 +121,9 @@ def _vocab_bytes(vocab_paths, layout: EmbeddingLayout) -> dict[str, bytes]:
     return data
 
 
-def _config(model, cfg: GPTConfig, layout, spec, section: dict) -> dict:
+def _config(model, layout, spec, section: dict) -> dict:
     tr = model.transformer if hasattr(model, "transformer") else model
+    cfg = GPTConfig(**section["model"])
     double = spec is not None and spec.expressible(cfg.n_embd)
     return {"architectures": ["OpenAIGPTDoubleHeadsModel" if double else "OpenAIGPTLMHeadModel"],
             "model_type": "openai-gpt", "vocab_size": layout.pos_offset, "n_positions": layout.n_ctx,
@@ -171,13 +172,11 @@ def _write(model, folder, layout, vocab_paths, task, head_type, label_names, opt
     tr = model.transformer if hasattr(model, "transformer") else model
     layout = layout or EmbeddingLayout(tr.pos_offset, (), tr.n_ctx)
     section, spec = _section(model, layout, task, head_type, label_names, options, extra)
-    cfg = model_config(model)
     vocab = _vocab_bytes(vocab_paths, layout) if vocab_paths is not None else {}
     blob = safetensors_bytes(_tensors(model, spec), {"format": "pt"})
-    section["files"] = {WEIGHTS: hashlib.sha256(blob).hexdigest(),
-                        **{n: hashlib.sha256(b).hexdigest() for n, b in vocab.items()}}
-    files = section["files"]
-    text = json.dumps(_config(model, cfg, layout, spec, section), indent=2, default=_json_default) + "\n"
+    files = {WEIGHTS: hashlib.sha256(blob).hexdigest(), **{n: hashlib.sha256(b).hexdigest() for n, b in vocab.items()}}
+    section["files"] = files
+    text = json.dumps(_config(model, layout, spec, section), indent=2, default=_json_default) + "\n"
     # ---- everything checked and serialised: write, config.json last
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
