@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -153,7 +152,7 @@ def load_openai_pretrained_model(model, n_ctx=-1, n_special=-1, n_transfer=12, n
     """
     path = Path(path)
     tr = _transformer(model)
-    print(f"Loading weights from {path} ...", file=sys.stderr)
+    print(f"Loading weights from {path} ...")
     tw = read_transformer(path)
     if tw.tokens.shape[1] != n_embd:
         raise CheckpointError(f"{path}: checkpoint width is {tw.tokens.shape[1]}, n_embd argument is {n_embd}")
