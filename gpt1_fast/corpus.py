@@ -310,7 +310,30 @@ def _encode(sources, out_dir, encoder_path, bpe_path, vdig, digest, val_fraction
     if n_docs == 0:
         raise CorpusError("the inputs hold no documents (every JSONL line blank?)")
     is_val = split_documents(n_docs, val_fraction, seed)
+    te, n_vocab = _text_encoder(encoder_path, bpe_path)
+    workers = default_workers(sources) if workers is None else max(1, int(workers))
+    stats = _write_token_files(sources, is_val, te, workers, out_dir, n_docs, verbose)
 
+    metas = {}
+    for s in SPLITS:
+        st = stats[s]
+        metas[s] = {"format": FORMAT, "split": s, "digest": digest, "vocab_digest": vdig, "n_vocab": n_vocab,
+                    "tokens": st["tokens"], "documents": st["documents"], "dtype": np.dtype(DTYPE).name,
+                    "sha256": st["sha256"].hexdigest(), "val_fraction": val_fraction, "seed": seed,
+                    "vocab": {"encoder": os.path.abspath(encoder_path), "bpe": os.path.abspath(bpe_path)},
+                    "sources": [{"path": os.path.abspath(p), "files": len(files), "documents": sum(c)}
+                                for (p, files), c in zip(sources, counts)]}
+    for s in ("val", "train"):  # train.json last: the reuse check needs both
+        atomic_write_text(out_dir / f"{s}.json", json.dumps(metas[s], indent=1) + "\n")
+    if verbose:
+        print(f"encoded {n_docs:,} documents into {out_dir}: {metas['train']['tokens']:,} train tokens "
+              f"({metas['train']['documents']:,} documents), {metas['val']['tokens']:,} val tokens "
+              f"({metas['val']['documents']:,} documents)")
+    return metas
+
+
+def _text_encoder(encoder_path, bpe_path):
+    """-> (TextEncoder, n_vocab); its ids must fit the token file's dtype."""
     from .text import TextEncoder
 
     te = TextEncoder(encoder_path, bpe_path)
@@ -318,8 +341,12 @@ def _encode(sources, out_dir, encoder_path, bpe_path, vdig, digest, val_fraction
     if n_vocab > np.iinfo(DTYPE).max + 1:
         raise CorpusError(f"{encoder_path}: {n_vocab:,} ids do not fit the token file's uint16 "
                           f"(at most {np.iinfo(DTYPE).max + 1:,})")
-    workers = default_workers(sources) if workers is None else max(1, int(workers))
+    return te, n_vocab
 
+
+def _write_token_files(sources, is_val, te, workers, out_dir, n_docs, verbose) -> dict:
+    """Encode every document into out_dir/train.bin and val.bin (atomically, both or neither);
+    -> {split: {"tokens", "documents", "sha256"}}."""
     stats = {s: {"tokens": 0, "documents": 0, "sha256": hashlib.sha256()} for s in SPLITS}
     bar = None
     if verbose:
@@ -358,20 +385,4 @@ def _encode(sources, out_dir, encoder_path, bpe_path, vdig, digest, val_fraction
     finally:
         if bar is not None:
             bar.close()
-
-    metas = {}
-    for s in SPLITS:
-        st = stats[s]
-        metas[s] = {"format": FORMAT, "split": s, "digest": digest, "vocab_digest": vdig, "n_vocab": n_vocab,
-                    "tokens": st["tokens"], "documents": st["documents"], "dtype": np.dtype(DTYPE).name,
-                    "sha256": st["sha256"].hexdigest(), "val_fraction": val_fraction, "seed": seed,
-                    "vocab": {"encoder": os.path.abspath(encoder_path), "bpe": os.path.abspath(bpe_path)},
-                    "sources": [{"path": os.path.abspath(p), "files": len(files), "documents": sum(c)}
-                                for (p, files), c in zip(sources, counts)]}
-    for s in ("val", "train"):  # train.json last: the reuse check needs both
-        atomic_write_text(out_dir / f"{s}.json", json.dumps(metas[s], indent=1) + "\n")
-    if verbose:
-        print(f"encoded {n_docs:,} documents into {out_dir}: {metas['train']['tokens']:,} train tokens "
-              f"({metas['train']['documents']:,} documents), {metas['val']['tokens']:,} val tokens "
-              f"({metas['val']['documents']:,} documents)")
-    return metas
+    return stats

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -152,7 +153,6 @@ def load_openai_pretrained_model(model, n_ctx=-1, n_special=-1, n_transfer=12, n
     """
     path = Path(path)
     tr = _transformer(model)
-    print(f"Loading weights from {path} ...")
     tw = read_transformer(path)
     if tw.tokens.shape[1] != n_embd:
         raise CheckpointError(f"{path}: checkpoint width is {tw.tokens.shape[1]}, n_embd argument is {n_embd}")
@@ -165,6 +165,7 @@ def load_openai_pretrained_model(model, n_ctx=-1, n_special=-1, n_transfer=12, n
     copy_into(tr, torch.cat([tw.tokens, special, pos]), tw.layers, n_transfer, path,
               f"{tw.tokens.shape[0]} tokens + {special.shape[0]} specials + {pos.shape[0]} positions; build the "
               "model with vocab = n_vocab + n_special + n_ctx")
+    print(f"Loading weights from {path} ...", file=sys.stderr)  # a status line: stderr (loaded: every shape fit)
     return model
 
 
