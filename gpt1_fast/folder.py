@@ -36,7 +36,7 @@ from .model import DoubleHeadModel, LMModel
 from .weights import copy_into
 
 __all__ = ["FolderInfo", "read_config", "save_pretrained", "export_hf", "model_section", "load_pretrained",
-           "build_model", "init_from", "check_flags", "config_for", "convert", "ScoreHead"]
+           "build_model", "init_from", "check_flags", "config_for", "convert"]
 
 
 def read_config(path) -> FolderInfo:
@@ -66,10 +66,15 @@ def read_config(path) -> FolderInfo:
 
 
 # ------------------------------------------------------------------------------------ the shapes
-def check_flags(info: FolderInfo, **flags) -> None:
-    """One UsageError when a flag the user gave (not None) contradicts the model: n_embd, n_head,
+def cli_flag(name: str) -> str:
+    return f"argument --{name}"
+
+
+def check_flags(info: FolderInfo, name=cli_flag, **flags) -> None:
+    """One UsageError when a value the user gave (not None) contradicts the model: n_embd, n_head,
     n_layer, afn must equal what the source states (the release's folder states no n_head or afn);
-    n_ctx may be smaller than its positions, not larger."""
+    n_ctx may be smaller than its positions, not larger. `name` spells an option in the message
+    (command lines: "argument --n_embd"; estimators pass `lambda n: n`)."""
     for k, v in flags.items():
         if k not in SHAPES:
             raise TypeError(f"check_flags: unknown shape {k!r}; expected one of {SHAPES}")
@@ -77,41 +82,30 @@ def check_flags(info: FolderInfo, **flags) -> None:
             continue
         have = info.layout.n_ctx if k == "n_ctx" else getattr(info.cfg, k)
         if k == "n_ctx" and v > have:
-            raise UsageError(f"argument --n_ctx: {v} exceeds the {have} positions of the model in {info.source}")
+            raise UsageError(f"{name(k)}: {v} exceeds the {have} positions of the model in {info.source}")
         if k != "n_ctx" and v != have:
-            raise UsageError(f"argument --{k}: {v} contradicts {info.source}, whose model has {k} {have}; leave "
-                             f"--{k} out (the shapes come from the model)")
+            raise UsageError(f"{name(k)}: {v} contradicts {info.source}, whose model has {k} {have}; leave it out "
+                             "(the shapes come from the model)")
 
 
-def config_for(info: FolderInfo, **flags) -> GPTConfig:
+def config_for(info: FolderInfo, name=cli_flag, **flags) -> GPTConfig:
     """The model's GPTConfig under the caller's flags (None: not given): the shapes (n_embd, n_head,
     n_layer, afn; n_ctx is only checked) must agree with the source, or fill what it does not state;
     dropouts, backend and activation_checkpointing are the caller's choice."""
     shapes = {k: flags.pop(k) for k in SHAPES if k in flags}
-    check_flags(info, **shapes)
+    check_flags(info, name, **shapes)
     unknown = set(flags) - {f.name for f in dataclasses.fields(GPTConfig)}
     if unknown:
         raise TypeError(f"config_for: unknown options {sorted(unknown)}")
     cfg = info.cfg.replace(**{k: v for k, v in {**shapes, **flags}.items() if v is not None and k != "n_ctx"})
     if cfg.n_embd % cfg.n_head:
         unstated = "n_head" not in info.stated
-        raise UsageError(f"argument --n_head: {cfg.n_head}{' (GPT-1s, assumed)' if unstated else ''} does not divide "
-                         f"n_embd {cfg.n_embd} of {info.source}" + ("; pass --n_head" if unstated else ""))
+        said = f" (GPT-1's, assumed: {info.source} does not state it)" if unstated else f" of {info.source}"
+        raise UsageError(f"{name('n_head')}: {cfg.n_head}{said} does not divide n_embd {cfg.n_embd}")
     return cfg
 
 
 # ---------------------------------------------------------------------------------------- models
-class ScoreHead(torch.nn.Module):
-    """A one-output classification head read as a score [B] (the regressor on single texts)."""
-
-    def __init__(self, head):
-        super().__init__()
-        self.head = head
-
-    def forward(self, h, x):
-        return self.head(h, x).view(-1)
-
-
 def build_model(info: FolderInfo, cfg: GPTConfig | None = None, head: bool = True, n_ctx: int | None = None):
     """An untrained model of the folder's shapes: a DoubleHeadModel when it has a head (and `head`),
     else an LMModel; `n_ctx` smaller than the folder's keeps its first positions."""
@@ -120,10 +114,7 @@ def build_model(info: FolderInfo, cfg: GPTConfig | None = None, head: bool = Tru
     if not (head and info.head):
         return LMModel(cfg, layout.size, layout.n_ctx)
     h = info.head
-    model = DoubleHeadModel(cfg, h.clf_token, h.head_type, layout.size, layout.n_ctx, lm_coef=h.lm_coef)
-    if h.score:
-        model.task_head, model.regression = ScoreHead(model.task_head), True
-    return model
+    return DoubleHeadModel(cfg, h.clf_token, h.head_type, layout.size, layout.n_ctx, lm_coef=h.lm_coef)
 
 
 def _load_exact(model, sd: dict, info: FolderInfo) -> None:
@@ -200,15 +191,15 @@ def convert(src, dst, *, vocab_paths=None, **flags) -> Path:
 
 # ---------------------------------------------------------------------------------- command line
 def main(argv=None) -> Path:
-    from .cli import Parser, positive_int
+    from .cli import Parser, add_option
+    from .options import OPTIONS
 
     p = Parser(prog="python -m gpt1_fast.folder", description="Write a model (" + KINDS + ") as a model folder "
                "(config.json, model.safetensors, vocab.json, merges.txt) that every command and transformers read.")
     p.add_argument("src", help="the model to convert")
     p.add_argument("dst", help="the folder to write")
-    p.add_argument("--encoder_path", help="vocabulary json, when SRC has none beside it")
-    p.add_argument("--bpe_path", help="vocabulary merges, when SRC has none beside it")
-    p.add_argument("--n_head", type=positive_int, help="heads, for the release's folder (it does not state them)")
+    for n in ("encoder_path", "bpe_path", "n_head"):  # the vocabulary when SRC has none; the release's n_head
+        add_option(p, OPTIONS[n], None)
     p.add_argument("--overwrite", action="store_true", help="replace the model in DST")
     a = p.parse_args(argv)
     if (a.encoder_path is None) != (a.bpe_path is None):

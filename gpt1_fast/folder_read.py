@@ -196,18 +196,20 @@ def from_release(p: Path) -> FolderInfo:
 def _from_estimator(p: Path, f: Path, meta: dict) -> FolderInfo:
     try:
         name, params, classes, pairs = meta["estimator"], dict(meta["params"]), meta.get("classes"), meta.get("pairs")
-        layout, cfg, voc = parse_layout(meta["layout"], f), parse_cfg(meta["cfg"], f), dict(meta["vocabulary"])
+        # the model's shapes: its own "cfg" in the first of these folders, the estimator's keywords later
+        layout, cfg = parse_layout(meta["layout"], f), parse_cfg(meta.get("cfg") or params, f)
+        voc = dict(meta["vocabulary"])
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{f}: an estimator folder whose config.json lacks {e}") from None
     if name == "MultipleChoice":
         head_type = "multiple_choice"
     elif name == "Regressor":
-        head_type = "similarity" if pairs else ("classification", 1)
+        head_type = "similarity" if pairs else "regression"
     elif name in ("Classifier", "Entailment", "Similarity"):
         head_type = ("similarity" if name == "Similarity" else "classification", len(classes or ()))
     else:
         raise CheckpointError(f"{f}: unknown estimator {name!r}")
-    head = parse_head(head_type, f, layout, score=name == "Regressor" and not pairs, lm_coef=params.get("lm_coef", 0.5))
+    head = parse_head(head_type, f, layout, lm_coef=params.get("lm_coef", 0.5))
     info = FolderInfo(p, "estimator", f, cfg, layout, head, label_names=classes, options=params,
                       extra={"estimator": name, "pairs": pairs}, weights=p / WEIGHTS)
     paths = (voc.get("encoder_path"), voc.get("bpe_path"))
@@ -248,12 +250,11 @@ def _verify(info: FolderInfo) -> None:
 
 def read_state_dict(info: FolderInfo) -> dict[str, torch.Tensor]:
     """The tensors under our names: `transformer.*` (the embedding table whole) and, with a head,
-    `task_head.linear.*` (`task_head.head.linear.*` for a score head). Tied and constant tensors
-    are left out."""
+    `task_head.linear.*`. Tied and constant tensors are left out."""
     if info.state is not None or info.kind == "estimator":  # under our names already
         sd = info.state if info.state is not None else read_weights_file(info.weights)
-        return {k: v for k, v in sd.items() if k not in TIED and not k.endswith(".attn.b")
-                and (info.head is not None or not k.startswith("task_head."))}
+        return {k.replace("task_head.head.", "task_head."): v for k, v in sd.items()  # (the regressor's old wrapper)
+                if k not in TIED and not k.endswith(".attn.b") and (info.head is not None or not k.startswith("task_head."))}
     if info.kind == "release":
         return {f"transformer.{k}": v for k, v in release_weights(info.path).state_dict().items()}
     _verify(info)
@@ -261,8 +262,7 @@ def read_state_dict(info: FolderInfo) -> dict[str, torch.Tensor]:
     sd = {f"transformer.{k}": v for k, v in transformer_from_hf(raw, info.weights).state_dict().items()}
     if info.head is not None:
         w, b = from_file(info.head, raw, info.cfg.n_embd, info.weights)
-        name = "task_head.head.linear" if info.head.score else "task_head.linear"
-        sd.update({f"{name}.weight": w, f"{name}.bias": b})
+        sd.update({"task_head.linear.weight": w, "task_head.linear.bias": b})
     return sd
 
 

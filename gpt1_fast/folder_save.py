@@ -6,7 +6,7 @@ facts under config.json's "gpt1_fast" key:
     config.json        transformers' keys (vocab_size = tokens + specials, n_positions = n_ctx, ...,
                        architectures: OpenAIGPTDoubleHeadsModel with a task head, else
                        OpenAIGPTLMHeadModel) and "gpt1_fast": {format, version, model (GPTConfig's
-                       shapes and dropouts), layout (EmbeddingLayout), head (type, clf_token, score,
+                       shapes and dropouts), layout (EmbeddingLayout), head (type, clf_token,
                        lm_coef; null without), task, label_names, files (SHA-256 of every other file),
                        options (the training options), extra (anything else the caller keeps)}
     model.safetensors  the transformer under transformers' names, the task head as
@@ -47,37 +47,29 @@ def model_config(model) -> GPTConfig:
     tr = model.transformer if hasattr(model, "transformer") else model
     if not len(tr.h):
         raise ValueError("a model without blocks cannot be saved")
-    blk, inner = tr.h[0], _inner_head(model)
+    blk, inner = tr.h[0], getattr(model, "task_head", None)
     return GPTConfig(n_embd=tr.n_embd, n_head=blk.attn.n_head, n_layer=len(tr.h), embd_pdrop=tr.drop.p,
                      attn_pdrop=blk.attn.attn_dropout.p, resid_pdrop=blk.attn.resid_dropout.p, afn=blk.mlp.afn,
                      clf_pdrop=inner.dropout.p if inner is not None else GPTConfig.clf_pdrop)
 
 
-def _inner_head(model):
-    """The task head's module with the linear layer (inside a score wrapper, which has `.head`)."""
-    th = getattr(model, "task_head", None)
-    inner = getattr(th, "head", None)
-    return inner if isinstance(inner, torch.nn.Module) else th
-
-
 def head_spec(model, head_type=None) -> HeadSpec | None:
     """The model's task head as a HeadSpec (None without one). `head_type` (as DoubleHeadModel takes it)
     names it, e.g. 'inference'; by default it is read from the head's class and size."""
-    inner = _inner_head(model)
+    inner = getattr(model, "task_head", None)
     if inner is None:
         if head_type is not None:
             raise ValueError(f"head_type {head_type!r} given, but the model has no task head")
         return None
     n = inner.linear.out_features
     kind = type(inner).__name__
-    found = {"MultipleChoiceHead": "multiple_choice", "ClfHead": ("classification", n),
+    found = {"MultipleChoiceHead": "multiple_choice", "ClfHead": ("classification", n), "ScoreHead": "regression",
              "SimilarityHead": "similarity" if n == 1 and getattr(model, "regression", False) else ("similarity", n)}
     if kind not in found:
-        raise ValueError(f"unknown task head {kind}: expected MultipleChoiceHead, ClfHead or SimilarityHead")
-    score = inner is not model.task_head
-    spec = HeadSpec(found[kind], int(inner.clf_token), score, float(getattr(model, "lm_coef", 0.5)))
+        raise ValueError(f"unknown task head {kind}: expected MultipleChoiceHead, ClfHead, ScoreHead or SimilarityHead")
+    spec = HeadSpec(found[kind], int(inner.clf_token), float(getattr(model, "lm_coef", 0.5)))
     if head_type is not None:
-        given = HeadSpec(head_type, spec.clf_token, score, spec.lm_coef)
+        given = HeadSpec(head_type, spec.clf_token, spec.lm_coef)
         if (given.family, given.n_outputs, given.regression) != (spec.family, spec.n_outputs, spec.regression):
             raise ValueError(f"head_type {head_type!r} does not match the model's head ({kind} with {n} output(s), "
                              f"i.e. {spec.head_type!r})")
@@ -138,8 +130,7 @@ def _tensors(model, spec: HeadSpec | None) -> dict[str, torch.Tensor]:
     sd = {k: v.detach() for k, v in tr.state_dict().items()}
     out = transformer_to_hf(TransformerWeights.from_state_dict(sd, tr.pos_offset))
     if spec is not None:
-        inner = _inner_head(model)
-        out.update(to_file(spec, inner.linear.weight, inner.linear.bias))
+        out.update(to_file(spec, model.task_head.linear.weight, model.task_head.linear.bias))
     return out
 
 

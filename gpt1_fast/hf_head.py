@@ -10,7 +10,8 @@ applies one linear layer, `summary` (C -> 1, as it forces num_labels = 1; C -> C
       entailment                                      n > 1: [W; 0], [b; PAD]                                   mc_logits[:, :n]
     similarity (pairs,    linear(s_ab + s_ba), C->n   W, b/2 (n > 1:          ids [B, 2, T], both orders       mc_logits.sum(1)
       both orders)                                     padded the same)                                         (n > 1: [..., :n])
-    regression            the similarity head with n = 1 (pairs), or a 1-output classification head read as [B] (texts)
+    regression (texts)    linear C->1, read as [B]    W, b                    ids [B, T]                       mc_logits [B]
+    regression (pairs)    the similarity head with n = 1: mc_logits.sum(1) [B]
 
 with mc_token_ids = (ids == clf_token).int().argmax(-1), the first `_classify_` token (its id is
 config.json's gpt1_fast.head.clf_token). The padding rows have weight 0 and bias PAD_LOGIT, far below
@@ -34,17 +35,17 @@ from .errors import CheckpointError
 HF_HEAD = "multiple_choice_head.summary"  # transformers' name for the head's linear layer
 OWN_HEAD = "gpt1_fast.task_head"          # ours, for a head transformers cannot express
 PAD_LOGIT = -1e4
-_FAMILY = {"multiple_choice": "multiple_choice", "similarity": "similarity", "inference": "classification"}
+_FAMILY = {"multiple_choice": "multiple_choice", "similarity": "similarity", "inference": "classification",
+           "regression": "regression"}
 
 
 @dataclass(frozen=True)
 class HeadSpec:
     """What rebuilds a task head: DoubleHeadModel's `task_head_type` ('multiple_choice', 'similarity',
-    'inference', ('classification', n), ('similarity', n)), the classify token's id, `score` (a 1-output
-    classification head read as one number per example: the regressor on single texts) and lm_coef."""
+    'inference', 'regression', ('classification', n), ('similarity', n)), the classify token's id and
+    DoubleHeadModel's lm_coef."""
     head_type: str | tuple
     clf_token: int
-    score: bool = False
     lm_coef: float = 0.5
 
     def __post_init__(self):
@@ -53,10 +54,8 @@ class HeadSpec:
             object.__setattr__(self, "head_type", ht := tuple(ht))
         if not (ht in _FAMILY or (isinstance(ht, tuple) and len(ht) == 2 and ht[0] in ("classification", "similarity")
                                   and isinstance(ht[1], int) and not isinstance(ht[1], bool) and ht[1] >= 1)):
-            raise ValueError(f"head type {ht!r}: expected 'multiple_choice', 'similarity', 'inference', "
+            raise ValueError(f"head type {ht!r}: expected 'multiple_choice', 'similarity', 'inference', 'regression', "
                              "['classification', n] or ['similarity', n] with n >= 1")
-        if self.score and self.head_type != ("classification", 1):
-            raise ValueError(f"a score head is a 1-output classification head, not {self.head_type!r}")
 
     @property
     def family(self) -> str:
@@ -64,11 +63,12 @@ class HeadSpec:
 
     @property
     def n_outputs(self) -> int:
-        return {"multiple_choice": 1, "similarity": 1, "inference": 3}.get(self.head_type) or self.head_type[1]
+        return {"multiple_choice": 1, "similarity": 1, "inference": 3, "regression": 1}.get(self.head_type) or \
+            self.head_type[1]
 
     @property
     def regression(self) -> bool:
-        return self.head_type == "similarity" or self.score
+        return self.head_type in ("similarity", "regression")
 
     def expressible(self, n_embd: int) -> bool:
         """Whether transformers' double-heads model can hold this head (n <= C, or n == 1)."""
@@ -76,11 +76,11 @@ class HeadSpec:
 
     def to_dict(self) -> dict:
         ht = list(self.head_type) if isinstance(self.head_type, tuple) else self.head_type
-        return {"type": ht, "clf_token": self.clf_token, "score": self.score, "lm_coef": self.lm_coef}
+        return {"type": ht, "clf_token": self.clf_token, "lm_coef": self.lm_coef}
 
     @classmethod
     def from_dict(cls, d: dict) -> "HeadSpec":
-        return cls(d["type"], int(d["clf_token"]), bool(d.get("score", False)), float(d.get("lm_coef", 0.5)))
+        return cls(d["type"], int(d["clf_token"]), float(d.get("lm_coef", 0.5)))
 
 
 def hf_config(spec: HeadSpec | None, n_embd: int, clf_pdrop: float) -> dict:

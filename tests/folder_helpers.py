@@ -16,16 +16,17 @@ N_VOCAB, N_CTX, N_EMBD = 40, 16, 32
 LAYOUT = EmbeddingLayout(N_VOCAB, n_ctx=N_CTX)  # the paper's three specials
 CFG = GPTConfig(n_embd=N_EMBD, n_head=4, n_layer=2, embd_pdrop=0.1, attn_pdrop=0.05, resid_pdrop=0.15,
                 clf_pdrop=0.2, backend="torch")
-# family -> (head_type as DoubleHeadModel takes it, score head?, label names)
+# family -> (head_type as DoubleHeadModel takes it, label names)
 FAMILIES = {
-    "lm": (None, False, None),
-    "multiple_choice": ("multiple_choice", False, None),
-    "classification": (("classification", 3), False, ["neg", "neutral", "pos"]),
-    "inference": ("inference", False, ["entailment", "contradiction", "neutral"]),
-    "similarity": (("similarity", 2), False, ["0", "1"]),
-    "regression_pairs": ("similarity", False, None),
-    "regression": (("classification", 1), True, None),
-    "wide": (("classification", N_EMBD + 5), False, None),  # more classes than the width: no HF head
+    "lm": (None, None),
+    "multiple_choice": ("multiple_choice", None),
+    "classification": (("classification", 3), ["neg", "neutral", "pos"]),
+    "inference": ("inference", ["entailment", "contradiction", "neutral"]),
+    "similarity": (("similarity", 2), ["0", "1"]),
+    "regression_pairs": ("similarity", None),
+    "regression": ("regression", None),
+    "one_class": (("classification", 1), None),
+    "wide": (("classification", N_EMBD + 5), None),  # more classes than the width: no transformers head
 }
 
 
@@ -48,15 +49,10 @@ def randomize(model, seed: int = 0):
 
 
 def make(family: str, seed: int = 0, cfg: GPTConfig = CFG, layout: EmbeddingLayout = LAYOUT):
-    head_type, score, _ = FAMILIES[family]
+    head_type, _ = FAMILIES[family]
     if head_type is None:
         return randomize(LMModel(cfg, layout.size, layout.n_ctx), seed)
-    model = DoubleHeadModel(cfg, layout.clf, head_type, layout.size, layout.n_ctx, lm_coef=0.25)
-    if score:
-        from gpt1_fast.folder import ScoreHead
-
-        model.task_head, model.regression = ScoreHead(model.task_head), True
-    return randomize(model, seed)
+    return randomize(DoubleHeadModel(cfg, layout.clf, head_type, layout.size, layout.n_ctx, lm_coef=0.25), seed)
 
 
 def choices(family: str) -> int | None:

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from folder_helpers import CFG, LAYOUT, make, randomize, write_vocab
+from folder_helpers import CFG, LAYOUT, batch, make, randomize, write_vocab
 
 from gpt1_fast.checkpoint import save_model
 from gpt1_fast.errors import CheckpointError, UsageError
@@ -57,8 +57,8 @@ def test_the_original_release_folder(tmp_path):
     from test_weights import small_shapes, write_release
 
     arrays = write_release(tmp_path / "model", small_shapes())  # n_embd 16, 50 tokens, 20 positions, 2 blocks
-    with pytest.raises(UsageError, match=r"argument --n_head: 12 \(GPT-1s, assumed\) does not divide n_embd 16 of "
-                                         r".*params_shapes\.json; pass --n_head"):
+    with pytest.raises(UsageError, match=r"argument --n_head: 12 \(GPT-1's, assumed: .*params_shapes\.json does not "
+                                         r"state it\) does not divide n_embd 16"):
         load_pretrained(tmp_path / "model")
     with pytest.raises(UsageError, match=r"argument --n_layer: 12 contradicts .*params_shapes\.json, whose model has "
                                          r"n_layer 2"):
@@ -126,12 +126,13 @@ def test_a_pretraining_checkpoint_finds_its_vocabulary_by_digest(pretrained_run,
 @pytest.fixture(scope="module")
 def finetune_run(tmp_path_factory):
     pytest.importorskip("spacy")
-    from gpt1_fast import data, synthetic, train
+    from gpt1_fast import synthetic, train
+    from gpt1_fast.tasks import rocstories
     from gpt1_fast.text import learn_bpe
 
     d = tmp_path_factory.mktemp("finetune")
     synthetic.write_rocstories(d / "data", n=60, n_test=10, seed=7)
-    val = data.read_rocstories_csv(d / "data" / data.VAL_FILE)
+    val = rocstories.read_csv(d / "data" / rocstories.VAL_FILE)
     learn_bpe(val.stories + val.endings1 + val.endings2, 200, d / "enc.json", d / "merges.bpe")
     train.main(["--data_dir", str(d / "data"), "--from_scratch", "--encoder_path", str(d / "enc.json"), "--bpe_path",
                 str(d / "merges.bpe"), "--cache_dir", "none", "--n_valid", "20", "--runs_dir", str(d / "runs"),
@@ -149,9 +150,12 @@ def test_a_fine_tuning_checkpoint_reads_with_its_run_config(finetune_run, tmp_pa
     model, _ = load_pretrained(ckpt)
     saved = torch.load(ckpt, weights_only=True)["model"]
     assert type(model) is DoubleHeadModel and all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())
-    with pytest.raises(CheckpointError, match=rf"ft: no model here \(a run without its model yet\? its newest "
+    best = read_config(finetune_run)  # the run folder: the best model it keeps
+    assert best.kind in ("folder", "best_params") and best.head == info.head and best.layout == info.layout
+    bare = shutil.copytree(finetune_run, tmp_path / "bare", ignore=shutil.ignore_patterns("model", "best_params.pt"))
+    with pytest.raises(CheckpointError, match=rf"bare: no model here \(a run without its model yet\? its newest "
                                               rf"checkpoint is .*{ckpt.name}\)"):
-        read_config(finetune_run)
+        read_config(bare)
     lone = tmp_path / "elsewhere" / "checkpoints"
     lone.mkdir(parents=True)
     shutil.copy(ckpt, lone)
@@ -189,24 +193,34 @@ def test_an_old_best_params_loads_and_converts(tmp_path, vocab, capsys):
     assert type(lm) is LMModel and torch.equal(lm.transformer.embed.weight, model.transformer.embed.weight)
 
 
+@pytest.mark.parametrize("first", [True, False])  # the first estimator folders, or those of the option schema
 @pytest.mark.parametrize("estimator,family,classes", [("Classifier", "classification", ["a", "b", "c"]),
                                                       ("Regressor", "regression", None)])
-def test_an_old_estimator_folder(tmp_path, vocab, estimator, family, classes):
+def test_an_estimator_folder_of_the_format_before(tmp_path, vocab, estimator, family, classes, first):
     from safetensors.torch import save_file
 
     model = make(family).eval()
+    sd = {k: v.contiguous() for k, v in model.state_dict().items()
+          if k != "lm_head.decoder.weight" and not k.endswith(".attn.b")}
+    params = {"lm_coef": 0.25, "n_iter": 2}
+    if first:  # the model's config on its own; the regressor's head inside a wrapper
+        sd = {k.replace("task_head.", "task_head.head.") if estimator == "Regressor" else k: v for k, v in sd.items()}
+        extra = {"cfg": CFG.to_dict()}
+    else:  # the shapes among the keywords
+        params.update({k: v for k, v in CFG.to_dict().items() if k not in ("backend", "activation_checkpointing")})
+        extra = {}
     (tmp_path / "est").mkdir()
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()
-               if k != "lm_head.decoder.weight" and not k.endswith(".attn.b")}, str(tmp_path / "est" / "model.safetensors"))
-    meta = {"format": "gpt1_fast-estimator-v1", "estimator": estimator, "params": {"lm_coef": 0.25, "n_iter": 2},
-            "layout": LAYOUT.to_dict(), "cfg": CFG.to_dict(), "classes": classes, "pairs": False if classes is None
-            else None, "vocabulary": {"encoder_path": str(vocab[0]), "bpe_path": str(vocab[1]),
-                                      "sha256": [sha256_file(p) for p in vocab]}}
+    save_file(sd, str(tmp_path / "est" / "model.safetensors"))
+    meta = {"format": "gpt1_fast-estimator-v1", "estimator": estimator, "params": params, "layout": LAYOUT.to_dict(),
+            "classes": classes, "pairs": False if classes is None else None, **extra,
+            "vocabulary": {"encoder_path": str(vocab[0]), "bpe_path": str(vocab[1]),
+                           "sha256": [sha256_file(p) for p in vocab]}}
     (tmp_path / "est" / "config.json").write_text(json.dumps(meta))
     loaded, info = load_pretrained(tmp_path / "est")
     assert info.kind == "estimator" and same_weights(loaded, model) and info.vocab == tuple(map(str, vocab))
-    assert info.head.score == (estimator == "Regressor") and info.options["n_iter"] == 2
-    x = __import__("folder_helpers").batch(family)
+    assert info.head.head_type == ("regression" if estimator == "Regressor" else ("classification", 3))
+    assert info.options["n_iter"] == 2 and info.label_names == classes
+    x = batch(family)
     assert torch.equal(loaded.task_logits(x), model.task_logits(x))
 
 
