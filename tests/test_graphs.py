@@ -91,9 +91,10 @@ class ReplayOnStaticBuffers:
     it, so a step that read anything but its static inputs would diverge from eager training."""
 
     def __init__(self):
-        self.captures = 0
+        self.captures = self.eager_calls = 0
 
     def eager(self, fn, inputs):
+        self.eager_calls += 1
         return fn(*inputs)
 
     def capture(self, fn, static_inputs):
@@ -119,7 +120,7 @@ def test_captured_steps_equal_eager_steps_bitwise():
     ref_losses = [ref_step(*b) for b in batches]
     torch.manual_seed(5)
     losses = [captured(*b) for b in batches]
-    assert backend.captures == captured.graphs == 2
+    assert backend.captures == captured.graphs == 2 and backend.eager_calls == 2 * 2  # per width
     assert all(torch.equal(a, b) for a, b in zip(losses, ref_losses))
     for (name, a), b in zip(ours.named_parameters(), ref.parameters()):
         assert torch.equal(a, b), name
