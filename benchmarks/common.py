@@ -6,6 +6,7 @@ and calls `write_results(name, rows, ceilings)`.
 from __future__ import annotations
 
 import datetime
+import importlib.metadata
 import json
 import os
 import platform
@@ -19,7 +20,10 @@ import torch
 
 from gpt1_fast.fileio import atomic_write_text
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+# benchmarks/results/ unless GPT1_FAST_RESULTS_DIR says otherwise (the GPU suite collects a run's
+# results in its own folder; tests keep theirs in a temporary one)
+RESULTS_DIR = Path(os.environ.get("GPT1_FAST_RESULTS_DIR") or Path(__file__).resolve().parent / "results")
+CLOCK_FIELDS = ("clocks.sm", "clocks.mem", "clocks.max.sm", "power.draw", "temperature.gpu", "pstate")
 
 
 def triton_version() -> str | None:
@@ -29,6 +33,45 @@ def triton_version() -> str | None:
         return triton.__version__
     except Exception:
         return None
+
+
+def package_version(name: str) -> str | None:
+    """An installed distribution's version, without importing it (None: not installed)."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def versions() -> dict:
+    """What a GPU number depends on besides the code: the libraries under it."""
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    return {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
+            "cudnn": cudnn, "triton": triton_version(), "transformers": package_version("transformers"),
+            "liger_kernel": package_version("liger-kernel")}
+
+
+def gpu_clocks() -> dict | None:
+    """The GPU's clocks, power and temperature now, read by nvidia-smi (None without one)."""
+    try:
+        out = subprocess.run(["nvidia-smi", f"--query-gpu={','.join(CLOCK_FIELDS)}", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0 or not out.stdout.strip():
+        return None
+    return dict(zip(CLOCK_FIELDS, (v.strip() for v in out.stdout.splitlines()[0].split(","))))
+
+
+def environment(device: torch.device | None = None) -> dict:
+    """Versions, the device, its clocks and the commit: recorded with every result."""
+    device = device or default_device()
+    env = {"device": device_name(device), **versions(), "commit": git_commit(), "clocks": gpu_clocks()}
+    if device.type == "cuda":
+        p = torch.cuda.get_device_properties(device)
+        env.update(capability=f"{p.major}.{p.minor}", multiprocessors=p.multi_processor_count,
+                   memory_gib=round(p.total_memory / 2**30, 1))
+    return env
 
 
 def device_name(device: torch.device) -> str:
@@ -123,15 +166,17 @@ def row(case: str, shape, dtype, impl: str, ms: float, *, nbytes: float | None =
 
 def write_results(name: str, rows: list[dict], ceilings: dict, device: torch.device, notes: str = "") -> Path:
     """Write benchmarks/results/<name>-<device-slug>.json and the .md table beside it; print the table."""
+    env = environment(device)
     meta = {
         "bench": name,
-        "device": device_name(device),
-        "torch": torch.__version__,
-        "triton": triton_version(),
-        "cuda": torch.version.cuda,
-        "commit": git_commit(),
+        "device": env.pop("device"),
+        "torch": env["torch"],
+        "triton": env["triton"],
+        "cuda": env["cuda"],
+        "commit": env.pop("commit"),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "ceilings": ceilings,
+        "environment": env,
     }
     if device.type == "cpu":
         notes = ("CPU results: for development only, not a performance claim. " + notes).strip()
@@ -150,6 +195,7 @@ def write_results(name: str, rows: list[dict], ceilings: dict, device: torch.dev
 def markdown_table(out: dict) -> str:
     lines = [f"# {out['bench']} on {out['device']}", "",
              f"torch {out['torch']}, triton {out['triton']}, cuda {out['cuda']}, commit {out['commit']}, {out['date']}",
+             f"environment: {json.dumps(out.get('environment', {}))}",
              f"ceilings: copy {out['ceilings'].get('copy_gbps')} GB/s, matmul {out['ceilings'].get('matmul_tflops')} TFLOP/s",
              ""]
     if out.get("notes"):
@@ -161,3 +207,26 @@ def markdown_table(out: dict) -> str:
         lines.append(f"| {r['case']} | {r['shape']} | {r['dtype']} | {r['impl']} | {r['ms']:.4f} | {rate} | "
                      f"{r.get('fraction_of_ceiling', '')} | {r.get('baseline', '')} | {r.get('ratio', '')} |")
     return "\n".join(lines) + "\n"
+
+
+def interleaved(fns: dict, device: torch.device, rounds: int = 5, on_round=None, **bench_kw) -> dict[str, list]:
+    """{name: [ms of each round]}: every round times each implementation once with `bench`, in an
+    order rotated by one per round, so that drift (clocks, temperature, other load) falls on all of
+    them alike. `on_round({name: median so far})` runs after each round (results written as they
+    come survive a run cut short). An implementation that raises is dropped with a line saying why."""
+    times: dict = {k: [] for k in fns}
+    for r in range(rounds):
+        names = [k for k in fns if k in times]
+        for k in names[r % max(len(names), 1):] + names[:r % max(len(names), 1)]:
+            try:
+                times[k].append(bench(fns[k], device, **bench_kw))
+            except Exception as e:  # noqa: BLE001 - a baseline that breaks is reported, not fatal
+                print(f"{k}: dropped in round {r + 1} ({type(e).__name__}: {str(e)[:300]})", flush=True)
+                del times[k]
+        if on_round is not None:
+            on_round({k: statistics.median(v) for k, v in times.items() if v})
+    return times
+
+
+def medians(times: dict) -> dict[str, float]:
+    return {k: statistics.median(v) for k, v in times.items() if v}
