@@ -31,8 +31,10 @@ def fwd_configs(T: int, D: int, dtype: torch.dtype, arch: int = 0) -> list[dict]
     """Forward candidates; `arch` = compute capability x10 (0: CPU / interpreter)."""
     if dtype == torch.float32:  # exact fp32 dots run on the FMA units: small tiles
         return [_cfg(4, 2, BLOCK_M=32, BLOCK_N=32)]
-    if T <= 64:
-        return [_cfg(4, 2, BLOCK_M=max(16, next_pow2(T)), BLOCK_N=16 if T <= 16 else 32)]
+    if T <= 64:  # the tight tile first, then 64-row tiles (one warpgroup: Hopper's wgmma needs 64 rows)
+        cands = [_cfg(4, 2, BLOCK_M=max(16, next_pow2(T)), BLOCK_N=16 if T <= 16 else 32),
+                 _cfg(4, 2, BLOCK_M=64, BLOCK_N=32), _cfg(4, 2, BLOCK_M=64, BLOCK_N=64)]
+        return [c for i, c in enumerate(cands) if c not in cands[:i] and (T > 32 or c["BLOCK_N"] == 32 or i == 0)]
     if D >= 128:
         return [_cfg(4, 2, BLOCK_M=64, BLOCK_N=32)]
     # 128x64 tiles with 8 warps spill 8 bytes on sm_80 when dropout is on (16-bit RNG lanes).
@@ -72,6 +74,8 @@ _ATOMIC = {
 # programs per (batch, head) (occupancy at small T).
 _TILED_SHORT = [_cfg(4, 2, BLOCK_M1=32, BLOCK_N1=32, BLOCK_M2=32, BLOCK_N2=32),
                 _cfg(2, 2, BLOCK_M1=16, BLOCK_N1=32, BLOCK_M2=32, BLOCK_N2=16)]
+_TILED_SMALL_T = [_cfg(4, 2, BLOCK_M1=32, BLOCK_N1=64, BLOCK_M2=64, BLOCK_N2=32),
+                  _cfg(4, 2, BLOCK_M1=32, BLOCK_N1=32, BLOCK_M2=32, BLOCK_N2=32)]
 _TILED_FP32 = {90: _cfg(8, 2, BLOCK_M1=16, BLOCK_N1=32, BLOCK_M2=32, BLOCK_N2=16),
                80: _cfg(4, 2, BLOCK_M1=16, BLOCK_N1=32, BLOCK_M2=32, BLOCK_N2=16)}
 _TILED_D128 = _cfg(4, 2, BLOCK_M1=16, BLOCK_N1=32, BLOCK_M2=32, BLOCK_N2=16)
@@ -91,7 +95,10 @@ def bwd_configs(T: int, D: int, dtype: torch.dtype, arch: int = 0) -> dict[str, 
     if T <= SMALL_T:
         block_t = max(16, next_pow2(T))
         if block_t <= 64 and D <= 64:
-            return {"small": [_cfg(4, 2, BLOCK_T=block_t, BLOCK_N=32 if block_t >= 32 else 16)]}
+            # the whole sequence in one program, and the tiled kernel with 4-warp tiles whose dK/dV and
+            # dQ passes have 64-row operands (wgmma-capable on sm_90) or 32-row ones
+            return {"small": [_cfg(4, 2, BLOCK_T=block_t, BLOCK_N=32 if block_t >= 32 else 16)],
+                    "tiled": _TILED_SMALL_T}
         if D >= 128:
             return {"small": [_cfg(8, 1, BLOCK_T=block_t, BLOCK_N=32)]}
         kinds = {"small": _SMALL_128[family], "tiled": _TILED[family] + _TILED_SHORT}
