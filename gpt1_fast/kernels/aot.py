@@ -130,4 +130,4 @@ def compile_launch(kernel, args: tuple, kw: dict, cap: int, float_ty: str = "fp3
     sig = {k: v for k, v in sig.items() if v != "constexpr"}
     st = compile_stats(kernel, sig, constexprs, cap, attrs=attrs, **opts)
     st["wgmma"] = "wgmma.mma_async" in st["ptx"]
-    return {**st, "constexprs": constexprs, **opts}
+    return {**st, "constexprs": constexprs, "num_warps": opts.get("num_warps", 4), "num_stages": opts.get("num_stages")}

@@ -140,21 +140,48 @@ MEASURED_SM90 = {
 }
 
 
-def _bucket(T: int) -> str | None:
-    return None if T <= 64 else ("short" if T <= SMALL_T else "long")
+# Not timed on a GPU: picked from the ahead-of-time compile statistics of every candidate for sm_90
+# (bf16, D = 64, dropout on and off; `benchmarks/aot_attention.py`, the table in benchmarks/NOTES.md,
+# "Attention at small T"), by this rule: no spills; Hopper's wgmma where its 64-row operand is at
+# least half used (T > 32); then the most programs per SM with dropout on (training). Values index
+# `candidates(what, key)`. Both small-T buckets get their first candidate:
+#   T <= 32:      forward the tight 16- or 32-row tile (mma.sync; a 64-row tile would be 50-75 % masked),
+#                 backward the whole-sequence program (72-158 registers, 3-7 programs/SM; tiled 167-254, 2-3)
+#   32 < T <= 64: forward 64 x 32 (wgmma, 128 registers, 4 programs/SM; 64 x 64: 188, 2), backward the
+#                 whole-sequence program, BLOCK_T 64 (wgmma, 234 registers with dropout, one launch)
+AOT_SM90 = {("fwd", "tiny"): 0, ("bwd", "tiny"): 0, ("fwd", "small"): 0, ("bwd", "small"): 0}
+
+
+def _bucket(T: int) -> str:
+    """T buckets of the table: "tiny" (<= 32), "small" (<= 64), "short" (<= 128), "long". The GLUE
+    lengths of per-batch padding (multiples of 8 up to ~128) and of --padding pow2 (8 .. 256) fall in
+    the first three; ROCStories (77) in "short", pretraining (512) in "long"."""
+    return "tiny" if T <= 32 else "small" if T <= 64 else "short" if T <= SMALL_T else "long"
+
+
+def choice_source(what: str, key: tuple, deterministic: bool = True) -> str:
+    """Where the table's answer for `key` comes from: "measured" (the H100 autotune run), "aot" (AOT
+    statistics, untimed) or "default" (the first candidate, untimed)."""
+    T, D, dtype, dropout, _bh, arch = key
+    if arch == 90 and D == 64 and dtype != torch.float32:
+        bucket = _bucket(T)
+        if (what, bucket, dropout, deterministic) in MEASURED_SM90 or (what, bucket, dropout, True) in MEASURED_SM90:
+            return "measured"
+        if (what, bucket) in AOT_SM90:
+            return "aot"
+    return "default"
 
 
 @functools.lru_cache(maxsize=None)  # asked at every call: host time matters at T = 77
 def table(what: str, key: tuple, deterministic: bool = True):
     """The committed choice: on sm_90 with 16-bit inputs and D = 64 the measured fastest
-    (MEASURED_SM90); elsewhere the first candidate (deterministic: the atomic kind is never first),
-    a safe default that compiles without spills but was not timed."""
-    T, D, dtype, dropout, _bh, arch = key
-    if arch == 90 and D == 64 and dtype != torch.float32:
-        bucket = _bucket(T)
-        got = MEASURED_SM90.get((what, bucket, dropout, deterministic))
-        if got is None and bucket is not None:  # no non-deterministic entry: the deterministic one
-            got = MEASURED_SM90.get((what, bucket, dropout, True))
-        if got is not None:
-            return got
+    (MEASURED_SM90) or, at T <= 64, the AOT statistics' pick (AOT_SM90); elsewhere the first
+    candidate (deterministic: the atomic kind is never first), a safe default that compiles without
+    spills but was not timed. `choice_source` says which."""
+    source = choice_source(what, key, deterministic)
+    bucket = _bucket(key[0])
+    if source == "measured":  # no non-deterministic entry: the deterministic one
+        return MEASURED_SM90.get((what, bucket, key[3], deterministic)) or MEASURED_SM90[(what, bucket, key[3], True)]
+    if source == "aot":
+        return candidates(what, key, True)[AOT_SM90[(what, bucket)]]
     return candidates(what, key, True)[0]
