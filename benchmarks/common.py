@@ -192,6 +192,9 @@ def write_results(name: str, rows: list[dict], ceilings: dict, device: torch.dev
     return path
 
 
+_STANDARD_KEYS = ("case", "shape", "dtype", "impl", "ms", "gbps", "tflops", "fraction_of_ceiling", "baseline", "ratio")
+
+
 def markdown_table(out: dict) -> str:
     lines = [f"# {out['bench']} on {out['device']}", "",
              f"torch {out['torch']}, triton {out['triton']}, cuda {out['cuda']}, commit {out['commit']}, {out['date']}",
@@ -200,12 +203,13 @@ def markdown_table(out: dict) -> str:
              ""]
     if out.get("notes"):
         lines += [out["notes"], ""]
-    lines += ["| case | shape | dtype | impl | ms | GB/s or TFLOP/s | of ceiling | vs | ratio |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    lines += ["| case | shape | dtype | impl | ms | GB/s or TFLOP/s | of ceiling | vs | ratio | more |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in out["rows"]:
         rate = f"{r['gbps']} GB/s" if "gbps" in r else (f"{r['tflops']} TFLOP/s" if "tflops" in r else "")
+        more = ", ".join(f"{k} {v}" for k, v in r.items() if k not in _STANDARD_KEYS)
         lines.append(f"| {r['case']} | {r['shape']} | {r['dtype']} | {r['impl']} | {r['ms']:.4f} | {rate} | "
-                     f"{r.get('fraction_of_ceiling', '')} | {r.get('baseline', '')} | {r.get('ratio', '')} |")
+                     f"{r.get('fraction_of_ceiling', '')} | {r.get('baseline', '')} | {r.get('ratio', '')} | {more} |")
     return "\n".join(lines) + "\n"
 
 
