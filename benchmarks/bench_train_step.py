@@ -29,11 +29,9 @@ allocated before the implementation was built (its parameters, gradients, optimi
 """
 from __future__ import annotations
 
-import itertools
-
 import torch
 
-from benchmarks.common import default_device, interleaved, measure_ceilings, medians, row, write_results
+from benchmarks.common import default_device, interleaved, measure_ceilings, medians, prepare_steps, row, write_results
 from gpt1_fast.config import GPTConfig
 from gpt1_fast.model import DoubleHeadModel
 from gpt1_fast.opt import OpenAIAdam
@@ -242,29 +240,6 @@ def implementations(cfg, vocab, T, device, core: bool) -> list[tuple]:
     return specs
 
 
-def prepare(specs, batches, device, warmup_passes=3):
-    """Build every implementation, warm it up (compilation, graphs per width, optimizer state) and read its
-    peak memory: ({name: run() on the next batch}, {name: peak GiB})."""
-    runs, peaks, bases = {}, {}, {}
-    cuda = device.type == "cuda"
-    for name, make, kind, shares in specs:
-        try:
-            bases[name] = bases[shares] if shares else (torch.cuda.memory_allocated() if cuda else 0)
-            step, data = make(), batches[kind]
-            for b in data * warmup_passes:
-                step(*b)
-            it = itertools.cycle(data)
-            runs[name] = (lambda step, it: lambda: step(*next(it)))(step, it)
-            if cuda:
-                torch.cuda.synchronize()
-                torch.cuda.reset_peak_memory_stats()
-                runs[name]()
-                peaks[name] = (torch.cuda.max_memory_allocated() - bases[name]) / 2**30
-        except Exception as e:  # noqa: BLE001 - a baseline that cannot run here is reported, not fatal
-            print(f"{name}: skipped ({type(e).__name__}: {str(e)[:300]})", flush=True)
-    return runs, peaks
-
-
 def result_rows(times, peaks, tokens, flops, ceilings, dtype, B, T):
     base = "nanoGPT recipe" if "nanoGPT recipe" in times else "reference: torch"
     rows = []
@@ -295,7 +270,7 @@ def main(quick: bool = False, core: bool = False):
     padded = [batch(B, T, n_vocab, device, gen) for _ in range(4)]
     batches = {"padded": padded, "per_batch": [per_batch_padded(b) for b in padded]}
     widths = sorted({b[0].size(2) for b in batches["per_batch"]})
-    runs, peaks = prepare(implementations(cfg, vocab, T, device, core), batches, device, 1 if quick else 3)
+    runs, peaks = prepare_steps(implementations(cfg, vocab, T, device, core), batches, device, 1 if quick else 3)
     flops, dtype = flops_per_step(cfg, B, T, vocab), "bfloat16" if device.type == "cuda" else "float32"
     notes = (f"GPT-1 {cfg.n_layer}x{cfg.n_embd}, batch {B} stories x 2 x {T} tokens (per-batch padding: widths "
              f"{widths}); ratio = time / the named baseline's; interleaved rounds, median; floor at the matmul "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 import importlib.metadata
+import itertools
 import json
 import os
 import platform
@@ -234,3 +235,29 @@ def interleaved(fns: dict, device: torch.device, rounds: int = 5, on_round=None,
 
 def medians(times: dict) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in times.items() if v}
+
+
+def prepare_steps(specs, batches: dict, device: torch.device, warmup_passes: int = 3):
+    """Training-step benchmarks: build every implementation of `specs` [(name, make() -> step, batches key,
+    the row whose memory base it shares or None)], warm it up on its batches (compilation, CUDA graphs
+    per shape, optimizer state) and read its peak memory on CUDA: max_memory_allocated during one
+    step minus what was allocated before it was built. Returns ({name: run() -> one step on the next
+    of its batches}, {name: peak GiB}); one that fails is reported and left out."""
+    runs, peaks, bases = {}, {}, {}
+    cuda = device.type == "cuda"
+    for name, make, kind, shares in specs:
+        try:
+            bases[name] = bases[shares] if shares else (torch.cuda.memory_allocated() if cuda else 0)
+            step, data = make(), batches[kind]
+            for b in data * warmup_passes:
+                step(*b)
+            it = itertools.cycle(data)
+            runs[name] = (lambda step, it: lambda: step(*next(it)))(step, it)
+            if cuda:
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+                runs[name]()
+                peaks[name] = (torch.cuda.max_memory_allocated() - bases[name]) / 2**30
+        except Exception as e:  # noqa: BLE001 - a baseline that cannot run here is reported, not fatal
+            print(f"{name}: skipped ({type(e).__name__}: {str(e)[:300]})", flush=True)
+    return runs, peaks
