@@ -76,7 +76,7 @@ def plan(repo: Path = REPO) -> list[Step]:
     if whl:
         steps.append(Step("wheels", ["{python}", "-m", "pip", "install", "-q", "--no-index", "--no-deps",
                                      "--no-compile", "--target", "{work}/site", *whl], 8, 60))
-    return steps + [
+    steps += [
         Step("build", ["{python}", "-c", "from gpt1_fast import _ext; r = _ext.unavailable_reason('cuda'); "
                        "print(r or 'fused Adam: CUDA kernels ready'); raise SystemExit(1 if r else 0)"],
              90, 300, background=True),
@@ -95,6 +95,14 @@ def plan(repo: Path = REPO) -> list[Step]:
         _bench("layernorm_gelu", 40, 120, "rest"),
         _bench("adam", 25, 90, "rest", ("build",)),
     ]
+    if (repo / ".gpu_carry").is_dir():  # encoded Story Cloze-like files carried along: the command end to end
+        c = ".gpu_carry"
+        steps.append(Step("train", ["{python}", "-m", "gpt1_fast.train", "--data_dir", f"{c}/data", "--cache_dir",
+                                    f"{c}/cache", "--encoder_path", f"{c}/vocab/encoder_bpe_40000.json", "--bpe_path",
+                                    f"{c}/vocab/vocab_40000.bpe", "--from_scratch", "--n_iter", "2", "--submit",
+                                    "--analysis", "--runs_dir", "{work}/runs", "--padding", "pow2"],
+                          120, 300, "rest", needs=("build",)))
+    return steps
 
 
 def select(steps: list[Step], which: str) -> list[Step]:
