@@ -15,6 +15,7 @@ from gpt1_fast.config import GPTConfig
 from gpt1_fast.graphs import CapturedStep
 from gpt1_fast.model import DoubleHeadModel
 from gpt1_fast.opt import OpenAIAdam
+from step_helpers import rocstories_batch, trainer_step
 
 pytestmark = [pytest.mark.cuda, pytest.mark.priority,
               pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") == "1",
@@ -42,31 +43,16 @@ def _setup(n_layer=12, p=0.1):
 
 
 def _batch(B, T, seed):
-    g = torch.Generator().manual_seed(seed)
-    X = torch.zeros(B, 2, T, 2, dtype=torch.long)
-    X[..., 0] = torch.randint(0, N_VOCAB, (B, 2, T), generator=g)
-    X[..., 1] = torch.arange(N_VOCAB + N_SPECIAL, N_VOCAB + N_SPECIAL + T)
-    lengths = torch.randint(T // 2, T, (B, 2), generator=g)
-    X[torch.arange(B)[:, None], torch.arange(2)[None], lengths, 0] = N_VOCAB + 2
-    M = (torch.arange(T) <= lengths[..., None]).float()
-    return X.cuda(), M.cuda(), torch.randint(0, 2, (B,), generator=g).cuda()
+    return rocstories_batch(B, T, N_VOCAB, seed, "cuda")
 
 
 def _step_fn(model, opt):
-    """Trainer.train_step's device work: forward with the objective, backward, optimizer, grads released."""
-    def step(X, M, Y):
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = model(X, M, Y)["loss"]
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return loss.detach()
-    return step
+    return trainer_step(model, opt, bf16=True)
 
 
 def test_training_step_makes_no_host_sync():
-    """GPT-1 size, batch 16 x 2 x 64, dropout on, the fused LM head with and without a rows bound:
-    after one warm-up step, a whole eager step runs with sync debugging set to raise."""
+    """GPT-1 size, batch 16 x 2 x 64, dropout on, bf16, the fused LM head and fused Adam
+    (capturable): after one warm-up step, a whole eager step runs with sync debugging set to raise."""
     model, opt = _setup()
     step = _step_fn(model, opt)
     batch = _batch(16, 64, 0)

@@ -21,6 +21,7 @@ from gpt1_fast.graphs import CapturedStep, unsupported_reason  # noqa: E402
 from gpt1_fast.model import DoubleHeadModel  # noqa: E402
 from gpt1_fast.opt import OpenAIAdam  # noqa: E402
 from host_sync import NoHostSync  # noqa: E402
+from step_helpers import rocstories_batch, trainer_step  # noqa: E402
 
 N_VOCAB, N_SPECIAL = 50, 3
 
@@ -33,25 +34,7 @@ def _model(backend="triton", p=0.1, n_layer=2):
 
 
 def _batch(seed, T, B=3):
-    g = torch.Generator().manual_seed(seed)
-    X = torch.zeros(B, 2, T, 2, dtype=torch.long)
-    X[..., 0] = torch.randint(0, N_VOCAB, (B, 2, T), generator=g)
-    X[..., 1] = torch.arange(N_VOCAB + N_SPECIAL, N_VOCAB + N_SPECIAL + T)
-    lengths = torch.randint(T // 2, T, (B, 2), generator=g)
-    X[torch.arange(B)[:, None], torch.arange(2)[None], lengths, 0] = N_VOCAB + 2
-    M = (torch.arange(T) <= lengths[..., None]).float()
-    return X, M, torch.randint(0, 2, (B,), generator=g)
-
-
-def _trainer_step(model, opt):
-    """What Trainer.train_step runs (forward, the objective, backward, the optimizer, grads released)."""
-    def step(X, M, Y):
-        loss = model(X, M, Y)["loss"]
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return loss.detach()
-    return step
+    return rocstories_batch(B, T, N_VOCAB, seed)
 
 
 def _adam(model, capturable=True):
@@ -64,7 +47,7 @@ def test_training_step_has_no_host_sync():
     step (optimizer state): not one op that would make the host wait for a GPU."""
     model = _model(n_layer=1).train()
     opt = _adam(model)
-    step = _trainer_step(model, opt)
+    step = trainer_step(model, opt)
     step(*_batch(0, 8, B=2))
     mode = NoHostSync()
     with mode:
@@ -112,10 +95,10 @@ def test_captured_steps_equal_eager_steps_bitwise():
     batches = [_batch(i, 12 if i % 3 else 8) for i in range(10)]
     ref = _model(backend="torch").train()  # the capture logic is the same for every backend
     ours = copy.deepcopy(ref)
-    ref_step = _trainer_step(ref, _adam(ref))
+    ref_step = trainer_step(ref, _adam(ref))
     backend = ReplayOnStaticBuffers()
     opt = _adam(ours)
-    captured = CapturedStep(_trainer_step(ours, opt), opt, warmup=2, backend=backend)
+    captured = CapturedStep(trainer_step(ours, opt), opt, warmup=2, backend=backend)
     torch.manual_seed(5)
     ref_losses = [ref_step(*b) for b in batches]
     torch.manual_seed(5)
@@ -129,7 +112,7 @@ def test_captured_steps_equal_eager_steps_bitwise():
 def test_captured_step_refuses_what_a_graph_would_get_wrong():
     model = _model(backend="torch", p=0.0)
     with pytest.raises(ValueError, match="capturable=True"):
-        CapturedStep(_trainer_step(model, _adam(model, False)), _adam(model, False))
+        CapturedStep(trainer_step(model, _adam(model, False)), _adam(model, False))
     opt = _adam(model)
 
     def keeps_grads(X, M, Y):
@@ -138,7 +121,7 @@ def test_captured_step_refuses_what_a_graph_would_get_wrong():
 
     with pytest.raises(RuntimeError, match="zero_grad"):
         CapturedStep(keeps_grads, opt, backend=ReplayOnStaticBuffers())(*_batch(0, 8))
-    captured = CapturedStep(_trainer_step(model, opt), opt, warmup=1, backend=ReplayOnStaticBuffers())
+    captured = CapturedStep(trainer_step(model, opt), opt, warmup=1, backend=ReplayOnStaticBuffers())
     captured(*_batch(0, 8))
     captured(*_batch(1, 8))  # captured here
     opt.param_groups[0]["lr"] = 5e-4  # a schedule written on the host: the graph would not see it
@@ -149,7 +132,7 @@ def test_captured_step_refuses_what_a_graph_would_get_wrong():
 def test_cpu_inputs_run_eagerly_and_unsupported_reasons():
     model = _model(backend="torch", p=0.0)
     opt = _adam(model)
-    captured = CapturedStep(_trainer_step(model, opt), opt)
+    captured = CapturedStep(trainer_step(model, opt), opt)
     for i in range(4):
         assert torch.isfinite(captured(*_batch(i, 8)))
     assert captured.graphs == 0
