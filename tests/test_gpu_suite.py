@@ -50,7 +50,7 @@ def test_plan_puts_the_deciding_steps_first_and_fits_them_in_eight_minutes():
     assert all(s["group"] == "rest" for s in steps[len(priority):])  # the priority steps come first
     assert sum(s["estimate"] for s in priority if not s["background"]) <= 8 * 60
     assert all(s["estimate"] < s["cap"] for s in steps)
-    assert {s["name"] for s in plan("--steps", "lm_head")} == {"env", "lm_head"}
+    assert {s["name"] for s in plan("--steps", "lm_head")} - {"wheels"} == {"env", "lm_head"}  # wheels: if .whl/
     assert "build" in {s["name"] for s in plan("--steps", "pretrain")}  # what a chosen step needs comes along
 
 
