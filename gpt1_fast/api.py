@@ -28,12 +28,12 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils.validation import check_is_fitted
 
 from . import options
-from .config import GPTConfig
 from .context import RunContext
 from .estimator_io import EstimatorIO, as_list, check_texts, pairs, texts
 from .inference import task_logits
 from .layout import PAPER_SPECIALS, EmbeddingLayout
 from .model import DoubleHeadModel
+from .sources import Source, model_source, transferred_blocks
 from .tasks.memory import InMemoryTask
 from .tasks.trainer import TrainConfig, Trainer, updates_per_epoch
 
@@ -102,10 +102,10 @@ class GPTEstimator(EstimatorIO, BaseEstimator):
     def fit(self, X, y, eval_set=None):
         """Fine-tune on (X, y); eval_set=(X_val, y_val) is scored after every epoch (self.history_)."""
         args = options.check(options.ESTIMATOR, self.get_params())
-        self._check_model_dir(args)
+        src = model_source(args, name=lambda n: n)
         ctx = RunContext(args, distributed=False)
         ctx.seed()
-        self._prepare(args, X, y)
+        self._prepare(src, X, y)
         splits = {"train": (self._fields(X), self._labels(y, len(as_list(X, "X"))))}
         if eval_set is not None:
             if len(eval_set) != 2:
@@ -113,13 +113,13 @@ class GPTEstimator(EstimatorIO, BaseEstimator):
             Xv = eval_set[0]
             splits["valid"] = (self._fields(Xv, "eval_set X"), self._labels(eval_set[1], len(as_list(Xv)), "eval_set y"))
         task = self._task(has_valid=eval_set is not None)
-        cap = EmbeddingLayout(self.text_encoder_.n_vocab, PAPER_SPECIALS, args.n_ctx)
-        data = task.data(splits, self.text_encoder_, cap)
+        self.n_ctx_cap_ = src.n_ctx
+        data = task.data(splits, self.text_encoder_, EmbeddingLayout(self.text_encoder_.n_vocab, PAPER_SPECIALS, src.n_ctx))
         n_train = len(data.splits["train"])
         if n_train < args.n_batch:
             raise ValueError(f"{n_train} training examples make no batch of n_batch={args.n_batch}: lower n_batch")
         self.layout_ = data.layout
-        model = self._build_model(args).to(ctx.device)
+        model = self._build_model(args, src).to(ctx.device)
         opt = ctx.optimizer(model, t_total=updates_per_epoch(n_train, args.n_batch) * args.n_iter,
                             schedule=args.lr_schedule, warmup=args.lr_warmup)
         trainer = Trainer(task, data, model, opt, TrainConfig.from_args(args, self._verbose(args)), ctx)
@@ -130,32 +130,22 @@ class GPTEstimator(EstimatorIO, BaseEstimator):
     def _verbose(self, args) -> bool:
         return bool(args.verbose)  # a bar on a terminal, else a progress line every 30 s
 
-    def _check_model_dir(self, args) -> None:
-        if not args.from_scratch:
-            from .pretrained import checkpoint_present, missing_checkpoint_message
-
-            if not checkpoint_present(args.model_dir):
-                raise FileNotFoundError(missing_checkpoint_message(args.model_dir).replace(
-                    "--model_dir", "model_dir=").replace("--from_scratch", "from_scratch=True"))
-
-    def _prepare(self, args, X, y) -> None:
+    def _prepare(self, src: Source, X, y) -> None:
         """The vocabulary, the text encoder and (classifiers) the classes, before the examples are encoded."""
-        from .pretrained import LazyTextEncoder, resolve_vocab
+        from .pretrained import LazyTextEncoder
 
-        self.vocab_paths_ = resolve_vocab(args.model_dir, args.encoder_path, args.bpe_path)
+        self.vocab_paths_ = src.vocab
         self.text_encoder_ = LazyTextEncoder(*self.vocab_paths_)
         self._set_classes(self._classes(X, as_list(y, "y")))
 
-    def _build_model(self, args, pretrained: bool = True) -> DoubleHeadModel:
-        """The task's model on the fitted layout, with model_dir's weights unless from_scratch (or not `pretrained`)."""
+    def _build_model(self, args, src: Source) -> DoubleHeadModel:
+        """The task's model on the fitted layout, started from model_dir's model unless from_scratch."""
         lay = self.layout_
-        model = DoubleHeadModel(GPTConfig.from_options(args), lay.clf, self._head_type(), lay.size, lay.n_ctx,
-                                lm_coef=args.lm_coef)
-        if pretrained and not args.from_scratch:
-            from .weights import load_openai_pretrained_model
+        model = DoubleHeadModel(src.cfg, lay.clf, self._head_type(), lay.size, lay.n_ctx, lm_coef=args.lm_coef)
+        if src.info is not None:
+            from .folder import init_from
 
-            load_openai_pretrained_model(model.transformer, n_ctx=lay.n_ctx, n_special=lay.n_special,
-                                         n_transfer=args.n_transfer, n_embd=args.n_embd, path=args.model_dir)
+            init_from(model, args.model_dir, layout=lay, n_transfer=transferred_blocks(args.n_transfer, src.cfg.n_layer))
         return model
 
     # ---------------------------------------------------------------------------------- predict
@@ -164,7 +154,7 @@ class GPTEstimator(EstimatorIO, BaseEstimator):
         Texts longer than the fitted context are cut by the rule training used (a warning counts them)."""
         check_is_fitted(self)
         args = options.check(options.ESTIMATOR, self.get_params())
-        enc, n_cut = self._task().encode(self._fields(X), None, self.text_encoder_, self.layout_, args.n_ctx)
+        enc, n_cut = self._task().encode(self._fields(X), None, self.text_encoder_, self.layout_, self.n_ctx_cap_)
         if n_cut:
             warnings.warn(f"{n_cut} of {len(enc)} examples are longer than the {self.layout_.n_ctx} positions this "
                           "model was fitted with: cut as in training", stacklevel=2)
@@ -267,11 +257,11 @@ class Regressor(RegressorMixin, GPTEstimator):
             return {"text_a": a, "text_b": b}
         return {"text": texts(X, what)}
 
-    def _prepare(self, args, X, y):
+    def _prepare(self, src, X, y):
         for attr in ("pairs_", "classes_"):
             self.__dict__.pop(attr, None)
         self.pairs_ = "text_a" in self._fields(X)
-        super()._prepare(args, X, y)
+        super()._prepare(src, X, y)
 
     def _set_classes(self, classes):
         pass  # numbers, not classes

@@ -1,83 +1,70 @@
 """What the estimators (gpt1_fast.api) read and write: their inputs (lists, pandas columns, pairs),
 and a fitted estimator on disk.
 
-A saved folder holds `config.json` (the estimator's parameters, model config, layout, classes, the
-vocabulary files' paths and SHA-256) and `model.safetensors` (the weights; loading runs no pickle).
+A fitted estimator is saved as a model folder (gpt1_fast.folder: config.json with the estimator's
+parameters and classes, model.safetensors with the task head, vocab.json + merges.txt), the format
+every command and transformers read; `load` reads such a folder, and the folders of earlier versions.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from .errors import CheckpointError
-from .fileio import atomic_write_bytes, atomic_write_text, sha256_file
-from .layout import EmbeddingLayout
-
-FORMAT = "gpt1_fast-estimator-v1"
 
 
 class EstimatorIO:
     """save / load / export_hf of a fitted estimator (mixed into gpt1_fast.api.GPTEstimator)."""
 
     def save(self, path) -> Path:
-        """A folder with config.json and model.safetensors (the vocabulary is referenced by path and SHA-256)."""
-        from safetensors.torch import save
+        """The fitted estimator as a model folder (which `load`, the commands and transformers read)."""
         from sklearn.utils.validation import check_is_fitted
 
+        from .folder import save_pretrained
+
         check_is_fitted(self)
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        sd = {k: v.detach().cpu().contiguous() for k, v in self.model_.state_dict().items()
-              if k != "lm_head.decoder.weight" and not k.endswith(".attn.b")}  # tied / constant
-        meta = {"format": FORMAT, "estimator": type(self).__name__, "params": self.get_params(),
-                "layout": self.layout_.to_dict(),
-                "classes": [_jsonable(c) for c in self.classes_] if hasattr(self, "classes_") else None,
-                "pairs": getattr(self, "pairs_", None),
-                "vocabulary": {"encoder_path": str(Path(self.vocab_paths_[0]).resolve()),
-                               "bpe_path": str(Path(self.vocab_paths_[1]).resolve()),
-                               "sha256": [sha256_file(p) for p in self.vocab_paths_]}}
-        atomic_write_bytes(path / "model.safetensors", save(sd, {"format": "pt"}))
-        atomic_write_text(path / "config.json", json.dumps(meta, indent=2) + "\n")
-        return path
+        classes = [_jsonable(c) for c in self.classes_] if hasattr(self, "classes_") else None
+        return save_pretrained(self.model_, path, layout=self.layout_, vocab_paths=self.vocab_paths_,
+                               task=type(self).__name__, head_type=self._head_type(), label_names=classes,
+                               options=self.get_params(),
+                               extra={"estimator": type(self).__name__, "pairs": getattr(self, "pairs_", None),
+                                      "n_ctx_cap": self.n_ctx_cap_})
+
+    def export_hf(self, path) -> Path:
+        """The same folder: transformers loads it as OpenAIGPTDoubleHeadsModel (gpt1_fast.hf_head says
+        how each family's logits read there)."""
+        return self.save(path)
 
     @classmethod
     def load(cls, path, device=None):
-        """An estimator saved by `save`, ready to predict (weights read with safetensors: no pickle)."""
-        path = Path(path)
-        meta = _read_meta(path, cls)
-        est_cls = _subclass_named(cls, meta.get("estimator"))
+        """An estimator saved by `save` (or by an earlier version), ready to predict."""
+        from .folder import load_pretrained, read_config
+
+        info = read_config(path)
+        name = info.extra.get("estimator")
+        est_cls = _subclass_named(cls, name)
         if est_cls is None:
-            raise CheckpointError(f"{path / 'config.json'}: holds a {meta.get('estimator')}, not a {cls.__name__}")
-        est = est_cls(**dict(meta["params"], **({"device": device} if device else {})))
-        est._restore(meta, path)
+            what = f"a {name}" if name else "no estimator (a model folder without one's parameters)"
+            raise CheckpointError(f"{info.source}: holds {what}, not a {cls.__name__}")
+        params = {k: v for k, v in info.options.items() if k in est_cls._get_param_names()}
+        est = est_cls(**dict(params, **({"device": device} if device else {})))
+        est._restore(info, load_pretrained(path, backend=est.backend)[0])
         return est
 
-    def _restore(self, meta: dict, path: Path) -> None:
+    def _restore(self, info, model) -> None:
         from . import options
+        from .context import RunContext
         from .pretrained import LazyTextEncoder
 
-        paths = _checked_vocabulary(meta["vocabulary"])
-        self.vocab_paths_, self.text_encoder_ = paths, LazyTextEncoder(*paths)
-        self.layout_ = EmbeddingLayout.from_dict(meta["layout"])
-        if meta.get("pairs") is not None:
-            self.pairs_ = meta["pairs"]
-        if meta.get("classes") is not None:
-            self._set_classes(meta["classes"])
+        self.vocab_paths_ = info.require_vocab()
+        self.text_encoder_ = LazyTextEncoder(*self.vocab_paths_)
+        self.layout_ = info.layout
+        self.n_ctx_cap_ = info.extra.get("n_ctx_cap") or max(512, info.layout.n_ctx)
+        if info.extra.get("pairs") is not None:
+            self.pairs_ = info.extra["pairs"]
+        if info.label_names is not None:
+            self._set_classes(info.label_names)
         args = options.check(options.ESTIMATOR, self.get_params())
-        model = self._build_model(args, pretrained=False)
-        _load_weights(model, path / "model.safetensors")
-        from .context import RunContext
-
         self.model_ = model.to(RunContext(args, distributed=False).device).eval()
-
-    def export_hf(self, path) -> Path:
-        """The transformer (and a multiple-choice head) as a Hugging Face openai-gpt folder."""
-        from sklearn.utils.validation import check_is_fitted
-
-        from .weights import export_hf
-
-        check_is_fitted(self)
-        return export_hf(self.model_, path)
 
 
 def _subclass_named(cls, name):
@@ -89,44 +76,6 @@ def _subclass_named(cls, name):
             return c
         todo += c.__subclasses__()
     return None
-
-
-def _read_meta(path: Path, cls) -> dict:
-    cfg_file, weights = path / "config.json", path / "model.safetensors"
-    for f in (cfg_file, weights):
-        if not f.is_file():
-            raise FileNotFoundError(f"{f}: not found (a folder written by {cls.__name__}.save)")
-    try:
-        meta = json.loads(cfg_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{cfg_file}: not valid JSON ({e})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"{cfg_file}: format {meta.get('format') if isinstance(meta, dict) else None!r}, "
-                              f"expected {FORMAT!r}")
-    return meta
-
-
-def _checked_vocabulary(voc: dict) -> tuple[str, str]:
-    paths = (voc["encoder_path"], voc["bpe_path"])
-    for p, digest in zip(paths, voc["sha256"]):
-        if not Path(p).is_file():
-            raise FileNotFoundError(f"{p}: the vocabulary file this model was trained with is missing")
-        if sha256_file(p) != digest:
-            raise CheckpointError(f"{p}: the vocabulary file changed since the model was saved (SHA-256 differs)")
-    return paths
-
-
-def _load_weights(model, weights: Path) -> None:
-    from safetensors.torch import load_file
-
-    try:
-        sd = load_file(str(weights))
-    except Exception as e:
-        raise CheckpointError(f"{weights}: not a readable safetensors file ({e})") from None
-    missing, unexpected = model.load_state_dict(sd, strict=False)
-    missing = [k for k in missing if k != "lm_head.decoder.weight" and not k.endswith(".attn.b")]
-    if missing or unexpected:
-        raise CheckpointError(f"{weights}: missing tensors {missing[:3]}, unexpected {unexpected[:3]}")
 
 
 # ---------------------------------------------------------------------------------------- inputs

@@ -1,10 +1,13 @@
-"""Sample text from GPT-1's language model (the PyTorch port's generate.py, SPEC §7, with a KV cache).
+"""Sample text from GPT-1's language model (the PyTorch port's generate.py, with a key/value cache).
 
     python -m gpt1_fast.generate                                     # interactive; 'q' quits
     python -m gpt1_fast.generate --prompt "The dog ran" --max_new_tokens 40 --top_k 10
     python -m gpt1_fast.generate --prompt "A" --prompt "B" --num_samples 3 --top_p 0.9 --temperature 0.8
     python -m gpt1_fast.generate --prompt_file prompts.txt --greedy --stop "."
-    python -m gpt1_fast.generate --checkpoint runs/rocstories/best_params.pt --prompt "..."
+    python -m gpt1_fast.generate --model_dir runs/rocstories/model --prompt "..."   # a fine-tuned model
+
+--model_dir is any model the project reads: the release's model/, a transformers openai-gpt folder,
+a model folder (pretrain's output, a fine-tuning run's model/), a run's checkpoints/step_<N>.pt.
 
 All prompts (times --num_samples) are generated together, one forward per new token with a
 key/value cache; the text is streamed to the terminal as it is produced (one sample after another).
@@ -16,17 +19,18 @@ which is not what the model was trained for (quality drops).
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import torch
 
 from . import options
-from .config import GPTConfig
-from .model import LMModel
+from .cli import check_device
+from .errors import CheckpointError, DataError, UsageError
+from .folder import load_pretrained
 from .layout import EmbeddingLayout
-from .pretrained import checkpoint_present, missing_checkpoint_message, resolve_vocab
+from .model import LMModel
+from .sources import model_source
 
 
 PROG = "python -m gpt1_fast.generate"
@@ -36,51 +40,20 @@ def build_parser():
     return options.build_parser(options.GENERATE, PROG, __doc__)
 
 
-def _pretrain_config(model_dir: Path) -> dict | None:
-    """The "gpt1_fast" section of a `gpt1_fast.pretrain` output folder's config.json, else None."""
-    f = model_dir / "config.json"
-    if not f.is_file():
-        return None
-    try:
-        return json.loads(f.read_text()).get("gpt1_fast")
-    except (json.JSONDecodeError, AttributeError):
-        return None
-
-
 def load(args):
     """-> (model, text_encoder, n_vocab) ready to sample; n_vocab: ids at and above it are specials."""
     from .text import TextEncoder
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if args.checkpoint:
-        from .checkpoint import load_model
-
-        meta, sd = load_model(args.checkpoint)  # parameters and their configuration: one file, one unit
-        layout = EmbeddingLayout.from_dict(meta["layout"])
-        text_encoder = TextEncoder(args.encoder_path or meta["encoder_path"], args.bpe_path or meta["bpe_path"])
-        cfg = GPTConfig(**dict(meta["cfg"], backend=args.backend))
-        model = LMModel(cfg, layout.size, layout.n_ctx)
-        model.transformer.load_state_dict({k[len("transformer."):]: v for k, v in sd.items()
-                                           if k.startswith("transformer.")})
+    device = check_device(args.device)
+    src = model_source(args)
+    text_encoder = TextEncoder(*src.vocab)
+    if src.info is None:  # from scratch: tokens | positions
+        layout = EmbeddingLayout(len(text_encoder.encoder), (), src.n_ctx)
+        model = LMModel(src.cfg, layout.size, layout.n_ctx)
     else:
-        md = Path(args.model_dir)
-        text_encoder = TextEncoder(*resolve_vocab(md, args.encoder_path, args.bpe_path))
-        layout = EmbeddingLayout(len(text_encoder.encoder), (), args.n_ctx)  # no special tokens
-        cfg = GPTConfig(n_embd=args.n_embd, n_head=args.n_head, n_layer=args.n_layer, afn=args.afn,
-                        backend=args.backend)
-        pretrained = _pretrain_config(md)  # a gpt1_fast.pretrain folder says its own shapes
-        if pretrained and not args.from_scratch:
-            cfg = GPTConfig(**dict(pretrained["cfg"], backend=args.backend))
-            layout = layout.with_n_ctx(pretrained["layout"]["n_ctx"])
-            args.n_ctx, args.n_embd = layout.n_ctx, cfg.n_embd
-        model = LMModel(cfg, layout.size, layout.n_ctx, )
-        if not args.from_scratch:
-            if not checkpoint_present(md):
-                raise FileNotFoundError(missing_checkpoint_message(md))
-            from .weights import load_openai_pretrained_model
-
-            load_openai_pretrained_model(model.transformer, n_ctx=layout.n_ctx, n_special=layout.n_special,
-                                         n_embd=args.n_embd, path=md)
+        model, info = load_pretrained(args.model_dir, head=False, backend=args.backend, n_ctx=args.n_ctx,
+                                      n_embd=args.n_embd, n_head=args.n_head, n_layer=args.n_layer, afn=args.afn)
+        layout = info.layout
     return model.to(device).eval(), text_encoder, layout.n_vocab
 
 
@@ -147,15 +120,15 @@ def read_prompts(args) -> list[str]:
     if args.prompt_file:
         f = Path(args.prompt_file)
         if not f.is_file():
-            raise SystemExit(f"error: --prompt_file {f}: not found")
+            raise DataError(f"--prompt_file {f}: not found")
         try:
             lines = [line.strip() for line in f.read_text(encoding="utf-8").splitlines() if line.strip()]
         except UnicodeDecodeError as e:
             line = f.read_bytes()[:e.start].count(b"\n") + 1
-            raise SystemExit(f"error: --prompt_file {f}:{line}: expected UTF-8 text, found byte "
+            raise DataError(f"--prompt_file {f}:{line}: expected UTF-8 text, found byte "
                              f"{e.object[e.start:e.start + 1]!r}") from None
         if not lines:
-            raise SystemExit(f"error: --prompt_file {f}: no prompt in it (one prompt per line, blank lines skipped)")
+            raise DataError(f"--prompt_file {f}: no prompt in it (one prompt per line, blank lines skipped)")
         prompts += lines
     return prompts
 
@@ -165,7 +138,7 @@ def run(model, text_encoder, n_vocab, prompts: list[str], args, generator, out=N
     ids = text_encoder.encode(prompts)
     for i, row in enumerate(ids):
         if not row:
-            raise SystemExit(f"error: --prompt {i + 1} encodes to no tokens ({prompts[i]!r})")
+            raise UsageError(f"argument --prompt: prompt {i + 1} encodes to no tokens ({prompts[i]!r})")
     stops = [s for s in (text_encoder.encode([t])[0] for t in args.stop) if s]
     rows = [r for r in ids for _ in range(args.num_samples)]
     shown = [p for p in prompts for _ in range(args.num_samples)]
@@ -175,20 +148,15 @@ def run(model, text_encoder, n_vocab, prompts: list[str], args, generator, out=N
                            top_p=args.top_p, greedy=args.greedy, stop=stops, n_vocab=n_vocab, generator=generator,
                            sliding=args.sliding, on_tokens=stream.on_tokens, on_finish=stream.on_finish)
     except ValueError as e:  # a prompt longer than n_ctx
-        raise SystemExit(f"error: {e}") from None
+        raise UsageError(f"argument --prompt: {e}") from None
     return [text_encoder.decode(t, skip_special=True) for t in g.tokens]
 
 
 def main(argv=None):
     args = options.parse(options.GENERATE, build_parser(), argv)
-    torch.manual_seed(args.seed)  # --from_scratch weights (and the special rows) depend on it
+    torch.manual_seed(args.seed)  # --from_scratch weights depend on it
     prompts = read_prompts(args)
-    from .weights import CheckpointError
-
-    try:
-        model, text_encoder, n_vocab = load(args)
-    except (FileNotFoundError, CheckpointError, ImportError) as e:
-        raise SystemExit(f"error: {e}") from None
+    model, text_encoder, n_vocab = load(args)
     gen = torch.Generator(device=model.transformer.embed.weight.device).manual_seed(args.seed)
     if prompts:
         return run(model, text_encoder, n_vocab, prompts, args, gen)
@@ -205,5 +173,23 @@ def main(argv=None):
     return outs
 
 
+def cli(argv=None):
+    """Command-line entry: bad input is one `error:` line on stderr, no traceback (2: a flag, 1: a file)."""
+    try:
+        main(argv)
+    except UsageError as e:
+        print(f"error: {e} (see {PROG} --help)", file=sys.stderr)
+        raise SystemExit(2) from None
+    except (FileNotFoundError, CheckpointError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except ValueError as e:  # the vocabulary's files (bad JSON, a malformed merge)
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    cli()

@@ -66,19 +66,23 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
       "6 classes 0..5 against the score's two-class encoding and predicts the expected class, as the TF release; "
       "regression: one output, squared error", math=True),
     # ----------------------------------------------------------------------------- the model
-    O("n_ctx", Int(6), 512, "context length cap, in tokens (fine-tuning fits it to the data; a warning says how "
-      "many tokens a smaller cap cuts)", math=True),
-    O("n_embd", Int(1), 768, "width, a multiple of --n_head", math=True),
-    O("n_head", Int(1), 12, "attention heads, dividing --n_embd", math=True),
-    O("n_layer", Int(1), 12, "blocks", math=True),
+    O("n_ctx", Int(6), None, "context length cap, in tokens (default: 512, or the model's positions if fewer; "
+      "fine-tuning fits it to the data, a warning says how many tokens a smaller cap cuts)", math=True),
+    O("n_embd", Int(1), None, "width, a multiple of --n_head (default: the model's; 768, GPT-1's, from scratch)",
+      math=True),
+    O("n_head", Int(1), None, "attention heads, dividing --n_embd (default: the model's; 12 from scratch)",
+      math=True),
+    O("n_layer", Int(1), None, "blocks (default: the model's; 12 from scratch)", math=True),
     O("embd_pdrop", PROB, 0.1, "embedding dropout, in [0, 1)", math=True),
     O("attn_pdrop", PROB, 0.1, "attention-weight dropout, in [0, 1)", math=True),
     O("resid_pdrop", PROB, 0.1, "residual dropout, in [0, 1)", math=True),
     O("clf_pdrop", PROB, 0.1, "classifier-input dropout, in [0, 1)", math=True),
-    O("afn", Choice(("gelu", "relu", "swish")), "gelu", "MLP activation", math=True),
-    O("model_dir", PATH, "model/", "the model folder: the release's model/ (params_shapes.json, params_0..9.npy, "
-      "encoder_bpe_40000.json, vocab_40000.bpe), a Hugging Face openai-gpt folder, or a folder this project "
-      "wrote (pretrain's --out, a run's model/); its config gives the shapes", math=True),
+    O("afn", Choice(("gelu", "relu", "swish")), None, "MLP activation (default: the model's; gelu from scratch)",
+      math=True),
+    O("model_dir", PATH, "model/", "the model: the release's model/ folder (params_shapes.json, params_0..9.npy, "
+      "encoder_bpe_40000.json, vocab_40000.bpe), a transformers openai-gpt folder, a model folder this project "
+      "wrote (pretrain's --out, a run folder or its model/), or a run's checkpoints/step_<N>.pt; it gives the "
+      "shapes and the vocabulary", math=True),
     O("from_scratch", Flag(), False, "random initialisation instead of the model folder's weights", math=True),
     O("encoder_path", PATH, None, "BPE vocabulary json (default: the model folder's)"),
     O("bpe_path", PATH, None, "BPE merges file (default: the model folder's)"),
@@ -154,8 +158,6 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
       "matched on its BPE tokens, not included)", append=True),
     O("sliding", Flag(), False, "at n_ctx, continue on the last n_ctx/2 tokens re-encoded from position 0 (not "
       "what the model was trained for); default: stop there"),
-    O("checkpoint", PATH, None, "a checkpoint file instead of --model_dir: a run's checkpoints/step_<N>.pt, or "
-      "an old best_params.pt"),
 ]}
 
 
@@ -206,7 +208,7 @@ PRETRAIN = Entry("pretrain", (
 GENERATE = Entry("generate", (
     ("prompts and sampling", ("prompt", "prompt_file", "num_samples", "max_new_tokens", "top_k", "top_p",
                               "temperature", "greedy", "stop", "sliding", "seed")),
-    ("model", ("model_dir", "checkpoint", "from_scratch", "encoder_path", "bpe_path", "n_ctx", "n_embd",
+    ("model", ("model_dir", "from_scratch", "encoder_path", "bpe_path", "n_ctx", "n_embd",
                "n_head", "n_layer", "afn")),
     ("hardware", ("device", "backend")),
 ), defaults=dict(seed=0))
@@ -258,7 +260,7 @@ def validate(entry: Entry, args, name=cli_name):
     """The checks between options and with the environment (no file is read): raises UsageError
     naming the option(s). Returns the device the run will use."""
     have = set(entry.names)
-    if {"n_embd", "n_head"} <= have and args.n_embd % args.n_head:
+    if {"n_embd", "n_head"} <= have and None not in (args.n_embd, args.n_head) and args.n_embd % args.n_head:
         raise UsageError(f"{name('n_head')}: {args.n_head} does not divide {name('n_embd')} {args.n_embd} (the width "
                          "is split evenly over the heads)")
     if "analysis" in have and args.analysis and not args.submit:

@@ -16,29 +16,27 @@ paper's: Adam max lr 2.5e-4, linear warm-up over 2000 updates then cosine to 0, 
 epochs (--max_steps to stop sooner; raised on --resume, a finished run trains on, its schedule
 stretched to the new total from the update it had reached).
 
-<out>/ afterwards: config.json + model.safetensors (a Hugging Face openai-gpt folder, loadable by
-`gpt1_fast.train --model_dir`, `gpt1_fast.generate --model_dir` and transformers), vocab.json +
-merges.txt (the vocabulary, copied), log.jsonl, loss.png, checkpoints/step_<N>.pt (every
---save_every updates and at the end; --resume continues from the latest, bit for bit on CPU).
+<out>/ afterwards: model/ (a model folder: config.json, model.safetensors, vocab.json, merges.txt;
+`gpt1_fast.train --model_dir <out>`, `gpt1_fast.generate --model_dir <out>` and transformers read it),
+log.jsonl, loss.png, checkpoints/step_<N>.pt (every --save_every updates and at the end; --resume
+continues from the latest, bit for bit on CPU; each reads as a model too, e.g. in generate).
 """
 from __future__ import annotations
 
-import json
 import math
 import sys
 from pathlib import Path
 
 from . import corpus, options
-from .config import GPTConfig
 from .context import RunContext
 from .errors import CheckpointError, DataError, ResumeError, UsageError
-from .fileio import atomic_write, atomic_write_text
+from .folder import init_from, model_section, save_pretrained
 from .layout import EmbeddingLayout
 from .logs import JsonlLog
 from .model import LMModel
-from .pretrained import resolve_vocab
 from .pretraining import LMConfig, LMTrainer
 from .resume import Checkpointing
+from .sources import Source, model_source
 
 PROG = "python -m gpt1_fast.pretrain"
 VOCAB_OUT = ("vocab.json", "merges.txt")  # the vocabulary's names in the output folder (HF's)
@@ -49,18 +47,27 @@ def build_parser():
 
 
 # ----------------------------------------------------------------------------------------- setup
-def vocabulary(args, out: Path, ctx: RunContext) -> tuple[str, str]:
-    """The vocabulary files: learned from the corpus into <out> with --merges (rank 0 learns, the
-    others wait), else the arguments', the --init_from folder's or the --model_dir folder's."""
-    if args.merges is None:
-        return resolve_vocab(args.init_from or args.model_dir, args.encoder_path, args.bpe_path)
-    enc, bpe = out / VOCAB_OUT[0], out / VOCAB_OUT[1]
-    if ctx.main and not (enc.is_file() and bpe.is_file()):
-        from .text import learn_bpe
+def model_start(args, out: Path, ctx: RunContext) -> Source:
+    """The shapes and the vocabulary: --init_from's (the shape flags checked against it), or GPT-1's
+    under the flags with the vocabulary of the flags, of --model_dir, or learned from the corpus into
+    <out> with --merges (rank 0 learns, the others wait). Written back into the options (log,
+    config, fingerprint hold what the run computes with)."""
+    if args.init_from:
+        src = model_source(args, path=args.init_from, scratch=False)
+    else:
+        src = model_source(args, path=args.model_dir, scratch=True)
+    if args.merges is not None:
+        enc, bpe = out / VOCAB_OUT[0], out / VOCAB_OUT[1]
+        if ctx.main and not (enc.is_file() and bpe.is_file()):
+            from .text import learn_bpe
 
-        learn_bpe(corpus.read_documents(args.data), args.merges, enc, bpe, verbose=sys.stderr.isatty())
-    ctx.barrier()
-    return str(enc), str(bpe)
+            learn_bpe(corpus.read_documents(args.data), args.merges, enc, bpe, verbose=sys.stderr.isatty())
+        ctx.barrier()
+        src.vocab = (str(enc), str(bpe))
+    for k in ("n_embd", "n_head", "n_layer", "afn"):
+        setattr(args, k, getattr(src.cfg, k))
+    args.n_ctx = src.n_ctx
+    return src
 
 
 def fingerprint(args, vocab_digest: str) -> dict:
@@ -82,30 +89,13 @@ def token_files(args, ctx: RunContext, out: Path, vocab) -> tuple:
     return corpus.open_split(tokens_dir, "train", digest), corpus.open_split(tokens_dir, "val", digest)
 
 
-def build_lm(args, n_vocab: int) -> tuple[LMModel, EmbeddingLayout]:
+def build_lm(args, src: Source, n_vocab: int) -> tuple[LMModel, EmbeddingLayout]:
     """The LM on the layout tokens | positions (no special tokens), from --init_from or N(0, 0.02)."""
-    layout = EmbeddingLayout(n_vocab, (), args.n_ctx)
-    lm = LMModel(GPTConfig.from_options(args), layout.size, args.n_ctx)
+    layout = EmbeddingLayout(n_vocab, (), src.n_ctx)
+    lm = LMModel(src.cfg, layout.size, src.n_ctx)
     if args.init_from:
-        from .weights import load_openai_pretrained_model
-
-        load_openai_pretrained_model(lm.transformer, n_ctx=args.n_ctx, n_special=0, n_transfer=args.n_layer,
-                                     n_embd=args.n_embd, path=args.init_from)
+        init_from(lm, args.init_from, layout=layout)
     return lm, layout
-
-
-def write_model_folder(out: Path, lm: LMModel, cfg: GPTConfig, layout: EmbeddingLayout, vocab, meta: dict):
-    """A Hugging Face openai-gpt folder (what train/generate/export_hf read) plus this project's
-    facts under config.json's "gpt1_fast" key, and the vocabulary copied beside it."""
-    from .weights import export_hf
-
-    for src, name in zip(vocab, VOCAB_OUT):
-        if Path(src).resolve() != (out / name).resolve():
-            atomic_write(out / name, lambda f, s=src: f.write(Path(s).read_bytes()), mode="wb")
-    export_hf(lm.transformer, out)
-    config = json.loads((out / "config.json").read_text())
-    config["gpt1_fast"] = dict(cfg=cfg.to_dict(), layout=layout.to_dict(), vocab=list(VOCAB_OUT), **meta)
-    atomic_write_text(out / "config.json", json.dumps(config, indent=2) + "\n")
 
 
 # ------------------------------------------------------------------------------------------ recipe
@@ -133,12 +123,15 @@ def resume_checkpoint(args, ckpts: Checkpointing) -> dict | None:
 
 def run(args, ctx: RunContext) -> dict:
     out = Path(args.out)
-    vocab = vocabulary(args, out, ctx)
+    src = model_start(args, out, ctx)
+    vocab = src.vocab
     ckpts = Checkpointing(out / "checkpoints", fingerprint(args, corpus.vocab_digest(*vocab)), ctx, keep=args.keep)
     ckpt = resume_checkpoint(args, ckpts)
     train_tf, val_tf = token_files(args, ctx, out, vocab)
     ctx.seed()
-    lm, layout = build_lm(args, int(train_tf.meta["n_vocab"]))
+    lm, layout = build_lm(args, src, int(train_tf.meta["n_vocab"]))
+    ckpts.describe = lambda t: model_section(t.model, layout=layout, vocab_paths=vocab, options=vars(args),
+                                             extra=dict(n_updates=t.n_updates))
     lm.to(ctx.device)
     opt = ctx.optimizer(lm, t_total=1, schedule="warmup_then_cosine", warmup=0.0)  # LMTrainer sets the schedule
     ctx.seed(offset=ctx.dist.rank)  # the same initial weights everywhere, own dropout masks per process
@@ -167,10 +160,10 @@ def run(args, ctx: RunContext) -> dict:
               "val_loss": val_loss, "out": str(out)}
     if ctx.main:
         trainer.logger.close()
-        write_model_folder(out, lm, GPTConfig.from_options(args), layout, vocab,
-                           dict(steps=trainer.n_updates, tokens_seen=trainer.tokens_seen, val_loss=val_loss,
-                                fingerprint=ckpts.fingerprint))
-        result["plot"] = draw_loss(out)
+        save_pretrained(lm, out / "model", layout=layout, vocab_paths=vocab, options=vars(args),
+                        extra=dict(steps=trainer.n_updates, tokens_seen=trainer.tokens_seen, val_loss=val_loss,
+                                   fingerprint=ckpts.fingerprint))
+        result.update(model=str(out / "model"), plot=draw_loss(out))
     ctx.barrier()
     return result
 

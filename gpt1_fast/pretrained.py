@@ -26,14 +26,6 @@ def checkpoint_present(model_dir) -> bool:
         (md / "model.safetensors").is_file() or (md / "pytorch_model.bin").is_file()
 
 
-def missing_checkpoint_message(model_dir) -> str:
-    return (f"no pretrained checkpoint in {model_dir}: expected the original release's model/ folder "
-            "(params_shapes.json, params_0.npy ... params_9.npy, encoder_bpe_40000.json, vocab_40000.bpe) from "
-            "https://github.com/openai/finetune-transformer-lm, or a Hugging Face openai-gpt folder "
-            "(model.safetensors, vocab.json, merges.txt). Point --model_dir at it, or pass --from_scratch "
-            "to train from a random initialisation.")
-
-
 def default_cache_dir() -> str:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "gpt1_fast")

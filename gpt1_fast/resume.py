@@ -154,9 +154,11 @@ class Checkpointing:
     A checkpoint holds those three states and every process's RNG states, under the run's
     fingerprint (the options that change the math, and digests of the data and vocabulary)."""
 
-    def __init__(self, folder, fingerprint: dict, ctx, keep: int = 2):
+    def __init__(self, folder, fingerprint: dict, ctx, keep: int = 2, describe=None):
+        """describe(trainer) -> the model's description (gpt1_fast.folder.model_section): stored in each
+        checkpoint as "model_config", so that a checkpoint reads as a model on its own."""
         self.dir = CheckpointDir(folder, keep=keep)
-        self.fingerprint, self.ctx = dict(fingerprint), ctx
+        self.fingerprint, self.ctx, self.describe = dict(fingerprint), ctx, describe
 
     def latest(self) -> Path | None:
         return self.dir.latest()
@@ -184,9 +186,11 @@ class Checkpointing:
         rngs = all_rng_states(self.ctx.dist.world)
         path = None
         if self.ctx.main:
-            path = self.dir.save(trainer.n_updates, {"model": trainer.model.state_dict(),
-                                                     "optimizer": trainer.opt.state_dict(),
-                                                     "trainer": trainer.state_dict(), "rng": rngs}, self.fingerprint)
+            state = {"model": trainer.model.state_dict(), "optimizer": trainer.opt.state_dict(),
+                     "trainer": trainer.state_dict(), "rng": rngs}
+            if self.describe is not None:
+                state["model_config"] = self.describe(trainer)
+            path = self.dir.save(trainer.n_updates, state, self.fingerprint)
         self.ctx.barrier()
         return path
 

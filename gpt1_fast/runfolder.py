@@ -2,7 +2,7 @@
 
     log.jsonl            the options, then one line per evaluation
     config.json          what the run computed with (model, layout, task, vocabulary, options)
-    best_params.pt       the parameters of the best validation score, with the configuration that reads them
+    model/               the model of the best validation score (a model folder: gpt1_fast.folder)
     checkpoints/         step_<N>.pt for --save_every / --resume
     submission/          the test split(s)' predictions, named as the benchmark's server wants (SST-2.tsv, ...)
     predictions/         the validation split(s)' predictions (<Task>.<split>.tsv)
@@ -13,6 +13,7 @@ validation predictions) or the test predictions back to the seed's places (<log_
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from .fileio import remove_stale_temporaries
@@ -25,7 +26,7 @@ class RunPaths:
         self.log = Path(log_dir) / f"{desc}.jsonl" if log_dir else self.run_dir / "log.jsonl"
         save = Path(save_dir) / desc if save_dir else self.run_dir
         self.config = save / "config.json"
-        self.best_params = save / "best_params.pt"
+        self.model = save / "model"
         self.checkpoints = save / "checkpoints"
         self.submission_dir = Path(submission_dir) if submission_dir else self.run_dir / "submission"
         self.predictions_dir = save / "predictions"
@@ -38,7 +39,7 @@ class RunPaths:
     def outputs(self, task) -> list[Path]:
         """The files this run may write (for `task`): what an earlier run's results would be."""
         preds = [self.prediction(task, s) for s in (*task.eval_splits, *task.test_splits)]
-        return [self.log, self.config, self.best_params, *preds]
+        return [self.log, self.config, self.model, *preds]
 
     def checkpoint_files(self) -> list[Path]:
         return sorted(self.checkpoints.glob("step_*.pt"))
@@ -50,9 +51,9 @@ class RunPaths:
     def claim(self, task, overwrite: bool) -> None:
         """Make the folders; remove what a killed run left half-written; with `overwrite`, delete the
         earlier run's files first, so the folders never mix two runs. Call after all validation."""
-        for folder in {p.parent for p in self.outputs(task)}:
+        for folder in {p.parent for p in self.outputs(task)} | {self.model}:
             folder.mkdir(parents=True, exist_ok=True)
             remove_stale_temporaries(folder)
         if overwrite:
             for p in self.earlier_results(task):
-                p.unlink()
+                shutil.rmtree(p) if p.is_dir() else p.unlink()

@@ -11,9 +11,14 @@ on the first n_valid training examples and the validation split(s): one `key=val
 one JSON line in the log; the parameters of the best validation score (the task's first metric) are
 kept.
 
-A run owns its folder runs/<desc>/: log.jsonl, config.json, best_params.pt (the best parameters with
-the configuration that reads them), checkpoints/ (--save_every), and with --submit the predictions
-of the best parameters: submission/<Task>.tsv for the test split(s) (GLUE's `index<TAB>prediction`),
+The model to fine-tune is --model_dir: the release's model/ folder, a transformers openai-gpt folder,
+or a model folder this project wrote (pretrain's output, another run's model/); its config gives
+the shapes (a shape flag that contradicts it is an error), --from_scratch a random GPT-1 instead.
+
+A run owns its folder runs/<desc>/: log.jsonl, config.json, model/ (the model of the best validation
+score: a model folder that predict, generate, the estimators and transformers read),
+checkpoints/ (--save_every), and with --submit the predictions of the best model:
+submission/<Task>.tsv for the test split(s) (GLUE's `index<TAB>prediction`),
 predictions/<Task>.<split>.tsv for the validation split(s). --analysis prints the best validation
 score and the score of every labelled test split. A --desc whose files exist is refused unless
 --overwrite (or --resume, to continue it); every flag, file and the vocabulary are checked before
@@ -27,16 +32,15 @@ import time
 from pathlib import Path
 
 from . import options
-from .checkpoint import load_model, save_model
-from .config import GPTConfig
 from .context import RunContext
 from .errors import CheckpointError, DataError, ResumeError, UsageError
 from .fileio import atomic_write_text
 from .logs import JsonlLog
+from .folder import init_from, load_pretrained, model_section, save_pretrained
 from .model import DoubleHeadModel
-from .pretrained import (LazyTextEncoder, checkpoint_present, missing_checkpoint_message, resolve_cache_dir,
-                         resolve_vocab)
+from .pretrained import LazyTextEncoder, resolve_cache_dir
 from .resume import Checkpointing
+from .sources import Source, model_source, transferred_blocks
 from .runfolder import RunPaths
 from .tasks import describe, get_task
 from .tasks.submission import analysis, write_predictions
@@ -67,23 +71,18 @@ def load_data(args, task, ctx: RunContext, vocab_paths, verbose: bool):
     return data if ctx.main else load()
 
 
-def build_model(args, task, layout) -> DoubleHeadModel:
-    """The task's DoubleHeadModel on the layout, with the pretrained weights unless --from_scratch."""
-    model = DoubleHeadModel(GPTConfig.from_options(args), layout.clf, task.head_type, layout.size, layout.n_ctx,
-                            lm_coef=args.lm_coef)
-    if not args.from_scratch:
-        from .weights import load_openai_pretrained_model
-
-        load_openai_pretrained_model(model.transformer, n_ctx=layout.n_ctx, n_special=layout.n_special,
-                                     n_transfer=args.n_transfer, n_embd=args.n_embd, path=args.model_dir)
+def build_model(args, task, layout, src: Source) -> DoubleHeadModel:
+    """The task's DoubleHeadModel on the layout, started from the model path unless --from_scratch."""
+    model = DoubleHeadModel(src.cfg, layout.clf, task.head_type, layout.size, layout.n_ctx, lm_coef=args.lm_coef)
+    if src.info is not None:
+        init_from(model, args.model_dir, layout=layout, n_transfer=transferred_blocks(args.n_transfer, src.cfg.n_layer))
     return model
 
 
-def run_config(args, task, layout, vocab_paths) -> dict:
-    """What reads best_params.pt (generate.py): stored inside it, and in config.json. Paths absolute."""
-    return dict(cfg=GPTConfig.from_options(args).to_dict(), layout=layout.to_dict(), task=task.name,
-                head_type=task.head_type, label_names=task.label_names, encoder_path=str(vocab_paths[0]),
-                bpe_path=str(vocab_paths[1]))
+def run_config(args, task, layout, src: Source) -> dict:
+    """What the run computed with, in config.json. Paths absolute."""
+    return dict(cfg=src.cfg.to_dict(), layout=layout.to_dict(), task=task.name, head_type=task.head_type,
+                label_names=task.label_names, encoder_path=src.vocab[0], bpe_path=src.vocab[1])
 
 
 def fingerprint(args, vocab_paths) -> dict:
@@ -96,15 +95,22 @@ def fingerprint(args, vocab_paths) -> dict:
 
 
 class BestModel:
-    """Keeps the parameters of the best validation score in one file (checkpoint.save_model)."""
+    """Keeps the model of the best validation score as a model folder (gpt1_fast.folder)."""
 
-    def __init__(self, path: Path, meta: dict):
-        self.path, self.meta = path, meta
-        self.saved: tuple[int, float] | None = None  # (n_updates, score) of the newest complete file
+    def __init__(self, folder: Path, layout, task, src: Source, options: dict):
+        self.folder, self.layout, self.task, self.src, self.options = folder, layout, task, src, options
+        self.saved: tuple[int, float] | None = None  # (n_updates, score) of the newest complete model
+
+    def describe(self, model, **extra) -> dict:
+        """The model folder's description, as resume checkpoints store it (they read as models too)."""
+        return model_section(model, layout=self.layout, vocab_paths=self.src.vocab, task=self.task.name,
+                             head_type=self.task.head_type, label_names=self.task.label_names, options=self.options,
+                             extra=extra)
 
     def __call__(self, trainer: Trainer) -> None:
-        save_model(self.path, trainer.model.state_dict(),
-                   dict(self.meta, n_updates=trainer.n_updates, score=trainer.best_score))
+        save_pretrained(trainer.model, self.folder, layout=self.layout, vocab_paths=self.src.vocab,
+                        task=self.task.name, head_type=self.task.head_type, label_names=self.task.label_names,
+                        options=self.options, extra=dict(n_updates=trainer.n_updates, score=trainer.best_score))
         self.saved = (trainer.n_updates, trainer.best_score)
 
 
@@ -139,38 +145,48 @@ def main(argv=None) -> dict:
     task = get_task(args.dataset)
     paths = RunPaths(args.desc, args.runs_dir, args.log_dir, args.save_dir, args.submission_dir)
     refuse_earlier_results(paths, task, args)
-    vocab_paths = tuple(str(Path(p).resolve()) for p in resolve_vocab(args.model_dir, args.encoder_path, args.bpe_path))
-    if not args.from_scratch and not checkpoint_present(args.model_dir):
-        raise CheckpointError(missing_checkpoint_message(args.model_dir))
+    src = resolve_source(args)
     ctx = RunContext(args)
     try:
-        return run(args, task, ctx, vocab_paths, paths)
+        return run(args, task, ctx, src, paths)
     finally:
         ctx.close()
 
 
-def run(args, task, ctx: RunContext, vocab_paths, paths: RunPaths) -> dict:
+def resolve_source(args) -> Source:
+    """The model path's shapes and vocabulary (or GPT-1's, from scratch), written back into the options
+    so that the log, config.json and the resume fingerprint hold what the run computes with."""
+    src = model_source(args)
+    src.vocab = tuple(str(Path(p).resolve()) for p in src.vocab)
+    for k in ("n_embd", "n_head", "n_layer", "afn"):
+        setattr(args, k, getattr(src.cfg, k))
+    args.n_ctx, (args.encoder_path, args.bpe_path) = src.n_ctx, src.vocab
+    return src
+
+
+def run(args, task, ctx: RunContext, src: Source, paths: RunPaths) -> dict:
     """Read and check everything, then claim the run's files, then train. Nothing is written (but the
     encoding cache) before every input has been read and checked."""
     verbose = ctx.main  # progress: a bar on a terminal, else a line every 30 s
     ctx.seed()
-    data = load_data(args, task, ctx, vocab_paths, verbose and sys.stderr.isatty())
+    data = load_data(args, task, ctx, src.vocab, verbose and sys.stderr.isatty())
     check_batch(args, len(data.splits["train"]), ctx.dist.world)
     if ctx.main:
         warn_if_cut(data, args.n_ctx)
-    model = build_model(args, task, data.layout).to(ctx.device)
+    model = build_model(args, task, data.layout, src).to(ctx.device)
     t_total = updates_per_epoch(len(data.splits["train"]), args.n_batch) * args.n_iter
     opt = ctx.optimizer(model, t_total=t_total, schedule=args.lr_schedule, warmup=args.lr_warmup)
-    meta = run_config(args, task, data.layout, vocab_paths)
-    best = BestModel(paths.best_params, meta)
+    meta = run_config(args, task, data.layout, src)
+    best = BestModel(paths.model, data.layout, task, src, absolute_args(args, src.vocab))
     trainer = Trainer(task, data, model, opt, TrainConfig.from_args(args, verbose), ctx, on_best=best if ctx.main else None)
     ctx.seed(offset=ctx.dist.rank)  # the same initial weights everywhere (DDP broadcasts), own dropout masks
-    ckpts = Checkpointing(paths.checkpoints, fingerprint(args, vocab_paths), ctx, keep=args.keep)
+    ckpts = Checkpointing(paths.checkpoints, fingerprint(args, src.vocab), ctx, keep=args.keep,
+                          describe=lambda t: best.describe(t.model, n_updates=t.n_updates))
     if args.resume is not None:  # read and checked before anything is written
         ckpts.restore(trainer, args.resume)
     trainer.after_update.append(ckpts.every(args.save_every))
     if ctx.main:
-        start_files(args, paths, task, trainer, meta, vocab_paths)
+        start_files(args, paths, task, trainer, meta, src.vocab)
         if args.resume is None:
             best(trainer)  # as the release: the initial parameters stand until an evaluation beats them
     ctx.barrier()
@@ -201,7 +217,7 @@ def train_and_report(args, trainer: Trainer, paths: RunPaths, best: BestModel, c
         torch.cuda.synchronize()
     train_s = time.time() - t0
     result = dict(n_ctx=trainer.layout.n_ctx, n_updates=trainer.n_updates, train_seconds=train_s,
-                  history=trainer.history, tokens=dict(trainer.tokens), best_params=str(paths.best_params))
+                  history=trainer.history, tokens=dict(trainer.tokens), model=str(paths.model))
     if ctx.main:
         print(f"{trainer.n_updates} updates of {args.n_batch} examples in {train_s:.1f}s, evaluations included "
               f"({trainer.n_updates * args.n_batch / max(train_s, 1e-9):.1f} examples/s)", flush=True)
@@ -216,8 +232,9 @@ def train_and_report(args, trainer: Trainer, paths: RunPaths, best: BestModel, c
 
 
 def submit(trainer: Trainer, paths: RunPaths) -> dict[str, str]:
-    """Load the best parameters and write the predictions of every split but train. -> {split: path}."""
-    trainer.model.load_state_dict(load_model(paths.best_params, map_location=trainer.device)[1])
+    """Load the best model and write the predictions of every split but train. -> {split: path}."""
+    best, _ = load_pretrained(paths.model)
+    trainer.model.load_state_dict(best.state_dict())
     written = {}
     for split in (*trainer.task.eval_splits, *trainer.task.test_splits):
         path = paths.prediction(trainer.task, split)
@@ -249,7 +266,7 @@ def interrupted_message(trainer: Trainer, paths: RunPaths, best: BestModel, ckpt
     if best.saved is not None:
         n, score = best.saved
         at = "the initial parameters" if n == 0 else f"update {n}, {trainer.selection_key} {score:.2f}"
-        msg += f"; the best parameters so far are {paths.best_params} ({at})"
+        msg += f"; the best model so far is {paths.model} ({at})"
     return msg
 
 

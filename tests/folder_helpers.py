@@ -85,3 +85,14 @@ def hf_inputs(x: torch.Tensor, clf: int) -> dict:
     """transformers' inputs for the same sequences: ids and the classify token's index."""
     ids = x[..., 0]
     return {"input_ids": ids, "mc_token_ids": (ids == clf).int().argmax(-1)}
+
+
+def save_legacy_best_params(path, state_dict: dict, config: dict):
+    """A best_params.pt as runs wrote them before model folders (gpt1_fast.checkpoint's format)."""
+    import torch
+
+    from gpt1_fast.checkpoint import FORMAT, VERSION
+
+    sd = {k: v.detach().to("cpu") for k, v in state_dict.items()}
+    torch.save({"format": FORMAT, "version": VERSION, "config": config, "state_dict": sd}, path)
+    return path

@@ -74,7 +74,8 @@ def popen_pretrain(args, module="gpt1_fast.pretrain", slow_checkpoints=None) -> 
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def read_weights(folder: Path) -> dict:
+def read_weights(run: Path) -> dict:
+    """The tensors of a pretraining run's model folder (<out>/model/)."""
     from gpt1_fast.weights import read_safetensors
 
-    return read_safetensors(Path(folder) / "model.safetensors")
+    return read_safetensors(Path(run) / "model" / "model.safetensors")

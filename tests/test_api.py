@@ -14,6 +14,7 @@ pytest.importorskip("ftfy")
 
 from gpt1_fast import Classifier, Entailment, MultipleChoice, Regressor, Similarity  # noqa: E402
 from gpt1_fast.api import GPTEstimator  # noqa: E402
+from gpt1_fast.errors import CheckpointError  # noqa: E402
 from sklearn.exceptions import NotFittedError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -110,9 +111,10 @@ def test_each_kind_fits_and_predicts(fitted):
 def test_saved_folder_loads_in_a_fresh_process_with_the_same_predictions(fitted):
     expected = {k: est.predict(Xv).tolist() for k, (est, Xv, _) in fitted.items()}
     for kind, (_, _, path) in fitted.items():
-        assert sorted(p.name for p in path.iterdir()) == ["config.json", "model.safetensors"]
-        meta = json.loads((path / "config.json").read_text())
-        assert meta["estimator"] == type(fitted[kind][0]).__name__ and len(meta["vocabulary"]["sha256"]) == 2
+        # a model folder: the estimator's parameters and classes in its config, the vocabulary beside it
+        assert sorted(p.name for p in path.iterdir()) == ["config.json", "merges.txt", "model.safetensors", "vocab.json"]
+        meta = json.loads((path / "config.json").read_text())["gpt1_fast"]
+        assert meta["extra"]["estimator"] == type(fitted[kind][0]).__name__ and meta["options"]["n_embd"] == 16
     script = ("import json, sys; import gpt1_fast as g; from gpt1_fast.api import GPTEstimator\n"
               "cases = json.loads(sys.stdin.read()); out = {}\n"
               "for kind, (path, X) in cases.items():\n"
@@ -142,11 +144,12 @@ def test_load_checks_the_class_and_the_weights(fitted, tmp_path):
         Regressor.load(path)
     bad = tmp_path / "bad"
     bad.mkdir()
-    (bad / "config.json").write_text((path / "config.json").read_text())
+    for f in path.iterdir():
+        (bad / f.name).write_bytes(f.read_bytes())
     (bad / "model.safetensors").write_bytes((path / "model.safetensors").read_bytes()[:-64])
-    with pytest.raises(CheckpointError, match="model.safetensors: not a readable safetensors file"):
+    with pytest.raises(CheckpointError, match="model.safetensors: its SHA-256 differs from the one config.json records"):
         Classifier.load(bad)
-    with pytest.raises(FileNotFoundError, match="config.json: not found"):
+    with pytest.raises(CheckpointError, match="nothing: not found"):
         Classifier.load(tmp_path / "nothing")
 
 
@@ -186,7 +189,7 @@ def test_bad_input_is_a_clear_error(fitted, vocab):
         tiny(Classifier, vocab).predict(X)
     with pytest.raises(TypeError, match="single string"):
         clf.predict("good dog")
-    with pytest.raises(FileNotFoundError, match="no pretrained checkpoint in"):
+    with pytest.raises(CheckpointError, match="nonexistent: not found.*release.*from_scratch for a random"):
         Classifier(model_dir="/nonexistent", verbose=False).fit(X, y)
 
 

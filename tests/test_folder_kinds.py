@@ -8,9 +8,8 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from folder_helpers import CFG, LAYOUT, batch, make, randomize, write_vocab
+from folder_helpers import CFG, LAYOUT, batch, make, randomize, save_legacy_best_params, write_vocab
 
-from gpt1_fast.checkpoint import save_model
 from gpt1_fast.errors import CheckpointError, UsageError
 from gpt1_fast.fileio import sha256_file
 from gpt1_fast.folder import cli, export_hf, init_from, load_pretrained, read_config, save_pretrained
@@ -170,7 +169,7 @@ def test_an_old_best_params_loads_and_converts(tmp_path, vocab, capsys):
     meta = dict(cfg=CFG.to_dict(), layout=LAYOUT.to_dict(), task="sst-2", head_type=("classification", 3),
                 label_names=("a", "b", "c"), encoder_path=str(vocab[0]), bpe_path=str(vocab[1]), n_updates=7,
                 score=80.5)
-    save_model(tmp_path / "run" / "best_params.pt", model.state_dict(), meta)
+    save_legacy_best_params(tmp_path / "run" / "best_params.pt", model.state_dict(), meta)
     loaded, info = load_pretrained(tmp_path / "run")  # a run folder: its best_params.pt
     assert info.kind == "best_params" and same_weights(loaded, model)
     assert (info.task, info.label_names, info.extra) == ("sst-2", ["a", "b", "c"], {"n_updates": 7, "score": 80.5})
@@ -188,7 +187,7 @@ def test_an_old_best_params_loads_and_converts(tmp_path, vocab, capsys):
     assert e.value.code == 1 and err.count("\n") == 1 and err.startswith("error: ") and "nope.pt: not found" in err
     assert not (tmp_path / "m2").exists()
     lm_only = dict(meta, head_type=None)  # written without a head type: its language model
-    save_model(tmp_path / "lm.pt", model.state_dict(), lm_only)
+    save_legacy_best_params(tmp_path / "lm.pt", model.state_dict(), lm_only)
     lm, _ = load_pretrained(tmp_path / "lm.pt")
     assert type(lm) is LMModel and torch.equal(lm.transformer.embed.weight, model.transformer.embed.weight)
 

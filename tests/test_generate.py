@@ -273,22 +273,32 @@ def test_cli_several_prompts_samples_and_streaming(vocab, capsys, tmp_path):
     assert again == outs
 
 
-def test_cli_bad_input_is_one_line(vocab, tmp_path):
+def test_cli_bad_input_is_one_line(vocab, tmp_path, capsys):
     from gpt1_fast import generate as cli
 
-    with pytest.raises(SystemExit, match=r"^error: --prompt 2 encodes to no tokens"):
-        cli.main(cli_args(vocab, "--prompt", "a cat", "--prompt", "   "))
-    with pytest.raises(SystemExit, match=r"^error: --prompt_file .*nope\.txt: not found"):
-        cli.main(cli_args(vocab, "--prompt_file", str(tmp_path / "nope.txt")))
-    with pytest.raises(SystemExit, match="^2$"):  # a flag out of range: argparse's one line, exit code 2
-        cli.main(cli_args(vocab, "--prompt", "a cat", "--top_p", "1.5"))
+    (tmp_path / "latin1.txt").write_bytes(b"a cat\ncaf\xe9\n")
+    (tmp_path / "blank.txt").write_text("\n  \n")
+    for extra, code, want in [
+            (("--prompt", "a cat", "--prompt", "   "), 2, "error: argument --prompt: prompt 2 encodes to no tokens"),
+            (("--prompt_file", str(tmp_path / "nope.txt")), 1, "error: --prompt_file "),
+            (("--prompt_file", str(tmp_path / "latin1.txt")), 1, "latin1.txt:2: expected UTF-8 text, found byte b'\\xe9'"),
+            (("--prompt_file", str(tmp_path / "blank.txt")), 1, "blank.txt: no prompt in it"),
+            (("--prompt", "a cat", "--top_p", "1.5"), 2, "error: argument --top_p: expected a number in (0, 1]"),
+            (("--prompt", "a cat", "--stop", ""), 2, "error: argument --stop: expected a non-empty stop string"),
+            (("--prompt", "a cat", "--n_head", "3"), 2, "error: argument --n_head: 3 does not divide --n_embd 16")]:
+        with pytest.raises(SystemExit) as e:
+            cli.cli(cli_args(vocab, *extra))
+        err = capsys.readouterr().err
+        assert e.value.code == code and want in err and err.count("\n") == 1, (extra, err)
 
 
-def test_cli_checkpoint_of_a_fine_tuned_run_hides_the_specials(vocab, tmp_path):
-    """--checkpoint: runs/<desc>/best_params.pt, parameters + configuration (the layout with 3 specials) as train writes it."""
+@pytest.mark.parametrize("kind", ["model_folder", "legacy_best_params"])
+def test_cli_on_a_fine_tuned_model_hides_the_specials(vocab, tmp_path, kind):
+    """--model_dir: a fine-tuning run's model folder (the layout with 3 specials), or an old best_params.pt."""
     import json
 
     from gpt1_fast import generate as cli
+    from gpt1_fast.folder import save_pretrained
     from gpt1_fast.layout import EmbeddingLayout
     from gpt1_fast.model import DoubleHeadModel
 
@@ -301,12 +311,17 @@ def test_cli_checkpoint_of_a_fine_tuned_run_hides_the_specials(vocab, tmp_path):
         u = torch.nn.functional.normalize(torch.randn(16), dim=0)
         model.transformer.h[-1].ln_2.b.copy_(10 * u)
         model.transformer.embed.weight[n_vocab:layout.pos_offset] = 10 * u
-    from gpt1_fast.checkpoint import save_model
+    vocab_paths = (str(vocab / "enc.json"), str(vocab / "merges.bpe"))
+    if kind == "model_folder":
+        path = save_pretrained(model, tmp_path / "model", layout=layout, vocab_paths=vocab_paths,
+                               head_type="multiple_choice")
+    else:
+        from folder_helpers import save_legacy_best_params
 
-    save_model(tmp_path / "best_params.pt", model.state_dict(), dict(
-        cfg=cfg.to_dict(), layout=layout.to_dict(), encoder_path=str(vocab / "enc.json"),
-        bpe_path=str(vocab / "merges.bpe")))
-    outs = cli.main(["--checkpoint", str(tmp_path / "best_params.pt"), "--prompt", "the dog", "--greedy",
+        path = save_legacy_best_params(tmp_path / "best_params.pt", model.state_dict(), dict(
+            cfg=cfg.to_dict(), layout=layout.to_dict(), head_type="multiple_choice", encoder_path=vocab_paths[0],
+            bpe_path=vocab_paths[1]))
+    outs = cli.main(["--model_dir", str(path), "--prompt", "the dog", "--greedy",
                      "--max_new_tokens", "5", "--device", "cpu", "--backend", "torch"])
     assert len(outs) == 1 and outs[0] and "<" not in outs[0] and "_start_" not in outs[0]
 

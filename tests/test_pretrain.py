@@ -131,14 +131,15 @@ def test_tiny_model_pretrains_and_validation_loss_falls(work, tmp_path):
     assert train[-1]["tokens"] == 40 * 8 * 16
     assert recs[0]["kind"] == "pretrain" and recs[0]["total_steps"] == 40
     assert r["val_loss"] == val[-1]["val_loss"]
-    for f in ("config.json", "model.safetensors", "vocab.json", "merges.txt", "loss.png", "log.jsonl"):
+    for f in ("model/config.json", "model/model.safetensors", "model/vocab.json", "model/merges.txt", "loss.png",
+              "log.jsonl"):
         assert (out / f).is_file(), f
-    assert (out / "vocab.json").read_bytes() == Path(work["enc"]).read_bytes()  # copied: self-contained
-    cfg = json.loads((out / "config.json").read_text())
+    assert (out / "model" / "vocab.json").read_bytes() == Path(work["enc"]).read_bytes()  # copied: self-contained
+    cfg = json.loads((out / "model" / "config.json").read_text())
     assert cfg["model_type"] == "openai-gpt" and cfg["n_positions"] == 16 and cfg["n_embd"] == 32
     g = cfg["gpt1_fast"]
-    assert g["layout"]["specials"] == [] and g["layout"]["n_ctx"] == 16 and g["steps"] == 40
-    assert g["cfg"]["n_layer"] == 1 and g["vocab"] == ["vocab.json", "merges.txt"]
+    assert g["layout"]["specials"] == [] and g["layout"]["n_ctx"] == 16 and g["extra"]["steps"] == 40
+    assert g["model"]["n_layer"] == 1 and g["head"] is None and r["model"] == str(out / "model")
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
 
 
@@ -194,18 +195,14 @@ def pretrained(work, tmp_path_factory):
 
 def test_output_folder_loads_in_transformers_and_export_hf(pretrained, tmp_path):
     transformers = pytest.importorskip("transformers")
-    from gpt1_fast.config import GPTConfig
-    from gpt1_fast.model import LMModel
-    from gpt1_fast.weights import export_hf, load_openai_pretrained_model
+    from gpt1_fast.folder import export_hf, load_pretrained
 
-    g = json.loads((pretrained / "config.json").read_text())["gpt1_fast"]
-    n_vocab, n_ctx = g["layout"]["n_vocab"], g["layout"]["n_ctx"]
-    ours = LMModel(GPTConfig(**dict(g["cfg"], backend="torch")), n_vocab + n_ctx, n_ctx).eval()
-    load_openai_pretrained_model(ours.transformer, n_ctx=n_ctx, n_special=0, n_embd=32, path=pretrained)
+    ours, info = load_pretrained(pretrained, backend="torch")  # the run folder: its model/
+    n_vocab = info.layout.n_vocab
     ids = torch.randint(0, n_vocab, (2, 20))
     with torch.no_grad():
         want = ours(input_ids=ids)
-    hf = transformers.OpenAIGPTLMHeadModel.from_pretrained(pretrained).eval()
+    hf = transformers.OpenAIGPTLMHeadModel.from_pretrained(pretrained / "model").eval()
     with torch.no_grad():
         got = hf(ids).logits
     # HF's LM head covers the token rows; ours the whole table (positions too, as the original).
@@ -220,8 +217,8 @@ def test_output_folder_fine_tunes_in_train_and_samples_in_generate(pretrained, t
     from gpt1_fast import generate, synthetic, train
 
     synthetic.write_rocstories(tmp_path / "data", n=60, n_test=20, seed=1)
-    res = train.main(["--data_dir", str(tmp_path / "data"), "--model_dir", str(pretrained), "--n_ctx", "32",
-                      "--n_layer", "1", "--n_embd", "32", "--n_head", "2", "--device", "cpu", "--backend", "torch",
+    res = train.main(["--data_dir", str(tmp_path / "data"), "--model_dir", str(pretrained),  # no shape flags
+                      "--device", "cpu", "--backend", "torch",
                       "--n_batch", "8", "--n_iter", "1", "--n_valid", "20", "--cache_dir", "none",
                       "--log_dir", str(tmp_path / "log"), "--save_dir", str(tmp_path / "save"),
                       "--submission_dir", str(tmp_path / "sub"), "--submit"])
@@ -294,7 +291,7 @@ def test_init_from_starts_at_the_given_weights(work, pretrained, tmp_path):
                    "--max_steps", "1", "--lr", "0", "--save_every", "0"])  # lr 0: one update that moves nothing
     a, b = h.read_weights(pretrained), h.read_weights(out)
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
-    assert (out / "vocab.json").read_bytes() == (pretrained / "vocab.json").read_bytes()  # its vocabulary
+    assert (out / "model" / "vocab.json").read_bytes() == (pretrained / "model" / "vocab.json").read_bytes()
 
 
 def test_help_names_the_command_and_every_flag(capsys):

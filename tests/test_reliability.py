@@ -303,7 +303,7 @@ CASES = [  # id, extra args (a callable gets the work folder), exit code, what t
     ("bad_vocab", lambda d: ["--encoder_path", str(_write(d / "bad_vocab.json", '{"a</w>": 1,'))], 1,
      "bad_vocab.json", None),
     ("no_checkpoint", lambda d: ["--no-from_scratch", "--model_dir", str(d / "empty")], 1,
-     "no pretrained checkpoint in", None),
+     "empty: no model here; expected a model folder", None),
     ("damaged_checkpoint", lambda d: ["--no-from_scratch"] + _damaged_release(d), 1, "params_shapes.json",
      "no pretrained checkpoint"),
 ]
@@ -321,7 +321,7 @@ def test_bad_input_is_one_line_and_loses_nothing(work, case, capsys, monkeypatch
         monkeypatch.setenv("TRITON_INTERPRET", "0")
     (work / "empty").mkdir(exist_ok=True)
     before = snapshot(work / "runs")
-    assert "earlier/best_params.pt" in before
+    assert "earlier/model/model.safetensors" in before
     extra = extra(work) if callable(extra) else extra
     args = base_args(work) + ["--desc", "earlier", "--overwrite", "--n_batch", "16", "--n_iter", "1"]
     args = strip_negations(args + extra)
@@ -370,10 +370,10 @@ def test_n_ctx_cut_is_counted_and_warned(work, capsys):
 def test_run_folder_holds_every_file_and_absolute_paths(work):
     import json
 
-    from gpt1_fast.checkpoint import load_model
+    from gpt1_fast.folder import read_config
 
     folder = work / "runs" / "earlier"
-    assert sorted(p.name for p in folder.iterdir()) == ["best_params.pt", "config.json", "log.jsonl", "predictions",
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "log.jsonl", "model", "predictions",
                                                          "submission"]
     assert [p.name for p in (folder / "submission").iterdir()] == ["ROCStories.tsv"]  # test predictions alone
     assert [p.name for p in (folder / "predictions").iterdir()] == ["ROCStories.valid.tsv"]
@@ -381,18 +381,23 @@ def test_run_folder_holds_every_file_and_absolute_paths(work):
     header = json.loads((folder / "log.jsonl").read_text().splitlines()[0])
     for k in ("data_dir", "encoder_path", "bpe_path", "cache_dir", "runs_dir", "model_dir"):
         assert Path(header[k]).is_absolute() and Path(cfg["args"][k]).is_absolute(), k
-    meta, _ = load_model(folder / "best_params.pt")
-    assert Path(meta["encoder_path"]).is_absolute() and meta["layout"] == cfg["layout"]
+    info = read_config(folder / "model")
+    assert info.layout.to_dict() == cfg["layout"] and Path(info.options["encoder_path"]).is_absolute()
+    assert sorted(p.name for p in (folder / "model").iterdir()) == ["config.json", "merges.txt", "model.safetensors",
+                                                                    "vocab.json"]
 
 
 # ------------------------------------------------------------------------------ train: kills
-def _start(work, desc, extra=(), env=None):
+def _start(work, desc, extra=(), env=None, slow_writes=None):
+    """The train command in a subprocess; slow_writes=(seconds, pattern): tests/slow_writes.py slows the
+    renames of the files matching pattern."""
     import os
     import subprocess
     import sys
 
-    cmd = [sys.executable, "-m", "gpt1_fast.train", *base_args(work), "--desc", desc, "--n_batch", "16", "--submit",
-           *extra]
+    runner = [sys.executable, "-m"] if slow_writes is None else \
+        [sys.executable, str(Path(__file__).parent / "slow_writes.py"), *map(str, slow_writes), "-m"]
+    cmd = [*runner, "gpt1_fast.train", *base_args(work), "--desc", desc, "--n_batch", "16", "--submit", *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
     # A shell without job control starts background jobs (`make test &` in a script) with SIGINT ignored; the
     # child inherits that: Python then installs no KeyboardInterrupt handler. Give the run a terminal's default.
@@ -420,20 +425,27 @@ def _wait_for(proc, text, timeout=240):
 
 
 def assert_consistent_or_absent(folder: Path):
-    """best_params.pt is absent, or loads and its stored configuration builds a model that takes it."""
-    from gpt1_fast.checkpoint import load_model
-    from gpt1_fast.config import GPTConfig
-    from gpt1_fast.layout import EmbeddingLayout
-    from gpt1_fast.model import DoubleHeadModel
+    """The run's model folder is absent, or loads whole (its config describes its weights: every shape
+    agrees); -> the extra facts it holds (n_updates, score), or None."""
+    from gpt1_fast.folder import load_pretrained
 
-    path = folder / "best_params.pt"
-    if not path.exists():
+    if not (folder / "model" / "config.json").exists():
         return None
-    meta, sd = load_model(path)
-    layout = EmbeddingLayout.from_dict(meta["layout"])
-    model = DoubleHeadModel(GPTConfig(**meta["cfg"]), layout.clf, meta["head_type"], layout.size, layout.n_ctx)
-    model.load_state_dict(sd)  # strict: every shape agrees with the configuration
-    return meta
+    _, info = load_pretrained(folder / "model")
+    return info.extra
+
+
+def _wait_for_stderr(proc, text, count=1, timeout=240):
+    """Read stderr lines until `count` of them contained `text`."""
+    import time
+
+    seen, t0 = [], time.time()
+    for line in proc.stderr:
+        seen.append(line)
+        if sum(text in x for x in seen) >= count:
+            return seen
+        assert time.time() - t0 < timeout, seen
+    raise AssertionError(f"the run ended before {count} stderr lines with {text!r}: {seen}")
 
 
 def temporaries(folder: Path):
@@ -452,7 +464,7 @@ def test_ctrl_c_stops_cleanly_naming_the_last_checkpoint(work):
     folder = work / "runs" / "sigint"
     assert "Traceback" not in err and len(lines) == 1, err
     assert lines[0].startswith("interrupted at update ") and "no checkpoint to resume from (--save_every N" in lines[0]
-    assert f"the best parameters so far are {folder / 'best_params.pt'}" in lines[0]
+    assert f"the best model so far is {folder / 'model'}" in lines[0]
     meta = assert_consistent_or_absent(folder)
     assert meta is not None  # the one named: the initial parameters, or those of an evaluation
     assert (f"update {meta['n_updates']}," if meta["n_updates"] else "(the initial parameters)") in lines[0]
@@ -466,15 +478,15 @@ def test_sigkill_leaves_a_loadable_checkpoint_or_none(work, moment):
     import time
 
     from gpt1_fast import train
-    from gpt1_fast.checkpoint import TEST_PAUSE_ENV
 
     desc = f"kill_{moment}"
     folder = work / "runs" / desc
-    if moment == "during_checkpoint_write":
-        proc = _start(work, desc, ["--n_iter", "3"], env={TEST_PAUSE_ENV: "60"})
-        _wait_for(proc, "checkpoint: pausing")  # replacing the initial checkpoint after the first evaluation
-        old = folder / "best_params.pt"
+    if moment == "during_checkpoint_write":  # the weights of the first evaluation's model, written, not renamed
+        proc = _start(work, desc, ["--n_iter", "3"], slow_writes=(3, r"model/model\.safetensors$"))
+        _wait_for(proc, "n_epochs=1 ")  # the initial model was written (slowly) before training began
+        old = folder / "model" / "model.safetensors"
         before = old.read_bytes()
+        _wait_for_stderr(proc, "slow write: ", count=2)  # replacing it after the first evaluation
     else:
         proc = _start(work, desc, ["--n_iter", "3"])
         time.sleep(random.Random().uniform(1.0, 25.0))
@@ -484,24 +496,25 @@ def test_sigkill_leaves_a_loadable_checkpoint_or_none(work, moment):
     if folder.exists():
         meta = assert_consistent_or_absent(folder)
         if moment == "during_checkpoint_write":
-            assert meta["n_updates"] == 0 and (folder / "best_params.pt").read_bytes() == before  # the old one
-            assert len(temporaries(folder)) == 1  # the new one, never renamed
+            assert meta["n_updates"] == 0 and old.read_bytes() == before  # the old model, whole
+            assert len(temporaries(folder / "model")) == 1  # the new weights, never renamed
     # A later run in the same folder (--overwrite) leaves no temporaries and a loadable checkpoint.
     train.main(base_args(work) + ["--desc", desc, "--n_batch", "16", "--n_iter", "1", "--submit", "--overwrite"])
-    assert temporaries(folder) == [] and assert_consistent_or_absent(folder)["n_updates"] == 5
+    assert temporaries(folder / "model") == [] and assert_consistent_or_absent(folder)["n_updates"] == 5
 
 
-def test_generate_names_a_damaged_checkpoint(work, capsys):
+def test_generate_names_a_damaged_model(work, capsys):
     from gpt1_fast import generate
 
-    good = work / "runs" / "earlier" / "best_params.pt"
-    bad = work / "damaged_best_params.pt"
-    bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    for path, want in ((bad, f"error: {bad}: damaged or not a torch checkpoint ("),
-                       (work / "nowhere.pt", f"error: {work / 'nowhere.pt'}: no such checkpoint file")):
+    good = work / "runs" / "earlier" / "model"
+    bad = work / "damaged_model"
+    bad.mkdir(exist_ok=True)
+    for f in good.iterdir():
+        data = f.read_bytes()
+        (bad / f.name).write_bytes(data[: len(data) // 2] if f.name == "model.safetensors" else data)
+    for path, want in ((bad, f"error: {bad / 'model.safetensors'}"), (work / "nowhere.pt", f"error: {work / 'nowhere.pt'}: not found")):
         with pytest.raises(SystemExit) as e:
-            generate.main(["--checkpoint", str(path), "--prompt", "x", "--device", "cpu"])
-        assert str(e.value.code).startswith(want) and "\n" not in str(e.value.code), e.value.code
-        assert "no pretrained checkpoint" not in str(e.value.code)
-    from gpt1_fast.checkpoint import load_model
-    assert load_model(good)[0]["layout"]  # the intact one loads
+            generate.cli(["--model_dir", str(path), "--prompt", "x", "--device", "cpu"])
+        err = capsys.readouterr().err
+        assert e.value.code == 1 and err.startswith(want) and err.count("\n") == 1, err
+    assert generate.main(["--model_dir", str(good), "--prompt", "Anna", "--gen_len", "2", "--device", "cpu"])

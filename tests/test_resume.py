@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import pretrain_helpers as h  # noqa: E402
 
 from gpt1_fast import pretrain  # noqa: E402
-from gpt1_fast.checkpoint import load_model  # noqa: E402
+from gpt1_fast.folder import load_pretrained  # noqa: E402
 from gpt1_fast.cli import UsageError  # noqa: E402
 from gpt1_fast.resume import CheckpointDir, ResumeError, rng_state, set_rng_state  # noqa: E402
 
@@ -197,7 +197,7 @@ def finetune_args(roc, out, *extra):
 def finetune_outputs(out):
     log = [{k: v for k, v in json.loads(x).items() if k != "time"}
            for x in (out / "log" / "rocstories.jsonl").read_text().splitlines()[1:]]
-    best = load_model(out / "save" / "rocstories" / "best_params.pt")[1]
+    best = load_pretrained(out / "save" / "rocstories" / "model")[0].state_dict()
     return log, best, (out / "sub" / "ROCStories.tsv").read_text()
 
 

@@ -15,7 +15,7 @@ from gpt1_fast.tasks import classification, entailment, multiple_choice, rocstor
 from gpt1_fast.tasks.readers import DATASETS
 from gpt1_fast.tasks.common import Encoded, batch_width, make_batch
 from gpt1_fast.tasks.task import DatasetTask, TaskData
-from gpt1_fast.checkpoint import load_model
+from gpt1_fast.folder import load_pretrained
 from gpt1_fast.runfolder import RunPaths  # noqa: E402
 from gpt1_fast.tasks.submission import analysis  # noqa: E402
 from gpt1_fast.tasks.trainer import TrainConfig, Trainer
@@ -180,7 +180,8 @@ def fake_task_data(n_train=32):
 
 
 def make_trainer(tmp_path, n_iter=3, submit=True, **kw):
-    """A Trainer that keeps its best parameters in best_params.pt, as the train command's (submit)."""
+    """A Trainer that keeps its best model in a model folder, as the train command's."""
+    from gpt1_fast.sources import Source
     from gpt1_fast.train import BestModel
 
     task, data = fake_task_data()
@@ -188,7 +189,13 @@ def make_trainer(tmp_path, n_iter=3, submit=True, **kw):
     opt = OpenAIAdam(model.parameters(), lr=1e-2, t_total=n_iter * 4, max_grad_norm=1)
     cfg = TrainConfig(n_iter=n_iter, n_batch=8, n_valid=8, **kw)
     paths = RunPaths("t", tmp_path / "runs", tmp_path / "log", tmp_path / "save", tmp_path / "sub")
-    trainer = Trainer(task, data, model, opt, cfg, on_best=BestModel(paths.best_params, {}) if submit else None)
+    vocab = (tmp_path / "enc.json", tmp_path / "merges.bpe")
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    vocab[0].write_text(json.dumps({str(i): i for i in range(10)}))
+    vocab[1].write_text("#version: 0.2\n")
+    src = Source(info=None, cfg=None, vocab=tuple(map(str, vocab)), n_ctx=12)  # BestModel reads the vocabulary
+    best = BestModel(paths.model, LAYOUT, task, src, {}) if submit else None
+    trainer = Trainer(task, data, model, opt, cfg, on_best=best)
     trainer.paths = paths
     return trainer
 
@@ -214,7 +221,7 @@ def test_kept_parameters_are_those_of_the_best_validation_score(tmp_path, capsys
     trainer.score = score
     trainer.fit()
     assert [h["va_acc"] for h in trainer.history] == [50.0, 80.0, 60.0, 79.0] and trainer.best_score == 80.0
-    saved = load_model(trainer.paths.best_params)[1]
+    saved = load_pretrained(trainer.paths.model)[0].state_dict()
     assert all(torch.equal(saved[k], snapshots[1][k]) for k in saved)
     assert not all(torch.equal(saved[k], snapshots[3][k]) for k in saved)  # training did move them
     submit(trainer)
@@ -269,7 +276,7 @@ def test_train_cli_builds_the_objective_from_its_flags():
 
     args = train.build_parser().parse_args(["--lm_coef", "0.25", "--from_scratch", "--n_layer", "1", "--n_embd", "16",
                                             "--n_head", "2", "--backend", "torch"])
-    model = train.build_model(args, DatasetTask(DATASETS["sst-2"]), LAYOUT)
+    model = train.build_model(args, DatasetTask(DATASETS["sst-2"]), LAYOUT, train.model_source(args))
     assert model.lm_coef == 0.25 and model.task_head.linear.out_features == 2
     assert model.transformer.embed.weight.shape == (LAYOUT.size, 16)
 

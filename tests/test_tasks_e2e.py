@@ -42,7 +42,7 @@ def test_one_dataset_per_family(tmp_path, capsys, name):
     task, data, out, res, stdout = run(tmp_path, name, capsys)
     lines = [json.loads(x) for x in (out / "log" / f"{name}.jsonl").read_text().splitlines()]
     assert lines[0]["dataset"] == name and [x["n_updates"] for x in lines[1:]] == [4, 8]  # 32 rows / 8
-    assert (out / "save" / name / "best_params.pt").is_file()
+    assert (out / "save" / name / "model" / "config.json").is_file()
     meta = json.loads((out / "save" / name / "config.json").read_text())
     assert meta["task"] == name and meta["layout"]["n_ctx"] == res["n_ctx"] <= 64
     assert set(res["submissions"]) == {*task.eval_splits, *task.test_splits}

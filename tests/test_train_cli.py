@@ -16,7 +16,7 @@ pytest.importorskip("spacy")
 pytest.importorskip("ftfy")
 
 from gpt1_fast import generate, synthetic, train  # noqa: E402
-from gpt1_fast.checkpoint import load_model  # noqa: E402
+from gpt1_fast.folder import load_pretrained  # noqa: E402
 from gpt1_fast.errors import CheckpointError, DataError  # noqa: E402
 from gpt1_fast.tasks import rocstories  # noqa: E402
 from gpt1_fast.text import learn_bpe  # noqa: E402
@@ -81,11 +81,11 @@ def test_end_to_end_cli(work):
     assert re.search(r"^n_epochs=1 n_updates=5 tr_cost=\d+\.\d{3} va_cost=\d+\.\d{3} tr_acc=\d+\.\d\d "
                      r"va_acc=\d+\.\d\d$", r.stdout, re.M)
 
-    # The best parameters and their config drive the sampler.
-    best = out / "save" / "e2e" / "best_params.pt"
-    assert best.is_file() and (best.parent / "config.json").is_file()
+    # The best model (a model folder) drives the sampler.
+    best = out / "save" / "e2e" / "model"
+    assert (best / "config.json").is_file() and (best.parent / "config.json").is_file()
     assert not [p for p in out.rglob("*") if ".tmp" in p.name]
-    texts = generate.main(["--checkpoint", str(best), "--prompt", "Anna wanted a new bike.", "--gen_len", "6",
+    texts = generate.main(["--model_dir", str(best), "--prompt", "Anna wanted a new bike.", "--gen_len", "6",
                            "--device", "cpu", "--backend", "torch"])
     assert len(texts) == 1 and texts[0] and "</w>" not in texts[0]
 
@@ -127,7 +127,7 @@ def test_bad_label_in_training_file(work, tmp_path):
 
 def test_missing_checkpoint_says_how_to_get_one(work, tmp_path):
     args = [a for a in common(work) if a != "--from_scratch"] + ["--model_dir", str(tmp_path)]
-    with pytest.raises(CheckpointError, match="finetune-transformer-lm.*--from_scratch"):
+    with pytest.raises(CheckpointError, match="no model here.*finetune-transformer-lm.*--from_scratch"):
         train.main(args)
 
 
@@ -141,8 +141,9 @@ def test_every_flag_has_help():
     assert {f"--{f}" for f in seed_flags} <= flags
     assert all(a.help for a in parser._actions)
     d = parser.parse_args([])
-    assert (d.seed, d.n_iter, d.n_batch, d.lr, d.lr_warmup, d.n_ctx, d.l2, d.lm_coef, d.n_valid, d.e) == \
-        (42, 3, 64, 6.25e-5, 0.002, 512, 0.01, 0.5, 374, 1e-8)
+    assert (d.seed, d.n_iter, d.n_batch, d.lr, d.lr_warmup, d.l2, d.lm_coef, d.n_valid, d.e) == \
+        (42, 3, 64, 6.25e-5, 0.002, 0.01, 0.5, 374, 1e-8)
+    assert (d.n_ctx, d.n_embd, d.n_head, d.n_layer, d.afn) == (None,) * 5  # the model's, or GPT-1's from scratch
 
 
 def test_real_vocabulary_from_scratch(tmp_path):
@@ -219,7 +220,7 @@ def test_pretrained_path_train_and_generate(work, tmp_path):
         "--log_dir", str(tmp_path / "log"), "--save_dir", str(tmp_path / "save"),
         "--submission_dir", str(tmp_path / "sub"), "--submit"]
     res = train.main(args)
-    sd = load_model(tmp_path / "save" / "rocstories" / "best_params.pt")[1]
+    sd = load_pretrained(tmp_path / "save" / "rocstories" / "model")[0].state_dict()
     we = sd["transformer.embed.weight"].numpy()
     assert we.shape == (n_vocab + 3 + res["n_ctx"], 32)
     pos, tok = flat[:64 * 32].reshape(64, 32), flat[64 * 32:64 * 32 + n_vocab * 32].reshape(n_vocab, 32)

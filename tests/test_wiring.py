@@ -78,8 +78,8 @@ def test_learning_rate_never_negative_and_about_zero_at_the_end(roc, tmp_path, m
 def test_train_hands_the_head_the_classify_token(roc, tmp_path, monkeypatch):
     seen = []
     build = train.build_model
-    monkeypatch.setattr(train, "build_model", lambda args, task, layout: seen.append(
-        (layout, build(args, task, layout))) or seen[-1][1])
+    monkeypatch.setattr(train, "build_model", lambda args, task, layout, src: seen.append(
+        (layout, build(args, task, layout, src))) or seen[-1][1])
     finetune(roc, tmp_path, "--n_iter", 1)
     (layout, model), = seen
     assert model.task_head.clf_token == layout.clf == layout.special("_classify_")
