@@ -82,8 +82,10 @@ class RunContext:
     def optimizer(self, model: torch.nn.Module, *, t_total: int, schedule: str, warmup: float) -> OpenAIAdam:
         """OpenAIAdam over the model's parameters with the run's optimisation options."""
         a = self.args
+        graphs = getattr(a, "cuda_graphs", False)  # a captured step needs the fused, device-side step
         return OpenAIAdam(model.parameters(), lr=a.lr, schedule=schedule, warmup=warmup, t_total=t_total,
-                          b1=a.b1, b2=a.b2, e=a.e, l2=a.l2, vector_l2=a.vector_l2, max_grad_norm=a.max_grad_norm)
+                          b1=a.b1, b2=a.b2, e=a.e, l2=a.l2, vector_l2=a.vector_l2, max_grad_norm=a.max_grad_norm,
+                          fused=True if graphs else None, capturable=graphs)
 
     def barrier(self) -> None:
         self.dist.barrier()

@@ -122,6 +122,9 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
     O("compile", Toggle(), None, "torch.compile the training step's forward and loss (default: on for CUDA)"),
     O("activation_checkpointing", Flag(), False, "recompute each block's forward in backward instead of keeping "
       "its activations: much less memory for about a third more compute"),
+    O("cuda_graphs", Flag(), False, "capture the whole training step (forward, backward, optimizer) in a CUDA "
+      "graph per batch shape and replay it: no Python or launch cost per step (CUDA, one process; fine-tuning "
+      "with --padding pow2 or global)"),
     O("n_batch_eval", Int(1), None, "examples per evaluation batch (default: twice the per-process batch)"),
     O("verbose", Flag(), True, "progress bars on a terminal"),
     # --------------------------------------------------------------- checkpoints, resume, logs
@@ -193,7 +196,7 @@ TRAIN = Entry("train", (
                              "stsb_objective")),
     ("model", FINETUNE_MODEL),
     ("optimisation (defaults: the paper's fine-tuning recipe)", FINETUNE_OPTIM + ("opt",)),
-    ("hardware and speed", HARDWARE + ("n_batch_eval",)),
+    ("hardware and speed", HARDWARE + ("cuda_graphs", "n_batch_eval")),
     ("logs and checkpoints", ("log_every", "save_every", "keep", "resume")),
 ))
 PRETRAIN = Entry("pretrain", (
@@ -203,7 +206,7 @@ PRETRAIN = Entry("pretrain", (
     ("optimisation (defaults: the paper's pretraining recipe)", ("seed", "n_batch", "micro_batch", "epochs",
                                                                   "max_steps", "lr", "warmup_steps") + ADAM),
     ("evaluation, logs, checkpoints", ("eval_every", "eval_windows", "log_every", "save_every", "keep", "resume")),
-    ("hardware and speed", HARDWARE),
+    ("hardware and speed", HARDWARE + ("cuda_graphs",)),
 ), defaults=dict(lr=2.5e-4, seed=0, save_every=1000))
 GENERATE = Entry("generate", (
     ("prompts and sampling", ("prompt", "prompt_file", "num_samples", "max_new_tokens", "top_k", "top_p",
@@ -278,6 +281,12 @@ def validate(entry: Entry, args, name=cli_name):
     device = check_device(args.device, name) if "device" in have else None
     if "backend" in have:
         check_backend(args.backend, device, name)
+    if "cuda_graphs" in have and args.cuda_graphs:
+        from .graphs import unsupported_reason
+
+        why = unsupported_reason(device, getattr(args, "padding", "global"), world)
+        if why:
+            raise UsageError(f"{name('cuda_graphs')}: {why}")
     return device
 
 

@@ -136,7 +136,7 @@ def run(args, ctx: RunContext) -> dict:
     opt = ctx.optimizer(lm, t_total=1, schedule="warmup_then_cosine", warmup=0.0)  # LMTrainer sets the schedule
     ctx.seed(offset=ctx.dist.rank)  # the same initial weights everywhere, own dropout masks per process
     config = LMConfig(args.n_ctx, args.n_batch, 1, args.warmup_steps, args.seed, args.micro_batch, args.eval_every,
-                      args.eval_windows, args.log_every, verbose=True)
+                      args.eval_windows, args.log_every, cuda_graphs=args.cuda_graphs, verbose=True)
     trainer = LMTrainer(lm, opt, train_tf.tokens, val_tf.tokens, config, ctx)
     total = args.max_steps or max(1, math.ceil(args.epochs * trainer.sampler.steps_per_epoch))
     trainer.set_schedule(total)

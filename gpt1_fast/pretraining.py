@@ -75,6 +75,7 @@ class LMConfig:
     eval_every: int = 1000
     eval_windows: int = 256
     log_every: int = 10
+    cuda_graphs: bool = False  # capture the update in a CUDA graph (gpt1_fast.graphs)
     verbose: bool = False
 
 
@@ -94,6 +95,11 @@ class LMTrainer:
         if self.per_rank % self.micro:
             raise ValueError(f"--micro_batch {self.micro} must divide the per-process batch {self.per_rank}")
         self.step_model = ctx.wrap(model)
+        self._step = self._device_step
+        if config.cuda_graphs:
+            from .graphs import CapturedStep
+
+            self._step = CapturedStep(self._device_step, optimizer)
         self.set_schedule(config.total_steps)
         # loop state (state_dict)
         self.n_updates, self.tokens_seen = 0, 0
@@ -113,24 +119,31 @@ class LMTrainer:
 
     # ---------------------------------------------------------------------------------- training
     def train_step(self) -> torch.Tensor:
-        """One update: this process's windows of the step, gradients accumulated over micro-batches."""
-        rank, n_micro = self.ctx.dist.rank, self.per_rank // self.micro
+        """One update on this process's windows of the step -> its loss."""
+        rank = self.ctx.dist.rank
         mine = self.sampler.starts(self.n_updates)[rank * self.per_rank:(rank + 1) * self.per_rank]
-        step_loss = torch.zeros((), device=self.ctx.device)
-        for k in range(n_micro):
-            x, y = windows(self.train_tokens, mine[k * self.micro:(k + 1) * self.micro], self.config.n_ctx,
-                           self.ctx.device)
-            sync = self.ctx.dist.world == 1 or k == n_micro - 1
-            with (nullcontext() if sync else self.step_model.no_sync()), self.ctx.autocast():
-                loss = self.step_model(input_ids=x, targets=y)["loss"] / n_micro
-            loss.backward()
-            step_loss += loss.detach()
-        self.opt.step()
-        self.opt.zero_grad(set_to_none=True)
+        x, y = windows(self.train_tokens, mine, self.config.n_ctx, self.ctx.device)
+        step_loss = self._step(x, y)
         self.loss_sum += step_loss
         self.n_updates += 1
         self.loss_n += 1
         self.tokens_seen += self.config.n_batch * self.config.n_ctx
+        return step_loss
+
+    def _device_step(self, x, y) -> torch.Tensor:
+        """Forward and backward over the micro-batches (gradients accumulated), the optimizer step: all
+        on the device, no host sync (what a CUDA graph captures with --cuda_graphs)."""
+        n_micro = self.per_rank // self.micro
+        step_loss = torch.zeros((), device=x.device)
+        for k in range(n_micro):
+            xs, ys = x[k * self.micro:(k + 1) * self.micro], y[k * self.micro:(k + 1) * self.micro]
+            sync = self.ctx.dist.world == 1 or k == n_micro - 1
+            with (nullcontext() if sync else self.step_model.no_sync()), self.ctx.autocast():
+                loss = self.step_model(input_ids=xs, targets=ys)["loss"] / n_micro
+            loss.backward()
+            step_loss += loss.detach()
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
         return step_loss
 
     def fit(self) -> float | None:

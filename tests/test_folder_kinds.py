@@ -108,7 +108,12 @@ def test_a_pretraining_checkpoint_reads_as_its_model(pretrained_run, tmp_path):
 def test_a_pretraining_checkpoint_finds_its_vocabulary_by_digest(pretrained_run, tmp_path):
     run, (enc, bpe) = pretrained_run
     copy = shutil.copytree(run, tmp_path / "run", ignore=shutil.ignore_patterns("vocab.json", "merges.txt", "data"))
-    info = read_config(copy / "checkpoints" / "step_000000002.pt")
+    ckpt = copy / "checkpoints" / "step_000000002.pt"
+    assert read_config(ckpt).vocab == (enc, bpe)  # the checkpoint's own description names it
+    blob = torch.load(ckpt, weights_only=True)
+    del blob["model_config"]  # a checkpoint of an earlier version: the run's log and fingerprint tell
+    torch.save(blob, ckpt)
+    info = read_config(ckpt)
     assert info.vocab == (enc, bpe)  # where the log's arguments point
     other = write_vocab(tmp_path / "other")
     log = (copy / "log.jsonl").read_text().splitlines()
@@ -143,7 +148,7 @@ def finetune_run(tmp_path_factory):
 def test_a_fine_tuning_checkpoint_reads_with_its_run_config(finetune_run, tmp_path):
     ckpt = sorted((finetune_run / "checkpoints").glob("step_*.pt"))[-1]
     info = read_config(ckpt)
-    assert (info.kind, info.task, info.source) == ("checkpoint", "rocstories", finetune_run / "config.json")
+    assert (info.kind, info.task, info.source) == ("checkpoint", "rocstories", ckpt)  # its own description
     assert info.head.head_type == "multiple_choice" and info.head.clf_token == info.layout.clf
     assert info.layout.specials == PAPER_SPECIALS and info.vocab is not None
     model, _ = load_pretrained(ckpt)
@@ -158,6 +163,10 @@ def test_a_fine_tuning_checkpoint_reads_with_its_run_config(finetune_run, tmp_pa
     lone = tmp_path / "elsewhere" / "checkpoints"
     lone.mkdir(parents=True)
     shutil.copy(ckpt, lone)
+    assert read_config(lone / ckpt.name).head == info.head  # a checkpoint describes its model itself
+    blob = torch.load(lone / ckpt.name, weights_only=True)
+    del blob["model_config"]  # one of an earlier version needs its run's config.json
+    torch.save(blob, lone / ckpt.name)
     with pytest.raises(CheckpointError, match=r"a fine-tuning checkpoint; its run's config\.json \(expected at .*"
                                               r"elsewhere/config\.json\) holds the layout and the head, and is missing"):
         read_config(lone / ckpt.name)
@@ -169,6 +178,7 @@ def test_an_old_best_params_loads_and_converts(tmp_path, vocab, capsys):
     meta = dict(cfg=CFG.to_dict(), layout=LAYOUT.to_dict(), task="sst-2", head_type=("classification", 3),
                 label_names=("a", "b", "c"), encoder_path=str(vocab[0]), bpe_path=str(vocab[1]), n_updates=7,
                 score=80.5)
+    (tmp_path / "run").mkdir()
     save_legacy_best_params(tmp_path / "run" / "best_params.pt", model.state_dict(), meta)
     loaded, info = load_pretrained(tmp_path / "run")  # a run folder: its best_params.pt
     assert info.kind == "best_params" and same_weights(loaded, model)

@@ -34,12 +34,14 @@ class TrainConfig:
     seed: int = 42                  # data order
     padding: str = "batch"          # each batch to its longest sequence ("batch", "pow2"), or to n_ctx ("global")
     log_every: int = 10             # the training loss (mean of the updates since) into the log every N updates
+    cuda_graphs: bool = False       # capture the device step in a CUDA graph per batch shape (gpt1_fast.graphs)
     verbose: bool = False           # progress: a bar on a terminal, else a line every 30 s
 
     @classmethod
     def from_args(cls, args, verbose: bool = False) -> "TrainConfig":
         return cls(n_iter=args.n_iter, n_batch=args.n_batch, n_batch_eval=args.n_batch_eval, n_valid=args.n_valid,
-                   seed=args.seed, padding=args.padding, log_every=getattr(args, "log_every", 10), verbose=verbose)
+                   seed=args.seed, padding=args.padding, log_every=getattr(args, "log_every", 10),
+                   cuda_graphs=getattr(args, "cuda_graphs", False), verbose=verbose)
 
 
 def updates_per_epoch(n_train: int, n_batch: int) -> int:
@@ -61,6 +63,11 @@ class Trainer:
         self.model, self.opt, self.config, self.logger, self.on_best = model, optimizer, config, logger, on_best
         self.ctx = ctx or RunContext.local(next(model.parameters()).device)
         self.step_model = self.ctx.wrap(model, dynamic=config.padding == "batch")
+        self._step = self._device_step
+        if config.cuda_graphs:
+            from ..graphs import CapturedStep
+
+            self._step = CapturedStep(self._device_step, optimizer)
         world = self.ctx.dist.world
         if config.n_batch % world:
             raise ValueError(f"n_batch {config.n_batch} must be divisible by the number of processes {world}")
@@ -98,17 +105,23 @@ class Trainer:
     def train_step(self, idx) -> torch.Tensor:
         """One update on training examples `idx` (this process's share of the batch) -> the loss."""
         X, M, Y = make_batch(self.data["train"], idx, self.layout, self.device, self.config.padding)
+        loss = self._step(X, M, Y)
+        self.n_updates += 1
+        self.tokens["real"] += int(self.data["train"].lengths[idx].sum())  # host-side: no device sync
+        self.tokens["padded"] += M.numel()
+        self.loss_window[0] += loss
+        self.loss_window[1] += 1
+        return loss
+
+    def _device_step(self, X, M, Y) -> torch.Tensor:
+        """Forward, backward, optimizer step on a batch: all on the device, no host sync (what a CUDA
+        graph captures with --cuda_graphs)."""
         with self.ctx.autocast():
             out = self.step_model(X, M, Y)
         out["loss"].backward()
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
-        self.n_updates += 1
-        self.tokens["real"] += int(self.data["train"].lengths[idx].sum())  # host-side: no device sync
-        self.tokens["padded"] += M.numel()
-        self.loss_window[0] += out["loss"].detach()
-        self.loss_window[1] += 1
-        return out["loss"]
+        return out["loss"].detach()
 
     def fit(self) -> list[dict]:
         """Train for the remaining epochs (from the loop state: a restored Trainer continues)."""
