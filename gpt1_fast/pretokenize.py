@@ -17,7 +17,7 @@ release's loop (tests/original_encoder.py), on real and unicode-heavy text.
 from __future__ import annotations
 
 import re
-from itertools import chain
+from itertools import chain, pairwise
 
 # Runs of these characters get a space on each side. Backslash is deliberately absent: the release's
 # regex is a non-raw string, so its `\\\\+` alternative reaches the engine as `\\+` (a literal '+').
@@ -126,7 +126,7 @@ class Pretokenizer:
                 out[w] = note(w, known[ps[0]], False)
                 continue
             toks = [known[p] for p in ps]
-            inside = any((a[-1], b[0]) in pairs for a, b in zip(toks, toks[1:]))
+            inside = any((a[-1], b[0]) in pairs for a, b in pairwise(toks))
             out[w] = note(w, tuple(chain.from_iterable(toks)), inside)
         if NEWLINE in words:
             out[NEWLINE] = self._newline

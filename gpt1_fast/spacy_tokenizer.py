@@ -16,6 +16,7 @@ whitespace-free pieces at once (cached).
 from __future__ import annotations
 
 import hashlib
+from itertools import pairwise
 
 _SEP = "\x00"
 # sha256 (rules_fingerprint) of the spaCy version and the prefix, suffix and infix patterns and token
@@ -89,7 +90,7 @@ class EnglishTokenizer:
         pairs = set()
         for text in [joined, *spaced]:  # no rule is loaded yet: tokens without special cases
             toks = [self._strings[h] for h in self._orths(text)]
-            pairs.update(p for p in zip(toks, toks[1:]) if _SEP not in p)
+            pairs.update(p for p in pairwise(toks) if _SEP not in p)
         return frozenset(pairs)
 
     def _load_rules(self, texts) -> None:

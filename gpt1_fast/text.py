@@ -22,7 +22,7 @@ import collections
 import json
 import re
 from functools import cached_property
-from itertools import chain, repeat
+from itertools import chain, pairwise, repeat
 from pathlib import Path
 
 from .pretokenize import Pretokenizer, text_standardize  # noqa: F401 - text_standardize: public here too
@@ -33,7 +33,7 @@ WORD_CACHE = 1 << 20  # cached words (their ids) before the cache starts over: m
 
 
 # A merges-file line that is not two symbols separated by one space.
-_BAD_MERGE_LINE = re.compile(r"^(?![^\s]+ [^\s]+$)", re.M)
+_BAD_MERGE_LINE = re.compile(r"^(?![^\s]+ [^\s]+$)", re.MULTILINE)
 
 
 def _check_files(encoder_path, bpe_path) -> None:
@@ -89,7 +89,7 @@ def bpe_pieces(token: str, ranks: dict, none: int) -> list[str]:
     word = list(token[:-1])
     word.append(token[-1] + EOW)
     get = ranks.get
-    rs = [get(a + " " + b, none) for a, b in zip(word, word[1:])]
+    rs = [get(a + " " + b, none) for a, b in pairwise(word)]
     while rs:
         r = min(rs)
         if r == none:
@@ -113,7 +113,7 @@ def bpe_pieces(token: str, ranks: dict, none: int) -> list[str]:
                 new.append(word[i])
                 i += 1
         word = new
-        rs = [get(a + " " + b, none) for a, b in zip(word, word[1:])]
+        rs = [get(a + " " + b, none) for a, b in pairwise(word)]
     return word
 
 
@@ -267,9 +267,12 @@ def _worker_encode(texts):
 # ------------------------------------------------------------------------------------------- learner
 def count_words(texts, verbose: bool = False) -> collections.Counter:
     """How often each lower-cased token occurs, pre-tokenized exactly as TextEncoder does (by words)."""
-    from tqdm import tqdm
-
     pre = Pretokenizer()
+    bar = None
+    if verbose:
+        from tqdm import tqdm
+
+        bar = tqdm(ncols=80, leave=False, desc="counting words", unit="text")
     word_tokens: dict[str, tuple] = {}
     words: collections.Counter = collections.Counter()
     tokens: collections.Counter = collections.Counter()
@@ -283,13 +286,17 @@ def count_words(texts, verbose: bool = False) -> collections.Counter:
                 words.update(ws)
             else:
                 tokens.update(pre.tokens(text))
+        if bar is not None:
+            bar.update(len(batch))
         batch.clear()
 
-    for text in tqdm(texts, ncols=80, leave=False, desc="counting words", unit="text", disable=not verbose):
+    for text in texts:
         batch.append(text)
         if len(batch) >= ENCODE_BATCH:
             flush()
     flush()
+    if bar is not None:
+        bar.close()
     for w, n in words.items():
         for t in word_tokens[w]:
             tokens[t] += n
@@ -353,7 +360,7 @@ def learn_merges(counts, n_merges: int, verbose: bool = False) -> list[tuple[str
     pair_counts: collections.Counter = collections.Counter()
     where: dict[tuple, set] = collections.defaultdict(set)
     for wi, (w, f) in enumerate(zip(words, freqs)):
-        for p in zip(w[:-1], w[1:]):
+        for p in pairwise(w):
             if _mergeable(*p):
                 pair_counts[p] += f
                 where[p].add(wi)
@@ -370,7 +377,7 @@ def learn_merges(counts, n_merges: int, verbose: bool = False) -> list[tuple[str
             changed = set()
             for wi in sorted(where.pop(best, ())):
                 w, f = words[wi], freqs[wi]
-                for p in zip(w[:-1], w[1:]):  # remove the word's old pairs
+                for p in pairwise(w):  # remove the word's old pairs
                     if p in pair_counts:
                         pair_counts[p] -= f
                         changed.add(p)
@@ -379,7 +386,7 @@ def learn_merges(counts, n_merges: int, verbose: bool = False) -> list[tuple[str
                         if p != best and p in where:
                             where[p].discard(wi)
                 words[wi] = w = _merge_pair(w, *best)
-                for p in zip(w[:-1], w[1:]):
+                for p in pairwise(w):
                     if _mergeable(*p):
                         pair_counts[p] += f
                         changed.add(p)

@@ -86,6 +86,10 @@ class OriginalEncoder:
         self.cache[token] = word
         return word
 
+    def tokens(self, text):
+        """spaCy's tokens of one text, lower-cased: what the loop below gives bpe()."""
+        return [t.text.lower() for t in self.nlp(original_standardize(self.fix_text(text), self.punct))]
+
     def encode(self, texts):
         out = []
         for text in texts:

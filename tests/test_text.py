@@ -155,6 +155,18 @@ def test_learned_bpe_roundtrip(tmp_path):
     assert te.decode([len(te.encoder) + 5]) == f"<{len(te.encoder) + 5}>"
 
 
+def test_count_words_counts_the_release_tokens(learned):
+    from collections import Counter
+
+    from gpt1_fast.text import count_words
+
+    texts = _tricky_texts()
+    orig = OriginalEncoder(*learned)
+    want = Counter(t for text in texts for t in orig.tokens(text))
+    assert count_words(texts) == want
+    assert count_words(texts * 2) == want + want  # known words counted again
+
+
 def test_encode_rejects_a_bare_string(tmp_path):
     te = write_vocab(tmp_path, {"a</w>": 1}, [])
     with pytest.raises(TypeError):
@@ -231,10 +243,12 @@ def test_word_cache_starts_over_when_full(learned, monkeypatch):
     import gpt1_fast.text as text_mod
 
     monkeypatch.setattr(text_mod, "WORD_CACHE", 10)
+    monkeypatch.setattr(text_mod, "ENCODE_BATCH", 5)
     texts = _tricky_texts()
     te = TextEncoder(*learned)
     assert te.encode(texts) == _original_ids(*learned, texts)
-    assert len(te._word_ids) <= 10 + text_mod.ENCODE_BATCH * 60  # cleared before each batch once full
+    last = {w for t in texts[-5:] for w in te.pretokenize.words(t)}
+    assert len(te._word_ids) < len(last) + 10 < len({w for t in texts for w in te.pretokenize.words(t)})
 
 
 def test_fix_text_equals_ftfy():

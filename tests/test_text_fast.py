@@ -131,17 +131,18 @@ def test_unverified_rules_take_no_shortcut(monkeypatch):
 
 
 def test_shortcut_conditions(monkeypatch):
-    """Each condition of the suffix shortcut matters for some rule set: a prefix that takes the
-    suffix too, a suffix that is a rule splitting it (the run and the piece being rules: real ones)."""
+    """Each condition of the shortcuts matters for some rule set: a prefix that takes the suffix too,
+    a suffix that is a rule splitting it, a suffix of a non-ASCII letter (the proof is for ASCII);
+    the run and the piece being rules, and a run that is not plain, are real cases."""
     from spacy.attrs import ORTH
 
-    reference = _with_rules(monkeypatch, prefixes=[r"ab\."], rules={"...": [{ORTH: "."}, {ORTH: ".."}]},
-                            verified=True)
+    reference = _with_rules(monkeypatch, prefixes=[r"ab\."], suffixes=["\u00e9"], verified=True,
+                            rules={"...": [{ORTH: "."}, {ORTH: ".."}]})
     et = st.EnglishTokenizer()
     assert et.shortcuts
-    pieces = ["ab.", "word...", "cannot.", "Calif.", "10km.", "walked."]
+    pieces = ["ab.", "word...", "cannot.", "Calif.", "10km.", "walked.", "caf\u00e9", "caf\u00e9."]
     want = {p: tuple(spacy_tokens(p, reference)) for p in pieces}
-    assert want["ab."] == ("ab.",) and want["word..."] == ("word", ".", "..")
+    assert want["ab."] == ("ab.",) and want["word..."] == ("word", ".", "..") and want["caf\u00e9"] == ("caf", "\u00e9")
     assert want["cannot."] == ("can", "not", ".") and want["Calif."] == ("Calif.",)
     assert et.pieces(pieces) == want
 
@@ -166,6 +167,11 @@ def test_special_case_across_a_space_tokenizes_the_text_whole(monkeypatch, tmp_p
         orig.nlp.tokenizer.add_special_case(key, tokens)
     texts = ["' a:b:c", "x ' a:b:c y", "a:b:c", "'a:b:c", "' a:b:c\n' a:b:c", "'  a:b:c", "'_a:b:c"]
     assert te.encode(texts) == orig.encode(texts)
+    from collections import Counter
+
+    from gpt1_fast.text import count_words
+
+    assert count_words(texts) == Counter(t for text in texts for t in orig.tokens(text))
     assert not te.pretokenize.concatenates(te.pretokenize.words("x ' a:b:c y"))
     assert not te.pretokenize.concatenates(te.pretokenize.words("'_a:b:c"))  # across pieces of one word
     assert te.pretokenize.concatenates(te.pretokenize.words("' x a:b:c"))
