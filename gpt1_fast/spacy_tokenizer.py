@@ -93,21 +93,28 @@ class EnglishTokenizer:
             pairs.update(p for p in pairwise(toks) if _SEP not in p)
         return frozenset(pairs)
 
-    def _load_rules(self, texts) -> None:
-        """Add to spaCy every rule whose key is a substring of a text (whitespace in or out)."""
-        n, rules, loaded = self._key_len, self.rules, self._loaded
-        found = set()
-        for text in texts:
-            for s in {text, "".join(text.split())}:
-                found.update(s[i:j] for i in range(len(s)) for j in range(i + 1, min(len(s), i + n) + 1))
-        new = found.intersection(rules).difference(loaded)
-        for k in sorted(new):
-            self._spacy.add_special_case(k, rules[k])
-        loaded |= new
+    def _load_rules(self, texts=None) -> None:
+        """Add to spaCy every rule whose key is a substring of a text (whitespace in or out); every
+        rule for texts=None."""
+        if texts is None:
+            found = set(self.rules)
+        else:
+            n, found = self._key_len, set()
+            for text in texts:
+                for s in {text, "".join(text.split())}:
+                    found.update(s[i:j] for i in range(len(s)) for j in range(i + 1, min(len(s), i + n) + 1))
+            found.intersection_update(self.rules)
+        for k in sorted(found.difference(self._loaded)):
+            self._spacy.add_special_case(k, self.rules[k])
+            self._loaded.add(k)
 
     def tokens(self, text: str) -> list[str]:
-        """spaCy's token texts of a whole text."""
-        self._load_rules((text,))
+        """spaCy's token texts of a whole text. A long one loads every rule (once: scanning each such text
+        for keys would cost more than spaCy itself)."""
+        if len(text) <= 4 * self._key_len:
+            self._load_rules((text,))
+        elif len(self._loaded) < len(self.rules):
+            self._load_rules()
         return [self._strings[h] for h in self._orths(text)]
 
     def pieces(self, pieces) -> dict[str, tuple]:

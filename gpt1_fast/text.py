@@ -29,7 +29,7 @@ from .pretokenize import Pretokenizer, text_standardize  # noqa: F401 - text_sta
 
 EOW = "</w>"
 ENCODE_BATCH = 256  # texts per batch (one worker task)
-WORD_CACHE = 1 << 20  # cached words (their ids) before the cache starts over: memory stays bounded
+WORD_CACHE = 1 << 20  # cached words (their ids) before that cache starts over: memory stays bounded
 
 
 # A merges-file line that is not two symbols separated by one space.
@@ -181,6 +181,7 @@ class TextEncoder:
         pre, word_ids = self.pretokenize, self._word_ids
         if len(word_ids) > WORD_CACHE:
             word_ids.clear()
+            self._token_ids.clear()
         words_of = [pre.words(t) for t in texts]
         new = set(chain.from_iterable(words_of)).difference(word_ids)
         if new:

@@ -101,28 +101,39 @@ class OriginalEncoder:
         return out
 
 
-# Pieces that make ftfy, the standardization and spaCy's special cases work: curly quotes, dashes,
-# ellipses, accents, mojibake, entities, numbers with units, abbreviations, contractions, emoticons.
-EXTRA = ["\u201cNo way,\u201d", "she\u2019d", "caf\u00e9", "na\u00efve", "\u2014", "\u2026", "5k.", "10km",
-         "3:45pm", "$1,000", "e.g.", "Dr.", "U.S.", "&amp;", "don't", "(really)", "[sic]", "\n", "\n\n",
-         "50%", "x\u00b2", "\u00bd", "co-op", "can't", "C++", "a/b", "well...", "!!", "?!", "\u00e2\u0080\u0099s",
-         ":)", "(:", ": )", "x:)", "<3", "o.O", "a.m.", "10a.m.", "Calif.", "'cause", "' s", "'s", "''", "I'm",
-         "walked.", "Karen's", "1963.", "40's.", "\u00a0", "\t", "gonna", "Gonna", "cannot", "it's", "It's"]
+# Pieces that make ftfy and the standardization work: curly quotes, dashes, ellipses, accents,
+# mojibake, entities, numbers with units, abbreviations, contractions, newlines.
+UNICODE_PIECES = ["\u201cNo way,\u201d", "she\u2019d", "caf\u00e9", "na\u00efve", "\u2014", "\u2026", "5k.", "10km",
+                  "3:45pm", "$1,000", "e.g.", "Dr.", "U.S.", "&amp;", "don't", "(really)", "[sic]", "\n", "\n\n",
+                  "50%", "x\u00b2", "\u00bd", "co-op", "can't", "C++", "a/b", "well...", "!!", "?!", "\u00e2\u0080\u0099s"]
+# And spaCy's special cases at their edges: emoticons, quotes and abbreviations split by spaces.
+EXTRA = UNICODE_PIECES + [
+    ":)", "(:", ": )", "x:)", "<3", "o.O", "a.m.", "10a.m.", "Calif.", "'cause", "' s", "'s", "''", "I'm", "walked.",
+    "Karen's", "1963.", "40's.", "\u00a0", "\t", "gonna", "Gonna", "cannot", "it's", "It's"]
 
 
-def sample_texts(n_stories: int, seed: int = 0) -> list[str]:
-    """Story Cloze-like texts (synthetic stories and both endings) plus n_stories sentences of the same
-    words with EXTRA pieces sprinkled in (about 1 word in 6), shuffled together."""
-    import random
-
+def story_texts(n_stories: int, seed: int = 0) -> list[str]:
+    """Synthetic Story Cloze texts (gpt1_fast.synthetic): each story's four sentences, then each ending."""
     from gpt1_fast.synthetic import story_rows
 
     rows = story_rows(n_stories, seed=seed)
-    texts = [" ".join(r[1:5]) for r in rows] + [r[5] for r in rows] + [r[6] for r in rows]
+    return [t for r in rows for t in (" ".join(r[1:5]), r[5], r[6])]
+
+
+def unicode_texts(n: int, seed: int = 0, pieces=UNICODE_PIECES) -> list[str]:
+    """n sentences of the synthetic stories' words with `pieces` sprinkled in (about 1 word in 6)."""
+    import random
+
     rng = random.Random(seed)
-    words = " ".join(texts).split()
-    for _ in range(n_stories):
-        k = rng.randint(8, 60)
-        texts.append(" ".join(rng.choice(EXTRA) if rng.random() < 0.15 else rng.choice(words) for _ in range(k)))
-    rng.shuffle(texts)
+    words = " ".join(story_texts(max(n // 10, 10), seed)).split()
+    return [" ".join(rng.choice(pieces) if rng.random() < 0.15 else rng.choice(words)
+                     for _ in range(rng.randint(8, 60))) for _ in range(n)]
+
+
+def sample_texts(n_stories: int, seed: int = 0) -> list[str]:
+    """story_texts(n_stories) and unicode_texts(n_stories) with all EXTRA pieces, shuffled together."""
+    import random
+
+    texts = story_texts(n_stories, seed) + unicode_texts(n_stories, seed, EXTRA)
+    random.Random(seed).shuffle(texts)
     return texts
