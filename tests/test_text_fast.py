@@ -88,6 +88,8 @@ def test_rules_are_loaded_before_spacy_sees_a_text(blank):
     each key tokenize as with all rules loaded."""
     et = st.EnglishTokenizer()
     assert not et._loaded
+    long = "I'm sure it's fine, isn't it? Dr. Who'll say: cannot... " * 3  # long: every rule loaded
+    assert st.EnglishTokenizer().tokens(long) == spacy_tokens(long, blank)
     for text in ["I'm gonna go.", "a.m. 10a.m.", "x :) (: o.O", "can not cannot"]:
         fresh = st.EnglishTokenizer()
         assert fresh.tokens(text) == spacy_tokens(text, blank)
