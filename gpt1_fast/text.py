@@ -19,6 +19,7 @@ from any texts (same pre-tokenization), for tests and the demo.
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 import re
 from functools import cached_property
@@ -28,6 +29,12 @@ from pathlib import Path
 from .pretokenize import Pretokenizer, text_standardize  # noqa: F401 - text_standardize: public here too
 
 EOW = "</w>"
+# sha256 of the encoder json's then the merges file's bytes, for vocabularies where BPE makes every
+# whole-word entry `t</w>` of `t` itself (all 32,581 checked: tests/test_text.py,
+# test_whole_word_entries_are_their_own_bpe): there a token whose `t</w>` is an entry skips BPE.
+_WHOLE_WORD_VOCABS = frozenset({
+    "30a9fd6f40f6aae698f3b8db1515a41af096d401191cb09a6f971e8858e90610",  # OpenAI's GPT-1 release (40,000 merges)
+})
 ENCODE_BATCH = 256  # texts per batch (one worker task)
 WORD_CACHE = 1 << 20  # cached words (their ids) before that cache starts over: memory stays bounded
 
@@ -47,10 +54,14 @@ def _check_files(encoder_path, bpe_path) -> None:
 
 
 def read_merges(bpe_path) -> list[str]:
-    """The merges in rank order, each as "a b". Lines as the release reads them: the version line
-    first and whatever follows the last newline are no merges."""
+    """The merges in rank order, each as "a b"."""
     with open(bpe_path, encoding="utf-8") as f:
-        text = f.read()
+        return parse_merges(f.read(), bpe_path)
+
+
+def parse_merges(text: str, bpe_path="merges") -> list[str]:
+    """Lines as the release reads them: the version line first and whatever follows the last newline
+    are no merges."""
     first, last = text.find("\n") + 1, text.rfind("\n")
     if not 0 < first <= last:
         return []
@@ -68,10 +79,23 @@ def read_merges(bpe_path) -> list[str]:
 
 def read_vocab(encoder_path, bpe_path):
     """(encoder {piece: id}, merges [(a, b)] in rank order) of the release's two files."""
+    encoder, merges, _ = _read_files(encoder_path, bpe_path)
+    return encoder, [tuple(m.split(" ")) for m in merges]
+
+
+def _read_files(encoder_path, bpe_path):
+    """(encoder, merges as "a b", sha256 of the two files' bytes)."""
     _check_files(encoder_path, bpe_path)
-    with open(encoder_path, encoding="utf-8") as f:
-        encoder = json.load(f)
-    return encoder, [tuple(m.split(" ")) for m in read_merges(bpe_path)]
+    with open(encoder_path, "rb") as f:
+        enc_bytes = f.read()
+    with open(bpe_path, "rb") as f:
+        bpe_bytes = f.read()
+    digest = hashlib.sha256(enc_bytes)
+    digest.update(bpe_bytes)
+    text = bpe_bytes.decode("utf-8")
+    if "\r" in text:  # what reading in text mode does (the release's open())
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return json.loads(enc_bytes), parse_merges(text, bpe_path), digest.hexdigest()
 
 
 def _join_pieces(pieces: list[str]) -> str:
@@ -122,10 +146,8 @@ class TextEncoder:
 
     def __init__(self, encoder_path, bpe_path):
         self.paths = (str(encoder_path), str(bpe_path))
-        _check_files(encoder_path, bpe_path)
-        with open(encoder_path, encoding="utf-8") as f:
-            self.encoder = json.load(f)
-        merges = read_merges(bpe_path)
+        self.encoder, merges, digest = _read_files(encoder_path, bpe_path)
+        self._whole_words = digest in _WHOLE_WORD_VOCABS
         # dict(zip(...)): a merge listed twice keeps its last rank, as the release.
         self._ranks, self._no_rank = dict(zip(merges, range(len(merges)))), len(merges)
         self.cache: dict[str, str] = {}  # lower-cased token -> its BPE pieces, space-separated
@@ -201,10 +223,15 @@ class TextEncoder:
 
     def _ids_of_tokens(self, tokens) -> dict:
         """{spaCy token text: its ids} (BPE of the lower-cased token, pieces looked up, unknown 0),
-        the dictionary of all tokens seen."""
-        cache, get, bpe, ranks, none = self._token_ids, self.encoder.get, self.cache, self._ranks, self._no_rank
+        the dictionary of all tokens seen. In a vocabulary of _WHOLE_WORD_VOCABS, a token whose whole
+        `t</w>` is an entry is that one piece."""
+        cache, encoder, bpe, ranks, none = self._token_ids, self.encoder, self.cache, self._ranks, self._no_rank
+        get, whole = encoder.get, self._whole_words
         for t in set(tokens).difference(cache):
             low = t.lower()
+            if whole and low + EOW in encoder:
+                cache[t] = (encoder[low + EOW],)
+                continue
             word = bpe.get(low)
             if word is None:
                 word = bpe[low] = _join_pieces(bpe_pieces(low, ranks, none))

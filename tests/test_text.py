@@ -92,6 +92,24 @@ def test_standardize_matches_original_regex():
         assert text_standardize(s) == original_standardize(s), s
 
 
+def test_whole_word_entries_are_their_own_bpe(real):
+    """The proof behind the whole-word shortcut for the release's vocabulary: BPE makes each of its
+    32,581 entries `t</w>` of the token `t`, so a token with such an entry is that piece."""
+    from gpt1_fast.text import bpe_pieces
+
+    assert real._whole_words
+    entries = [k for k in real.encoder if k.endswith("</w>") and len(k) > 4]
+    assert len(entries) == 32581
+    assert all(bpe_pieces(k[:-4], real._ranks, real._no_rank) == [k] for k in entries)
+
+
+def test_whole_word_shortcut_only_for_verified_vocabularies(tmp_path):
+    """An entry "ab</w>" that no merge builds: BPE gives "a b</w>", and so must encode."""
+    te = write_vocab(tmp_path, {"a": 1, "b</w>": 2, "ab</w>": 5, "c": 3, "cb</w>": 4}, [("c", "b</w>")])
+    assert not te._whole_words
+    assert te.encode(["ab cb"]) == [[1, 2, 4]]
+
+
 def test_bpe_cache_and_hf_agreement(real):
     """The BPE step agrees with transformers' independent implementation of the same algorithm on
     every token of a paragraph (its pre-tokenization differs, see test_quirks_against_naive)."""
