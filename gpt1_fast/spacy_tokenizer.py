@@ -19,6 +19,7 @@ import hashlib
 from itertools import pairwise
 
 _SEP = "\x00"
+_SCAN_CHARS = 15_000  # scanning a text for rule keys costs ~3 us a character, loading all 1,347 rules ~50 ms
 # sha256 (rules_fingerprint) of the spaCy version and the prefix, suffix and infix patterns and token
 # matcher of tokenizers whose prefix, suffix and infix patterns are proven never to match inside a
 # string of ASCII letters only, nor inside one of ASCII digits only (tests/test_text.py,
@@ -66,6 +67,7 @@ class EnglishTokenizer:
         self._spacy = Tokenizer(Vocab(), None, *settings)
         self._strings, self._orth = self._spacy.vocab.strings, ORTH
         self._loaded: set = set()
+        self._scanned = 0  # characters of whole texts scanned for rule keys
         self._key_len = max(map(len, self.rules), default=0)
         self._prefix, self._suffix = settings[0], settings[1]
         self.shortcuts = rules_fingerprint(self._spacy) in _VERIFIED_RULES
@@ -109,12 +111,14 @@ class EnglishTokenizer:
             self._loaded.add(k)
 
     def tokens(self, text: str) -> list[str]:
-        """spaCy's token texts of a whole text. A long one loads every rule (once: scanning each such text
-        for keys would cost more than spaCy itself)."""
-        if len(text) <= 4 * self._key_len:
-            self._load_rules((text,))
-        elif len(self._loaded) < len(self.rules):
-            self._load_rules()
+        """spaCy's token texts of a whole text. Texts are scanned for rule keys until _SCAN_CHARS
+        characters were, then every rule is loaded (as cheap as scanning that much)."""
+        if len(self._loaded) < len(self.rules):
+            if self._scanned + len(text) <= _SCAN_CHARS:
+                self._scanned += len(text)
+                self._load_rules((text,))
+            else:
+                self._load_rules()
         return [self._strings[h] for h in self._orths(text)]
 
     def pieces(self, pieces) -> dict[str, tuple]:

@@ -83,13 +83,17 @@ def test_pieces_holding_nul_go_alone(blank):
     assert st.EnglishTokenizer().pieces(pieces) == {p: tuple(spacy_tokens(p, blank)) for p in pieces}
 
 
-def test_rules_are_loaded_before_spacy_sees_a_text(blank):
+def test_rules_are_loaded_before_spacy_sees_a_text(blank, monkeypatch):
     """Every rule whose key is in a text (whitespace in or out) is loaded first; texts built around
     each key tokenize as with all rules loaded."""
     et = st.EnglishTokenizer()
     assert not et._loaded
-    long = "I'm sure it's fine, isn't it? Dr. Who'll say: cannot... " * 3  # long: every rule loaded
-    assert st.EnglishTokenizer().tokens(long) == spacy_tokens(long, blank)
+    text = "I'm sure it's fine, isn't it? Dr. Who'll say: cannot... " * 3
+    assert st.EnglishTokenizer().tokens(text) == spacy_tokens(text, blank)  # the rules found in it
+    monkeypatch.setattr(st, "_SCAN_CHARS", 10)  # past the scanning budget: every rule
+    everything = st.EnglishTokenizer()
+    assert everything.tokens(text) == spacy_tokens(text, blank) and everything._loaded == set(everything.rules)
+    monkeypatch.undo()
     for text in ["I'm gonna go.", "a.m. 10a.m.", "x :) (: o.O", "can not cannot"]:
         fresh = st.EnglishTokenizer()
         assert fresh.tokens(text) == spacy_tokens(text, blank)
