@@ -22,7 +22,7 @@ _SEP = "\x00"
 _SCAN_CHARS = 15_000  # scanning a text for rule keys costs ~3 us a character, loading all 1,347 rules ~50 ms
 # sha256 (rules_fingerprint) of the spaCy version and the prefix, suffix and infix patterns and token
 # matcher of tokenizers whose prefix, suffix and infix patterns are proven never to match inside a
-# string of ASCII letters only, nor inside one of ASCII digits only (tests/test_text.py,
+# string of ASCII letters only, nor inside one of ASCII digits only (tests/test_text_fast.py,
 # test_verified_rules_never_split_letters_or_digits, on the installed spaCy). Other rules: no shortcut.
 _VERIFIED_RULES = frozenset({
     "743143308b2f93d7315a79beec30802638fb98be7f4b99d394cef29797c56435",  # spaCy 3.8.18

@@ -8,9 +8,10 @@ gpt1_fast.pretokenize):
 
 Speed, with the same ids (tests/test_text.py checks them against the release's loop, kept in
 tests/original_encoder.py): each distinct word of the texts is pre-tokenized once and its ids cached
-(`Pretokenizer.word_tokens`), a text's ids are its words' ids joined; BPE keeps the ranks of the
+(`Pretokenizer.word_tokens`), a text's ids are its words' ids joined; in the release's vocabulary a
+token whose whole `t</w>` is an entry is that piece (`_WHOLE_WORD_VOCABS`); BPE keeps the ranks of the
 word's pairs in a list and updates the two neighbours of a single merge; `encode(texts, workers=N)`
-spreads batches over N processes (benchmarks/bench_encode.py measures all of it).
+spreads batches over N processes (benchmarks/bench_encode.py measures it; benchmarks/NOTES.md).
 
 ftfy and spaCy are imported by the constructor only, so importing this module (or gpt1_fast.train)
 works on machines without them. `learn_bpe` builds a small vocabulary in the release's two-file format
