@@ -4,7 +4,7 @@
 Parameters: the 146 tensors of the released checkpoint (SPEC §1: positions [512, 768], tokens with the
 3 ROCStories specials [40481, 768], then 12 x 12 layer tensors): 116.5 M fp32 parameters, one group
 with l2 = 0.01 (decay on the 50 matrices). --quick: the same 146 tensors at width 128, vocab 4000
-(2.9 M parameters). BENCH_ADAM_DEVICES=cuda,cpu (default: cpu, and cuda when present) picks devices.
+(2.9 M parameters). BENCH_ADAM_DEVICES=cuda,cpu (default: cuda when present, else cpu) picks devices.
 
 Implementations (each on its own copy of p, m, v; all read the same fresh random gradients whose
 global norm is far above max_grad_norm = 1, so clipping is active):
@@ -151,8 +151,7 @@ def run_device(device: torch.device, quick: bool):
 def main(quick: bool = False):
     torch.manual_seed(0)
     names = os.environ.get("BENCH_ADAM_DEVICES")
-    devices = [torch.device(n) for n in names.split(",")] if names else \
-        [torch.device("cpu")] + ([default_device()] if default_device().type == "cuda" else [])
+    devices = [torch.device(n) for n in names.split(",")] if names else [default_device()]
     for device in devices:
         run_device(device, quick)
 

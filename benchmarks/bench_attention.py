@@ -3,12 +3,13 @@
 dropout, matmul), forward / backward / forward+backward, dropout 0 and 0.1, bf16; and the packed
 variant (c_attn's [B, T, 3C] in, [B, T, C] out) vs split + SDPA + merge.
 
-Shapes: ROCStories (B=128 sequences, H=12, T=77, D=64) and LM (B=64, H=12, T=512, D=64). bf16 in and out
+Shapes: ROCStories (B=128 sequences, H=12, T=77, D=64), LM (B=64, H=12, T=512, D=64) and a GLUE batch
+(B=32, T=48: the untimed small-T table choices). bf16 in and out
 on the GPU: under bf16 autocast the model feeds this op c_attn's bf16 output (LayerNorm/GELU, whose
 inputs mix dtypes, time that mix in their benchmark).
 FLOPs are causal, counted once: forward 2 matmuls x 2·B·H·T·T·D / 2; backward 2.5x forward.
 Correctness on the GPU is `TRITON_INTERPRET=0 pytest -m cuda tests` (tests/test_gpu.py), which
-benchmarks/gpu_suite.sh runs first. Besides the deterministic default ("triton": the committed
+benchmarks/gpu_suite.py runs first. Besides the deterministic default ("triton": the committed
 choice table), "triton nondeterministic" (atomic-dQ backward allowed, with dropout at T > 128) and
 "triton autotuned" (candidates timed at first call) are timed.
 --quick on a CPU: tiny shapes, reference and SDPA only (the Triton interpreter is no timing target).
@@ -180,7 +181,7 @@ def main(quick: bool = False):
     ceilings = measure_ceilings(device, quick)
     notes = []
     if on_gpu:
-        notes.append("Correctness: tests/test_gpu.py (pytest -m cuda), run before this by gpu_suite.sh.")
+        notes.append("Correctness: tests/test_gpu.py (pytest -m cuda), run before this by gpu_suite.py.")
         from gpt1_fast.kernels.attention import TUNING, causal_attention, causal_attention_packed
         try:
             host = host_costs(device)
@@ -191,9 +192,17 @@ def main(quick: bool = False):
     else:
         notes.append("Triton kernels not timed on CPU (interpreter); reference and SDPA only.")
     if quick or not on_gpu:
-        shapes = {"rocstories": (4, 12, 77, 64), "lm": (2, 12, 128, 64)}
-    else:
-        shapes = {"rocstories": (128, 12, 77, 64), "lm": (64, 12, 512, 64)}
+        shapes = {"rocstories": (4, 12, 77, 64), "lm": (2, 12, 128, 64), "glue": (4, 12, 48, 64)}
+    else:  # glue: a GLUE batch of 32 under per-batch padding (T <= 64: the table's untimed AOT picks)
+        shapes = {"rocstories": (128, 12, 77, 64), "lm": (64, 12, 512, 64), "glue": (32, 12, 48, 64)}
+    if on_gpu:
+        from gpt1_fast.kernels import _op
+        from gpt1_fast.kernels.attention_configs import choice_source
+
+        arch = _op.arch(torch.empty(1, device=device))
+        notes.append("Table choices: " + "; ".join(
+            f"{case} {w} {choice_source(w, (T, D, dtype, True, _op.next_pow2(B * H), arch))}"
+            for case, (B, H, T, D) in shapes.items() for w in ("fwd", "bwd")) + " (aot and default: untimed picks).")
     rows = []
     for case, (B, H, T, D) in shapes.items():
         fl = causal_flops(B, H, T, D)

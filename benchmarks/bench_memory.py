@@ -13,14 +13,13 @@ the tied weight into a fake tensor).
 What it does not see: buffers an opaque custom op allocates inside its kernel (the Triton
 LayerNorm/GELU/attention ops are fake here: their outputs are counted, their small workspaces are
 not), the caching allocator's rounding and fragmentation, and the CUDA context. The fused LM head
-runs its own host code on the fake tensors (its chunks of logits are counted); the one thing it
-cannot know without data is how many rows the mask keeps, so the benchmark gives it the count of
-the real batch (`_active_rows` patched to return that many rows).
+runs its own host code on the fake tensors (its chunks of logits are counted); it needs no data
+(which rows are kept is only read on the device).
 
-Cases: ROCStories fine-tuning 64 x 2 x 77 (reference LM head = today's path: full logits, float32
+Cases: a calibration step counted by hand (tests/test_memory.py), ROCStories fine-tuning 64 x 2 x 77 (reference LM head = today's path: full logits, float32
 cross-entropy; fused = ops.lm_head_loss "triton"), pretraining 64 x 512 (with and without
 activation checkpointing), and the LM-head loss alone at 9,856 and 32,768 rows, V 40,990, C 768.
---quick: a 2-layer, 128-wide model and small batches (CI).
+--quick: a 2-layer, 128-wide model, small batches, the LM head in chunks of 128 rows (CI).
 Writes benchmarks/results/memory-fake.json and .md.
 """
 from __future__ import annotations
@@ -66,17 +65,14 @@ def _cuda_dropout(x, p=0.5, training=True, inplace=False):
 
 
 @contextlib.contextmanager
-def fake_env(active_rows: int | None):
-    """FakeTensorMode on the CPU; the fused LM head told how many rows the real mask keeps."""
+def fake_env():
+    """FakeTensorMode on the CPU, CUDA's dropout, the fused Adam's fakes."""
     _register_adam_fakes()
     with contextlib.ExitStack() as stack:
         mode = stack.enter_context(FakeTensorMode(allow_non_fake_inputs=True))
         # CUDA's dropout (native_dropout: a bool mask, 1 byte per element) instead of the CPU's
         # (input * bernoulli noise: a mask in the input's dtype)
         stack.enter_context(mock.patch.object(F, "dropout", _cuda_dropout))
-        if active_rows is not None:
-            stack.enter_context(mock.patch.object(
-                lm_head_kernel, "_active_rows", lambda mask: torch.arange(active_rows, device=mask.device)))
         yield mode
 
 
@@ -173,9 +169,8 @@ def lm_losses_from_hidden(h, embed_weight, x_tokens, m, backend):
 def rocstories_case(cfg, B, T, lm_fused: bool, n_vocab=N_VOCAB, ckpt=False):
     gen = torch.Generator().manual_seed(0)
     X, M, Y = rocstories_batch(B, T, n_vocab, gen)
-    kept = int(M[..., 1:].sum())
     vocab = n_vocab + N_SPECIAL + T
-    with fake_env(kept):
+    with fake_env():
         model = materialise(lambda: DoubleHeadModel(cfg.replace(backend="triton", activation_checkpointing=ckpt),
                                                     n_vocab + 2, "multiple_choice", vocab, T))
         opt = OpenAIAdam(model.parameters(), lr=6.25e-5, schedule="warmup_linear", warmup=0.002, t_total=1000,
@@ -200,7 +195,7 @@ def rocstories_case(cfg, B, T, lm_fused: bool, n_vocab=N_VOCAB, ckpt=False):
 
 def pretrain_case(cfg, B, T, ckpt: bool, n_vocab=N_VOCAB):
     vocab = n_vocab + T
-    with fake_env(B * (T - 1)):
+    with fake_env():
         model = materialise(lambda: TransformerModel(cfg.replace(backend="triton", activation_checkpointing=ckpt),
                                                      vocab, T))
         opt = OpenAIAdam(model.parameters(), lr=2.5e-4, schedule="warmup_cosine", warmup=0.002, t_total=1000,
@@ -221,10 +216,10 @@ def pretrain_case(cfg, B, T, ckpt: bool, n_vocab=N_VOCAB):
         return tracked_step(step, model, opt)
 
 
-def lm_head_alone_case(N, V, C, fused: bool):
+def lm_head_alone_case(N, V, C, fused: bool, chunk_rows: int = 0):
     """h [N, C] bf16 and weight [V, C] fp32 (a parameter under autocast) -> loss.sum() -> backward.
-    Extra = the peak minus h and weight themselves."""
-    with fake_env(N):
+    Extra = the peak minus h and weight themselves. chunk_rows: the fused op's (0: its default)."""
+    with fake_env():
         h = torch.empty(N, C, dtype=torch.bfloat16, requires_grad=True)
         w = torch.nn.Parameter(torch.empty(V, C))
         t = torch.zeros(N, dtype=torch.long)
@@ -235,12 +230,32 @@ def lm_head_alone_case(N, V, C, fused: bool):
         mt.track_external(h, w, t, m)
         with mt:
             with torch.autocast("cpu", dtype=torch.bfloat16):
-                loss = ops.lm_head_loss(h, w, t, m, backend="triton" if fused else "torch")
+                loss = lm_head_kernel.lm_head_loss(h, w, t, m, chunk_rows) if fused else \
+                    ops.lm_head_loss(h, w, t, m, backend="torch")
             loss.sum().backward()
         peak = _snap(mt, "peak")
     base = (N * C * 2) + V * C * 4 + N * 8 + N * 4
     return {"peak": peak, "extra": peak["Total"] - base,
             "extra_without_grads": peak["Total"] - base - N * C * 2 - V * C * 4}
+
+
+def calibration_case():
+    """A step whose bytes are counted by hand in tests/test_memory.py: Linear 256 -> 128 without bias,
+    x [64, 256], y = model(x), y.sum().backward(), Adam."""
+    with fake_env():
+        model = torch.nn.Linear(256, 128, bias=False)
+        opt = torch.optim.Adam(model.parameters(), foreach=False)
+
+        def step(stage):
+            x = torch.ones(64, 256)  # alive until the step returns
+            y = model(x)
+            stage("forward")
+            y.sum().backward()
+            stage("backward")
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        return tracked_step(step, model, opt)
 
 
 # ------------------------------------------------------------------------------------------ main
@@ -273,6 +288,8 @@ def markdown(out) -> str:
              "| case | shape | impl | peak GiB | params | grads | opt state | activations | bwd temps | "
              "LM loss keeps (MiB) | per block | extra over inputs |", "|---" * 12 + "|"]
     for r in out["rows"]:
+        if "parts_gib" not in r:  # the calibration row, in bytes (JSON only)
+            continue
         p = r["parts_gib"]
         lines.append(f"| {r['case']} | {r['shape']} | {r['impl']} | {r['peak_gib']} | {p.get('Parameter', '')} | "
                      f"{p.get('Gradient', '')} | {p.get('Optstate', '')} | {p.get('Activation', '')} | "
@@ -291,7 +308,10 @@ def main(quick: bool = False):
     else:
         cfg, B, T_roc, T_pre, n_vocab = GPTConfig(), 64, 77, 512, N_VOCAB
         lm_rows, V, C = (9856, 32768), 40990, 768
-    rows = []
+    chunk = 128 if quick else 0
+    cal = calibration_case()
+    rows = [{"case": "calibration", "shape": [64, 256, 128], "impl": "Linear 256 -> 128, Adam",
+             "stages_bytes": cal["stages"], "parts_bytes": {k: cal["peak"].get(k, 0) for k in PARTS + ("Total",)}}]
     for fused in (False, True):
         res = rocstories_case(cfg, B, T_roc, fused, n_vocab)
         rows.append(_row("ROCStories step", [B, 2, T_roc], "fused LM head" if fused else "reference LM head", res))
@@ -300,10 +320,11 @@ def main(quick: bool = False):
         rows.append(_row("pretraining step", [B, T_pre], "fused LM head" + (", activation checkpointing" * ckpt), res))
     for N in lm_rows:
         ref = lm_head_alone_case(N, V, C, False)
-        ours = lm_head_alone_case(N, V, C, True)
+        ours = lm_head_alone_case(N, V, C, True, chunk)
         for name, res in (("reference (cuBLAS + F.cross_entropy)", ref), ("fused", ours)):
             rows.append(_row("LM-head loss alone", [N, V, C], name, res, extra_gib=round(res["extra"] / GIB, 3),
                              extra_without_grads_gib=round(res["extra_without_grads"] / GIB, 3),
+                             extra_without_grads_bytes=res["extra_without_grads"], chunk_rows=chunk,
                              **({"extra_fraction_of_reference": round(res["extra"] / ref["extra"], 3)}
                                 if res is ours else {})))
     out = {"bench": "memory", "device": "CPU-fake (FakeTensorMode + MemTracker; device-independent)",

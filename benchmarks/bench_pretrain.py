@@ -1,18 +1,23 @@
 """Pretraining throughput: one update of `gpt1_fast.pretrain` (batch 64 x 512 tokens, every position
 predicted, dropout 0.1, clipped Adam with L2), GPT-1 size, bf16 autocast with fp32 parameters,
-ours against the alternatives on the same model, interleaved in one process.
+ours against the alternatives on the same model, interleaved in one process (every implementation
+resident, each round times each once, results rewritten after every round).
 
-Implementations:
-  ours: triton+fused+compile   what `gpt1_fast.pretrain` runs on a GPU (Triton kernels, fused OpenAI-Adam, torch.compile)
-  ours: triton+fused           the same, eager
-  ours: torch+compile          the reference ops backend, compiled (no custom kernel)
-  nanoGPT recipe               the same GPT-1 written as nanoGPT's model.py does (post-LN here), SDPA
-                               (is_causal), torch.compile, clip_grad_norm_ + AdamW(fused=True)
-  HF transformers              OpenAIGPTLMHeadModel (eager, as a user runs it) + clip_grad_norm_ + AdamW(fused=True)
+Implementations (--core: the ones marked *, the GPU suite's first call):
+  * ours: triton+fused+compile   `ours_step`, what `gpt1_fast.pretrain` runs on a GPU (Triton kernels,
+                                 fused OpenAI-Adam, torch.compile); every "ours" row calls this one function
+  * ours: compiled + CUDA graph  the same step object captured whole (gpt1_fast.graphs.CapturedStep)
+  * nanoGPT recipe               the same GPT-1 written as nanoGPT's model.py does (post-LN here), SDPA
+                                 (is_causal), the model and its loss in torch.compile, clip_grad_norm_ +
+                                 AdamW(fused=True)
+    ours: triton+fused           eager
+    ours: torch+compile          the reference ops backend, compiled (no custom kernel)
+    HF transformers              OpenAIGPTLMHeadModel (eager, as a user runs it) + clip_grad_norm_ + AdamW(fused=True)
 --quick: 2 layers x 128 wide, vocab 4000, batch 4 x 64, on whatever device is there (CPU: eager rows only).
 
 Reported per row: ms per update, tokens/s, MFU (`fraction_of_ceiling`: model FLOPs / time / the measured bf16 matmul rate),
-peak memory (CUDA). Model FLOPs per update = 6 x N x tokens + causal attention 6 x L x T x d x tokens
+peak memory (CUDA: max_memory_allocated during a step minus what was allocated before the
+implementation was built). Model FLOPs per update = 6 x N x tokens + causal attention 6 x L x T x d x tokens
 (N = non-embedding parameters + the tied LM head's vocab x d; attention counted at half the T x T
 square, fwd + bwd = 3x fwd).
 """
@@ -24,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from benchmarks.common import bench, default_device, measure_ceilings, row, write_results
+from benchmarks.common import default_device, interleaved, measure_ceilings, medians, prepare_steps, row, write_results
 from gpt1_fast.config import GPTConfig
 from gpt1_fast.model import LMModel
 from gpt1_fast.opt import OpenAIAdam
@@ -85,11 +90,12 @@ def amp(device):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
-def ours_step(cfg, backend, compile_, n_vocab, T, device):
+def ours_step(cfg, backend, compile_, n_vocab, T, device, capturable=False):
+    """Our pretraining update, (step(x, y) -> loss, optimizer): the ONE function every "ours" row calls."""
     torch.manual_seed(0)
     lm = LMModel(cfg.replace(backend=backend), n_vocab + T, T).to(device).train()
     opt = OpenAIAdam(lm.parameters(), lr=2.5e-4, schedule="warmup_constant", warmup=0, t_total=-1, l2=0.01,
-                     max_grad_norm=1, fused=None)
+                     max_grad_norm=1, fused=None if not capturable else True, capturable=capturable)
     objective = LMObjective(lm)
     fwd = torch.compile(objective) if compile_ else objective
 
@@ -99,8 +105,9 @@ def ours_step(cfg, backend, compile_, n_vocab, T, device):
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+        return loss.detach()
 
-    return step
+    return step, opt
 
 
 def nanogpt_step(cfg, compile_, n_vocab, T, device):
@@ -116,6 +123,7 @@ def nanogpt_step(cfg, compile_, n_vocab, T, device):
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
+        return loss.detach()
 
     return step
 
@@ -123,6 +131,8 @@ def nanogpt_step(cfg, compile_, n_vocab, T, device):
 def hf_step(cfg, n_vocab, T, device):
     import transformers
 
+    if not hasattr(transformers, "OpenAIGPTLMHeadModel"):
+        raise RuntimeError(f"transformers {transformers.__version__} has no OpenAIGPTLMHeadModel")
     hcfg = transformers.OpenAIGPTConfig(vocab_size=n_vocab, n_positions=T, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
                                         n_head=cfg.n_head)
     model = transformers.OpenAIGPTLMHeadModel(hcfg).to(device).train()
@@ -139,7 +149,32 @@ def hf_step(cfg, n_vocab, T, device):
     return step
 
 
-def main(quick: bool = False):
+def implementations(cfg, n_vocab, T, device, core: bool) -> list[tuple]:
+    """[(name, make() -> step, batches key, row whose memory base it shares)] (common.prepare_steps)."""
+    from gpt1_fast.graphs import CapturedStep
+
+    built = {}
+
+    def compiled():
+        if "c" not in built:
+            built["c"] = ours_step(cfg, "triton", True, n_vocab, T, device, capturable=True)
+        return built["c"]
+
+    if device.type != "cuda":
+        return [("ours: torch", lambda: ours_step(cfg, "torch", False, n_vocab, T, device)[0], "b", None),
+                ("nanoGPT recipe (eager)", lambda: nanogpt_step(cfg, False, n_vocab, T, device), "b", None),
+                ("HF transformers", lambda: hf_step(cfg, n_vocab, T, device), "b", None)]
+    specs = [("ours: triton+fused+compile", lambda: compiled()[0], "b", None),
+             ("ours: compiled + CUDA graph", lambda: CapturedStep(*compiled()), "b", "ours: triton+fused+compile"),
+             ("nanoGPT recipe", lambda: nanogpt_step(cfg, True, n_vocab, T, device), "b", None)]
+    if not core:
+        specs += [("ours: triton+fused", lambda: ours_step(cfg, "triton", False, n_vocab, T, device)[0], "b", None),
+                  ("ours: torch+compile", lambda: ours_step(cfg, "torch", True, n_vocab, T, device)[0], "b", None),
+                  ("HF transformers", lambda: hf_step(cfg, n_vocab, T, device), "b", None)]
+    return specs
+
+
+def main(quick: bool = False, core: bool = False):
     device = default_device()
     cuda = device.type == "cuda"
     cfg = GPTConfig(n_embd=128, n_head=4, n_layer=2) if quick else GPTConfig()
@@ -151,60 +186,32 @@ def main(quick: bool = False):
     for _ in range(3):
         w = torch.randint(0, n_vocab, (B, T + 1), generator=gen).to(device)
         batches.append((w[:, :-1], w[:, 1:]))
-    impls = {}
-    if cuda:
-        impls["ours: triton+fused+compile"] = lambda: ours_step(cfg, "triton", True, n_vocab, T, device)
-        impls["ours: triton+fused"] = lambda: ours_step(cfg, "triton", False, n_vocab, T, device)
-        impls["ours: torch+compile"] = lambda: ours_step(cfg, "torch", True, n_vocab, T, device)
-        impls["nanoGPT recipe"] = lambda: nanogpt_step(cfg, True, n_vocab, T, device)
-    else:
-        impls["ours: torch"] = lambda: ours_step(cfg, "torch", False, n_vocab, T, device)
-        impls["nanoGPT recipe (eager)"] = lambda: nanogpt_step(cfg, False, n_vocab, T, device)
-    try:
-        import transformers  # noqa: F401
-
-        impls["HF transformers"] = lambda: hf_step(cfg, n_vocab, T, device)
-    except ImportError:
-        pass
+    runs, peaks = prepare_steps(implementations(cfg, n_vocab, T, device, core), {"b": batches}, device,
+                                1 if quick else 2)
     flops = flops_per_update(cfg, n_vocab + T, B, T)
-    times, mem = {}, {}
-    for name, make in impls.items():  # one model at a time
-        step = run = None
-        try:
-            step = make()
-            it = iter(range(1 << 30))
-            run = lambda: step(*batches[next(it) % len(batches)])  # noqa: E731
-            for _ in range(3):
-                run()  # warm-up: compilation, autotuning, optimizer state
-            if cuda:
-                torch.cuda.synchronize()
-                torch.cuda.reset_peak_memory_stats()
-            times[name] = bench(run, device, warmup_ms=100, rep_ms=100 if quick else 1500)
-            if cuda:
-                mem[name] = torch.cuda.max_memory_allocated() / 2**30
-        except Exception as e:  # a baseline that cannot run here is reported, not fatal
-            print(f"{name}: skipped ({type(e).__name__}: {e})")
-        finally:
-            step = run = None
-            if cuda:
-                torch.cuda.empty_cache()
-    base = next((n for n in ("nanoGPT recipe", "nanoGPT recipe (eager)") if n in times), None)
-    rows = []
-    for name, ms in times.items():
-        extra = {"tokens_per_s": round(B * T / ms * 1e3)}
-        if name in mem:
-            extra["peak_mem_gib"] = round(mem[name], 2)
-        if "HF transformers" in times and name != "HF transformers":
-            extra["ratio_vs_hf"] = round(ms / times["HF transformers"], 3)
-        rows.append(row("pretrain update", [B, T], "bfloat16" if cuda else "float32", name, ms, flops=flops,
-                        ceilings=ceilings, baseline=base if name != base else None, baseline_ms=times.get(base),
-                        **extra))
     floor_ms = flops / ceilings["matmul_tflops"] / 1e9
-    write_results("pretrain", rows, ceilings, device,
-                  notes=f"GPT-1 {cfg.n_layer}x{cfg.n_embd}, vocab {n_vocab} + {T} positions, batch {B} x {T} tokens, "
-                        f"dropout 0.1; ratio = ours / {base}; fraction_of_ceiling is the MFU (model TFLOP/s over the measured matmul rate); floor at the "
-                        f"ceiling {floor_ms:.2f} ms ({math.floor(B * T / floor_ms * 1e3):,} tokens/s). "
-                        "Goal: MFU >= 0.5 and >= 1.15x the nanoGPT recipe (ratio <= 0.87).")
+
+    def write(times):
+        base = next((n for n in ("nanoGPT recipe", "nanoGPT recipe (eager)") if n in times), None)
+        rows = []
+        for name, ms in times.items():
+            extra = {"tokens_per_s": round(B * T / ms * 1e3)}
+            if name in peaks:
+                extra["peak_mem_gib"] = round(peaks[name], 2)
+            if "HF transformers" in times and name != "HF transformers":
+                extra["ratio_vs_hf"] = round(ms / times["HF transformers"], 3)
+            rows.append(row("pretrain update", [B, T], "bfloat16" if cuda else "float32", name, ms, flops=flops,
+                            ceilings=ceilings, baseline=base if name != base else None, baseline_ms=times.get(base),
+                            **extra))
+        write_results("pretrain" + ("-quick" if quick else ""), rows, ceilings, device,
+                      notes=f"GPT-1 {cfg.n_layer}x{cfg.n_embd}, vocab {n_vocab} + {T} positions, batch {B} x {T} "
+                            f"tokens, dropout 0.1; ratio = ours / {base}; interleaved rounds, median; "
+                            f"fraction_of_ceiling is the MFU (model TFLOP/s over the measured matmul rate); floor at "
+                            f"the ceiling {floor_ms:.2f} ms ({math.floor(B * T / floor_ms * 1e3):,} tokens/s). "
+                            "Goal: MFU >= 0.5 and >= 1.15x the nanoGPT recipe (ratio <= 0.87).")
+
+    timing = dict(rounds=2, min_runs=1, rep_ms=0) if quick else dict(rounds=5, warmup_ms=100, rep_ms=1000)
+    write(medians(interleaved(runs, device, on_round=write, **timing)))
 
 
 if __name__ == "__main__":

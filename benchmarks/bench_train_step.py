@@ -1,29 +1,37 @@
 """One ROCStories training step of the whole model (forward, TF loss, backward, clipped OpenAI-Adam),
-ours against what a user would otherwise run, interleaved in one process.
+ours against what a user would otherwise run, interleaved in one process (every implementation
+resident, each round times each once).
 
-Shape: batch 64 stories x 2 endings x T=77 tokens (the fitted n_ctx of the real data), GPT-1 size
-(12 x 768, vocab 40478 + 3 specials + 77 positions); bf16 autocast with fp32 parameters on CUDA.
---quick: 2 layers x 128 wide, batch 8, on whatever device is there (CPU: reference rows only).
+Shape: batch 64 stories x 2 endings, GPT-1 size (12 x 768, vocab 40478 + 3 specials + 77 positions),
+bf16 autocast with fp32 parameters on CUDA. Story lengths resemble ROCStories' (about 47 +- 9 tokens,
+at most 77, the fitted n_ctx). --quick: 2 layers x 128 wide, batch 8, on whatever device is there.
 
-Implementations:
-  ours: triton+fused+compile   Triton kernels, fused OpenAI-Adam, torch.compile  (what train.py runs on a GPU)
-  ours: triton+fused           the same, eager
-  reference: torch             the original's math op for op (ops backend "torch"), foreach OpenAI-Adam, eager
-  reference: torch+compile     torch.compile of the reference (the strongest no-custom-kernel alternative)
-  HF transformers              OpenAIGPTDoubleHeadsModel + clip_grad_norm_ + AdamW(fused=True), eager
-  HF transformers+compile      the same with torch.compile of the model
-  nanoGPT recipe               GPT-1 written nanoGPT's way (SDPA, F.layer_norm, nn.Linear) + torch.compile
-                               + clip_grad_norm_ + AdamW(fused=True): the strongest no-custom-kernel
-                               alternative, and the baseline of the README's whole-step ratio
+Every implementation gets the same batches padded to 77 (kernel speed, nothing else). Padding is
+reported apart: "per-batch padding" runs our captured step on the same batches cut to their own
+longest story (rounded up to 8, as --padding batch does), against the same step at 77.
+
+Implementations (--core: the ones marked *, the GPU suite's first call):
+  * ours: compiled               `ours_step`: Triton kernels, fused OpenAI-Adam, torch.compile (train.py on a GPU)
+  * ours: compiled + CUDA graph  the same step object, captured whole (gpt1_fast.graphs.CapturedStep)
+  * ours: eager + CUDA graph     not compiled, captured: no compile cost, no host cost
+  * ours: eager + CUDA graph, per-batch padding   the padding row (ratio against the row above)
+  * nanoGPT recipe               GPT-1 written nanoGPT's way (SDPA, F.layer_norm, nn.Linear), the model AND
+                                 its loss inside torch.compile, clip_grad_norm_ + AdamW(fused=True): the
+                                 baseline of the README's whole-step ratio
+    ours: eager                  Triton kernels, fused Adam, no compile, no graph
+    reference: torch (+compile)  the original's math op for op (ops backend "torch"), foreach OpenAI-Adam
+    HF transformers (+compile)   OpenAIGPTDoubleHeadsModel + clip_grad_norm_ + AdamW(fused=True)
+Every "ours" row calls one function, `ours_step` (to be pointed at the trainer's own train_step).
 
 Floor: FLOPs = 6 x (non-embedding params + LM-head GEMM) x tokens + causal attention (counted once),
-over the measured bf16 matmul rate.
+over the measured bf16 matmul rate. peak_mem_gib: max_memory_allocated during a step minus what was
+allocated before the implementation was built (its parameters, gradients, optimizer state, graphs).
 """
 from __future__ import annotations
 
 import torch
 
-from benchmarks.common import bench, default_device, measure_ceilings, row, write_results
+from benchmarks.common import default_device, interleaved, measure_ceilings, medians, prepare_steps, row, write_results
 from gpt1_fast.config import GPTConfig
 from gpt1_fast.model import DoubleHeadModel
 from gpt1_fast.opt import OpenAIAdam
@@ -33,14 +41,22 @@ N_SPECIAL = 3
 
 
 def batch(B, T, n_vocab, device, gen):
+    """(X, M, Y, lengths): stories of ROCStories-like lengths (47 +- 9 tokens, at most T), padded to T."""
     X = torch.zeros(B, 2, T, 2, dtype=torch.long)
     X[..., 0] = torch.randint(0, n_vocab, (B, 2, T), generator=gen)
     X[..., 1] = torch.arange(n_vocab + N_SPECIAL, n_vocab + N_SPECIAL + T)
-    lengths = torch.randint(T // 2, T, (B, 2), generator=gen)
+    lengths = (torch.randn(B, 2, generator=gen) * 9 * T / 77 + 47 * T / 77).round().long().clamp(T // 4, T - 1)
     M = (torch.arange(T) <= lengths[..., None]).float()
     X[torch.arange(B)[:, None], torch.arange(2)[None], lengths, 0] = n_vocab + 2  # classify token
     Y = torch.randint(0, 2, (B,), generator=gen)
     return X.to(device), M.to(device), Y.to(device), lengths.to(device)
+
+
+def per_batch_padded(b, multiple=8):
+    """The same batch cut to its longest story, rounded up to `multiple` (as --padding batch does)."""
+    X, M, Y, lengths = b
+    T = min(X.size(2), -(-(int(lengths.max()) + 1) // multiple) * multiple)
+    return X[:, :, :T].contiguous(), M[:, :, :T].contiguous(), Y, lengths
 
 
 def objective(lm_logits, clf_logits, X, M, Y, lm_coef=0.5):
@@ -60,28 +76,45 @@ def flops_per_step(cfg, B, T, vocab):
     return 6 * (dense + vocab * d) * tokens + 3.5 * attn_fwd
 
 
-def ours_step(cfg, backend, fused, compile_, vocab, T, device, lm_coef=0.5):
+def ours_step(cfg, backend, fused, compile_, vocab, T, device, lm_coef=0.5, capturable=False):
+    """Our training step, (step(X, M, Y, lengths) -> loss, optimizer): the ONE function every "ours" row
+    calls. What Trainer.train_step runs: the model's objective (LM loss from hidden states through
+    ops.lm_head_loss), backward, OpenAI-Adam, gradients released."""
     torch.manual_seed(0)
     model = DoubleHeadModel(cfg.replace(backend=backend), vocab - N_SPECIAL - T + 2, "multiple_choice", vocab, T)
     model.to(device).train()
     opt = OpenAIAdam(model.parameters(), lr=6.25e-5, schedule="warmup_linear", warmup=0.002, t_total=1000,
-                     l2=0.01, max_grad_norm=1, fused=fused)
+                     l2=0.01, max_grad_norm=1, fused=fused, capturable=capturable)
     fwd = torch.compile(model) if compile_ else model
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
-    def step(X, M, Y, _lengths):
-        with amp:  # the training path: the model's objective, LM loss from hidden states (ops.lm_head_loss)
+    def step(X, M, Y, _lengths=None):
+        with amp:
             loss = fwd(X, M, Y)["loss"]
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+        return loss.detach()
 
-    return step
+    return step, opt
+
+
+def captured(step_and_opt):
+    """The step captured whole in a CUDA graph (one graph per batch shape)."""
+    from gpt1_fast.graphs import CapturedStep
+
+    step, opt = step_and_opt
+    graphed = CapturedStep(lambda X, M, Y: step(X, M, Y), opt)
+    return lambda X, M, Y, _lengths=None: graphed(X, M, Y)
 
 
 def hf_step(cfg, vocab, T, device, lm_coef=0.5, compile_=False):
+    """HF transformers' GPT-1 with the same objective (transformers 4.x and 5.x: the model class is looked
+    up by name; where it is gone the row is skipped with the reason)."""
     import transformers
 
+    if not hasattr(transformers, "OpenAIGPTDoubleHeadsModel"):
+        raise RuntimeError(f"transformers {transformers.__version__} has no OpenAIGPTDoubleHeadsModel")
     hcfg = transformers.OpenAIGPTConfig(vocab_size=vocab - T, n_positions=T, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
                                         n_head=cfg.n_head, num_labels=1)
     model = transformers.OpenAIGPTDoubleHeadsModel(hcfg).to(device).train()
@@ -93,10 +126,12 @@ def hf_step(cfg, vocab, T, device, lm_coef=0.5, compile_=False):
         with amp:
             out = fwd(input_ids=X[..., 0], mc_token_ids=lengths)
         lm_logits = out.logits[:, :, :-1].reshape(-1, out.logits.size(-1))
-        objective(lm_logits, out.mc_logits, X, M, Y, lm_coef).backward()
+        loss = objective(lm_logits, out.mc_logits, X, M, Y, lm_coef)
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
+        return loss.detach()
 
     return step
 
@@ -149,25 +184,82 @@ class _NanoGPT1(torch.nn.Module):
 
 
 def nanogpt_step(cfg, vocab, T, device, lm_coef=0.5):
-    """nanoGPT's recipe on GPT-1: torch.compile + SDPA + clip_grad_norm_ + AdamW(fused=True), bf16 autocast."""
+    """nanoGPT's recipe on GPT-1: the model and its loss compiled together (nanoGPT's forward returns the
+    loss), SDPA, clip_grad_norm_ + AdamW(fused=True), bf16 autocast."""
     torch.manual_seed(0)
     model = _NanoGPT1(cfg, vocab, vocab - T - 1).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=6.25e-5, weight_decay=0.01, fused=device.type == "cuda")
-    fwd = torch.compile(model)
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
-    def step(X, M, Y, _lengths):
+    def model_and_loss(X, M, Y):
+        lm_logits, clf_logits = model(X)
+        return objective(lm_logits, clf_logits, X, M, Y, lm_coef)
+
+    compiled = torch.compile(model_and_loss) if device.type == "cuda" else model_and_loss
+
+    def step(X, M, Y, _lengths=None):
         with amp:
-            lm_logits, clf_logits = fwd(X)
-        objective(lm_logits, clf_logits, X, M, Y, lm_coef).backward()
+            loss = compiled(X, M, Y)
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
+        return loss.detach()
 
     return step
 
 
-def main(quick: bool = False):
+def implementations(cfg, vocab, T, device, core: bool) -> list[tuple]:
+    """[(name, make() -> step, batches "padded" | "per_batch", row whose memory base it shares)]."""
+    cuda, built = device.type == "cuda", {}
+
+    def once(key, make):
+        return lambda: built[key] if key in built else built.setdefault(key, make())
+
+    compiled = once("compiled", lambda: ours_step(cfg, "triton", True, True, vocab, T, device, capturable=True))
+    eager_graph = once("eager_graph", lambda: captured(ours_step(cfg, "triton", True, False, vocab, T, device,
+                                                                 capturable=True)))
+    specs = []
+    if cuda:
+        specs += [("ours: compiled", lambda: compiled()[0], "padded", None),
+                  ("ours: compiled + CUDA graph", lambda: captured(compiled()), "padded", "ours: compiled"),
+                  ("ours: eager + CUDA graph", eager_graph, "padded", None),
+                  ("ours: eager + CUDA graph, per-batch padding", eager_graph, "per_batch", "ours: eager + CUDA graph"),
+                  ("nanoGPT recipe", lambda: nanogpt_step(cfg, vocab, T, device), "padded", None)]
+    if core and cuda:
+        return specs
+    if cuda:
+        specs.append(("ours: eager", lambda: ours_step(cfg, "triton", True, False, vocab, T, device)[0], "padded", None))
+    specs.append(("reference: torch", lambda: ours_step(cfg, "torch", False, False, vocab, T, device)[0], "padded", None))
+    if cuda:
+        specs.append(("reference: torch+compile", lambda: ours_step(cfg, "torch", False, True, vocab, T, device)[0],
+                      "padded", None))
+    specs.append(("HF transformers", lambda: hf_step(cfg, vocab, T, device), "padded", None))
+    if cuda:
+        specs.append(("HF transformers+compile", lambda: hf_step(cfg, vocab, T, device, compile_=True), "padded", None))
+    return specs
+
+
+def result_rows(times, peaks, tokens, flops, ceilings, dtype, B, T):
+    base = "nanoGPT recipe" if "nanoGPT recipe" in times else "reference: torch"
+    rows = []
+    for name, ms in times.items():
+        extra = {"tokens_per_s": round(tokens / ms * 1e3)}
+        if name in peaks:
+            extra["peak_mem_gib"] = round(peaks[name], 2)
+        for other, label in (("HF transformers", "ratio_vs_hf"), ("HF transformers+compile", "ratio_vs_hf_compile"),
+                             ("reference: torch+compile", "ratio_vs_reference_compile")):
+            if other in times and name != other:
+                extra[label] = round(ms / times[other], 3)
+        padding = name.endswith("per-batch padding")
+        ref = "ours: eager + CUDA graph" if padding else base
+        rows.append(row("train step, padding saving" if padding else "train step", [B, 2, T], dtype, name, ms,
+                        flops=None if padding else flops, ceilings=ceilings, baseline=ref if name != ref else None,
+                        baseline_ms=times.get(ref), **extra))
+    return rows
+
+
+def main(quick: bool = False, core: bool = False):
     device = default_device()
     cfg = GPTConfig(n_embd=128, n_head=4, n_layer=2) if quick else GPTConfig()
     n_vocab = 4000 if quick else 40478
@@ -175,60 +267,22 @@ def main(quick: bool = False):
     vocab = n_vocab + N_SPECIAL + T
     ceilings = measure_ceilings(device, quick)
     gen = torch.Generator().manual_seed(0)
-    batches = [batch(B, T, n_vocab, device, gen) for _ in range(4)]
-    impls = {}
-    if device.type == "cuda":
-        impls["ours: triton+fused+compile"] = lambda: ours_step(cfg, "triton", True, True, vocab, T, device)
-        impls["ours: triton+fused"] = lambda: ours_step(cfg, "triton", True, False, vocab, T, device)
-    impls["reference: torch"] = lambda: ours_step(cfg, "torch", False, False, vocab, T, device)
-    if device.type == "cuda":
-        impls["reference: torch+compile"] = lambda: ours_step(cfg, "torch", False, True, vocab, T, device)
-        impls["nanoGPT recipe"] = lambda: nanogpt_step(cfg, vocab, T, device)
-    try:
-        import transformers  # noqa: F401
+    padded = [batch(B, T, n_vocab, device, gen) for _ in range(4)]
+    batches = {"padded": padded, "per_batch": [per_batch_padded(b) for b in padded]}
+    widths = sorted({b[0].size(2) for b in batches["per_batch"]})
+    runs, peaks = prepare_steps(implementations(cfg, vocab, T, device, core), batches, device, 1 if quick else 3)
+    flops, dtype = flops_per_step(cfg, B, T, vocab), "bfloat16" if device.type == "cuda" else "float32"
+    notes = (f"GPT-1 {cfg.n_layer}x{cfg.n_embd}, batch {B} stories x 2 x {T} tokens (per-batch padding: widths "
+             f"{widths}); ratio = time / the named baseline's; interleaved rounds, median; floor at the matmul "
+             f"ceiling = {flops / ceilings['matmul_tflops'] / 1e9:.2f} ms. Goals: ours: compiled <= 0.8x the nanoGPT "
+             "recipe, >= 50 % MFU, peak <= 4 GiB")
 
-        impls["HF transformers"] = lambda: hf_step(cfg, vocab, T, device)
-        if device.type == "cuda":
-            impls["HF transformers+compile"] = lambda: hf_step(cfg, vocab, T, device, compile_=True)
-    except ImportError:
-        pass
-    flops = flops_per_step(cfg, B, T, vocab)
-    times, mem = {}, {}
-    for name, make in impls.items():  # one model at a time: the full model x5 would not share memory well
-        try:
-            step = make()
-            it = iter(range(1 << 30))
-            run = lambda: step(*batches[next(it) % len(batches)])  # noqa: E731
-            for _ in range(3):
-                run()  # warm-up (compilation, autotuning, optimizer state)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-                torch.cuda.reset_peak_memory_stats()
-            times[name] = bench(run, device, warmup_ms=50, rep_ms=500 if not quick else 100)
-            if device.type == "cuda":
-                mem[name] = torch.cuda.max_memory_allocated() / 2**30
-        except Exception as e:  # a baseline that cannot run here is reported, not fatal
-            print(f"{name}: skipped ({type(e).__name__}: {e})")
-        finally:
-            step = run = None
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-    base = next(b for b in ("nanoGPT recipe", "reference: torch+compile", "reference: torch") if b in times or
-                b == "reference: torch")
-    rows = []
-    for name, ms in times.items():
-        extra = {"peak_mem_gib": round(mem[name], 2)} if name in mem else {}
-        extra["tokens_per_s"] = round(B * 2 * T / ms * 1e3)
-        for other, label in (("HF transformers", "ratio_vs_hf"), ("HF transformers+compile", "ratio_vs_hf_compile"),
-                             ("reference: torch+compile", "ratio_vs_reference_compile")):
-            if other in times and name != other:
-                extra[label] = round(ms / times[other], 3)
-        rows.append(row("train step", [B, 2, T], "bfloat16" if device.type == "cuda" else "float32", name, ms,
-                        flops=flops, ceilings=ceilings, baseline=base if name != base else None,
-                        baseline_ms=times.get(base), **extra))
-    write_results("train_step", rows, ceilings, device,
-                  notes=f"GPT-1 {cfg.n_layer}x{cfg.n_embd}, batch {B} stories x 2 x {T} tokens; ratio = ours / "
-                        f"{base}; floor at the matmul ceiling = {flops / ceilings['matmul_tflops'] / 1e9:.2f} ms")
+    def write(meds):
+        write_results("train_step" + ("-quick" if quick else ""), result_rows(meds, peaks, B * 2 * T, flops, ceilings,
+                                                                                dtype, B, T), ceilings, device, notes)
+
+    timing = dict(rounds=2, min_runs=1, rep_ms=0) if quick else dict(rounds=5, warmup_ms=50, rep_ms=300)
+    write(medians(interleaved(runs, device, on_round=write, **timing)))
 
 
 if __name__ == "__main__":

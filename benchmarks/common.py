@@ -6,6 +6,8 @@ and calls `write_results(name, rows, ceilings)`.
 from __future__ import annotations
 
 import datetime
+import importlib.metadata
+import itertools
 import json
 import os
 import platform
@@ -19,7 +21,10 @@ import torch
 
 from gpt1_fast.fileio import atomic_write_text
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+# benchmarks/results/ unless GPT1_FAST_RESULTS_DIR says otherwise (the GPU suite collects a run's
+# results in its own folder; tests keep theirs in a temporary one)
+RESULTS_DIR = Path(os.environ.get("GPT1_FAST_RESULTS_DIR") or Path(__file__).resolve().parent / "results")
+CLOCK_FIELDS = ("clocks.sm", "clocks.mem", "clocks.max.sm", "power.draw", "temperature.gpu", "pstate")
 
 
 def triton_version() -> str | None:
@@ -29,6 +34,45 @@ def triton_version() -> str | None:
         return triton.__version__
     except Exception:
         return None
+
+
+def package_version(name: str) -> str | None:
+    """An installed distribution's version, without importing it (None: not installed)."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def versions() -> dict:
+    """What a GPU number depends on besides the code: the libraries under it."""
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    return {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
+            "cudnn": cudnn, "triton": triton_version(), "transformers": package_version("transformers"),
+            "liger_kernel": package_version("liger-kernel")}
+
+
+def gpu_clocks() -> dict | None:
+    """The GPU's clocks, power and temperature now, read by nvidia-smi (None without one)."""
+    try:
+        out = subprocess.run(["nvidia-smi", f"--query-gpu={','.join(CLOCK_FIELDS)}", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0 or not out.stdout.strip():
+        return None
+    return dict(zip(CLOCK_FIELDS, (v.strip() for v in out.stdout.splitlines()[0].split(","))))
+
+
+def environment(device: torch.device | None = None) -> dict:
+    """Versions, the device, its clocks and the commit: recorded with every result."""
+    device = device or default_device()
+    env = {"device": device_name(device), **versions(), "commit": git_commit(), "clocks": gpu_clocks()}
+    if device.type == "cuda":
+        p = torch.cuda.get_device_properties(device)
+        env.update(capability=f"{p.major}.{p.minor}", multiprocessors=p.multi_processor_count,
+                   memory_gib=round(p.total_memory / 2**30, 1))
+    return env
 
 
 def device_name(device: torch.device) -> str:
@@ -123,15 +167,17 @@ def row(case: str, shape, dtype, impl: str, ms: float, *, nbytes: float | None =
 
 def write_results(name: str, rows: list[dict], ceilings: dict, device: torch.device, notes: str = "") -> Path:
     """Write benchmarks/results/<name>-<device-slug>.json and the .md table beside it; print the table."""
+    env = environment(device)
     meta = {
         "bench": name,
-        "device": device_name(device),
-        "torch": torch.__version__,
-        "triton": triton_version(),
-        "cuda": torch.version.cuda,
-        "commit": git_commit(),
+        "device": env.pop("device"),
+        "torch": env["torch"],
+        "triton": env["triton"],
+        "cuda": env["cuda"],
+        "commit": env.pop("commit"),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "ceilings": ceilings,
+        "environment": env,
     }
     if device.type == "cpu":
         notes = ("CPU results: for development only, not a performance claim. " + notes).strip()
@@ -147,17 +193,71 @@ def write_results(name: str, rows: list[dict], ceilings: dict, device: torch.dev
     return path
 
 
+_STANDARD_KEYS = ("case", "shape", "dtype", "impl", "ms", "gbps", "tflops", "fraction_of_ceiling", "baseline", "ratio")
+
+
 def markdown_table(out: dict) -> str:
     lines = [f"# {out['bench']} on {out['device']}", "",
              f"torch {out['torch']}, triton {out['triton']}, cuda {out['cuda']}, commit {out['commit']}, {out['date']}",
+             f"environment: {json.dumps(out.get('environment', {}))}",
              f"ceilings: copy {out['ceilings'].get('copy_gbps')} GB/s, matmul {out['ceilings'].get('matmul_tflops')} TFLOP/s",
              ""]
     if out.get("notes"):
         lines += [out["notes"], ""]
-    lines += ["| case | shape | dtype | impl | ms | GB/s or TFLOP/s | of ceiling | vs | ratio |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    lines += ["| case | shape | dtype | impl | ms | GB/s or TFLOP/s | of ceiling | vs | ratio | more |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in out["rows"]:
         rate = f"{r['gbps']} GB/s" if "gbps" in r else (f"{r['tflops']} TFLOP/s" if "tflops" in r else "")
+        more = ", ".join(f"{k} {v}" for k, v in r.items() if k not in _STANDARD_KEYS)
         lines.append(f"| {r['case']} | {r['shape']} | {r['dtype']} | {r['impl']} | {r['ms']:.4f} | {rate} | "
-                     f"{r.get('fraction_of_ceiling', '')} | {r.get('baseline', '')} | {r.get('ratio', '')} |")
+                     f"{r.get('fraction_of_ceiling', '')} | {r.get('baseline', '')} | {r.get('ratio', '')} | {more} |")
     return "\n".join(lines) + "\n"
+
+
+def interleaved(fns: dict, device: torch.device, rounds: int = 5, on_round=None, **bench_kw) -> dict[str, list]:
+    """{name: [ms of each round]}: every round times each implementation once with `bench`, in an
+    order rotated by one per round, so that drift (clocks, temperature, other load) falls on all of
+    them alike. `on_round({name: median so far})` runs after each round (results written as they
+    come survive a run cut short). An implementation that raises is dropped with a line saying why."""
+    times: dict = {k: [] for k in fns}
+    for r in range(rounds):
+        names = [k for k in fns if k in times]
+        for k in names[r % max(len(names), 1):] + names[:r % max(len(names), 1)]:
+            try:
+                times[k].append(bench(fns[k], device, **bench_kw))
+            except Exception as e:  # noqa: BLE001 - a baseline that breaks is reported, not fatal
+                print(f"{k}: dropped in round {r + 1} ({type(e).__name__}: {str(e)[:300]})", flush=True)
+                del times[k]
+        if on_round is not None:
+            on_round({k: statistics.median(v) for k, v in times.items() if v})
+    return times
+
+
+def medians(times: dict) -> dict[str, float]:
+    return {k: statistics.median(v) for k, v in times.items() if v}
+
+
+def prepare_steps(specs, batches: dict, device: torch.device, warmup_passes: int = 3):
+    """Training-step benchmarks: build every implementation of `specs` [(name, make() -> step, batches key,
+    the row whose memory base it shares or None)], warm it up on its batches (compilation, CUDA graphs
+    per shape, optimizer state) and read its peak memory on CUDA: max_memory_allocated during one
+    step minus what was allocated before it was built. Returns ({name: run() -> one step on the next
+    of its batches}, {name: peak GiB}); one that fails is reported and left out."""
+    runs, peaks, bases = {}, {}, {}
+    cuda = device.type == "cuda"
+    for name, make, kind, shares in specs:
+        try:
+            bases[name] = bases[shares] if shares else (torch.cuda.memory_allocated() if cuda else 0)
+            step, data = make(), batches[kind]
+            for b in data * warmup_passes:
+                step(*b)
+            it = itertools.cycle(data)
+            runs[name] = (lambda step, it: lambda: step(*next(it)))(step, it)
+            if cuda:
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+                runs[name]()
+                peaks[name] = (torch.cuda.max_memory_allocated() - bases[name]) / 2**30
+        except Exception as e:  # noqa: BLE001 - a baseline that cannot run here is reported, not fatal
+            print(f"{name}: skipped ({type(e).__name__}: {str(e)[:300]})", flush=True)
+    return runs, peaks

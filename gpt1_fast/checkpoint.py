@@ -1,4 +1,5 @@
-"""A fine-tuned model on disk: its parameters and the configuration that reads them, in ONE file.
+"""A fine-tuned model on disk as runs wrote it before model folders (gpt1_fast.folder): its
+parameters and the configuration that reads them, in ONE file, `best_params.pt`.
 
 `save_model(path, state_dict, config)` writes `{"format", "version", "config", "state_dict"}` with
 `torch.save` through `fileio.atomic_write`, so a reader (generate.py, --analysis) never sees new
@@ -6,6 +7,8 @@ parameters with an old configuration or half a file: after a kill at any moment 
 previous complete checkpoint or the new one. `load_model(path)` reads it with
 `torch.load(weights_only=True)` (no pickled code runs) and turns every problem into one
 `CheckpointError` that names the file. Paths inside `config` are stored absolute.
+gpt1_fast.folder reads these files as models too, and converts one to a model folder:
+`python -m gpt1_fast.folder runs/<desc>/best_params.pt runs/<desc>/model`.
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from pathlib import Path
 import torch
 
 from .fileio import atomic_write
-from .weights import CheckpointError  # one error type for every checkpoint problem
+from .errors import CheckpointError  # one error type for every checkpoint problem
 
 FORMAT = "gpt1_fast-model"
 VERSION = 1
@@ -52,6 +55,11 @@ def load_model(path, map_location="cpu") -> tuple[dict, dict]:
     except Exception as e:  # truncated zip, flipped bytes, not a torch file at all
         raise CheckpointError(f"{path}: damaged or not a torch checkpoint ({type(e).__name__}: "
                               f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    return check_blob(path, blob)
+
+
+def check_blob(path, blob) -> tuple[dict, dict]:
+    """(config, state_dict) of a loaded best_params.pt, its format and version checked."""
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a gpt1_fast model checkpoint (expected the format {FORMAT!r} "
                               "written by `python -m gpt1_fast.train --submit`)")

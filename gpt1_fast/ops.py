@@ -110,22 +110,23 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, backend: str = "a
 
 # ------------------------------------------------------------------------------ LM head + loss
 def lm_head_loss(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
-                 backend: str = "auto") -> torch.Tensor:
+                 backend: str = "auto", rows_bound: int = 0) -> torch.Tensor:
     """Per-row LM cross-entropy through the tied head, float32 [N]: CE(h @ weight.T, targets) * mask.
 
     h [N, C] hidden states, weight [V, C] (the embedding table), targets [N] int64, mask [N] (0/1):
     a row with mask 0 gives exactly 0. Callers pass hidden states, not logits, so that a fused
     backend can avoid materialising the [N, V] logits; this reference does materialise them.
     "triton": the fused kernel (gpt1_fast/kernels/lm_head.py) that never holds the [N, V] logits and
-    skips rows whose mask is 0 (positions and specials stay in the softmax); under autocast it
-    computes in the autocast dtype, as the reference's matmul does."""
+    makes no host sync (positions and specials stay in the softmax); rows_bound > 0 (at most that
+    many rows have mask != 0, known to the caller without a sync) lets it multiply only the kept
+    rows; under autocast it computes in the autocast dtype, as the reference's matmul does."""
     if resolve(backend, h) == "triton":
         from .kernels.lm_head import lm_head_loss as fused
 
         dev = h.device.type
         if torch.is_autocast_enabled(dev):
             h = h.to(torch.get_autocast_dtype(dev))
-        return fused(h, weight, targets, mask)
+        return fused(h, weight, targets, mask, rows_bound=rows_bound)
     logits = torch.nn.functional.linear(h, weight)  # h @ weight.T, as the LM head computes it (same kernels, same bits)
     return reference.cross_entropy(logits, targets) * mask
 

@@ -1,38 +1,36 @@
-"""Pretrained weights in and out.
+"""Pretrained weights into a model, as the seed's `load_openai_pretrained_model` does.
 
-In:  the original release's `model/` folder (params_shapes.json + params_0.npy … params_9.npy,
-     SPEC §1), or a Hugging Face `openai-gpt` folder (model.safetensors or pytorch_model.bin, read
-     without executing pickled code).
-Out: a Hugging Face folder (config.json + model.safetensors) that `transformers` loads.
-
-Every input is validated completely before anything is copied: on any error the model is untouched,
-and the error names the file and what was expected vs found.
+Reads the original release's `model/` folder (params_shapes.json + params_0.npy ... params_9.npy)
+or a Hugging Face `openai-gpt` folder (model.safetensors or pytorch_model.bin, read without executing
+pickled code; this project's model folders are such folders). Every input is validated completely
+before anything is copied: on any error the model is untouched, and the error names the file and
+what was expected vs found. Model folders of every kind (runs, checkpoints) and `export_hf`: see
+gpt1_fast.folder.
 """
 from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .errors import CheckpointError
-from .fileio import atomic_write_bytes, atomic_write_text
+from .folder_save import export_hf
+from .hf_io import (HF_LAYER_PARAMS, LAYER_PARAMS, TransformerWeights, layer_count, read_safetensors,
+                    read_weights_file, transformer_from_hf, transformer_to_hf, weights_file, write_safetensors)
 
+__all__ = ["CheckpointError", "LAYER_PARAMS", "HF_LAYER_PARAMS", "read_openai_checkpoint", "release_weights",
+           "read_transformer", "load_openai_pretrained_model", "copy_into", "hf_state_dict", "export_hf",
+           "read_safetensors", "write_safetensors"]
 N_SHARDS = 10
-# Per-layer arrays in the release's order (SPEC §1) and their parameter names in this package.
-LAYER_PARAMS = ("attn.c_attn.w", "attn.c_attn.b", "attn.c_proj.w", "attn.c_proj.b", "ln_1.g", "ln_1.b",
-                "mlp.c_fc.w", "mlp.c_fc.b", "mlp.c_proj.w", "mlp.c_proj.b", "ln_2.g", "ln_2.b")
-# The same arrays' names in Hugging Face's OpenAIGPTModel.
-HF_LAYER_PARAMS = ("attn.c_attn.weight", "attn.c_attn.bias", "attn.c_proj.weight", "attn.c_proj.bias",
-                   "ln_1.weight", "ln_1.bias", "mlp.c_fc.weight", "mlp.c_fc.bias", "mlp.c_proj.weight",
-                   "mlp.c_proj.bias", "ln_2.weight", "ln_2.bias")
 RELEASE_URL = "https://github.com/openai/finetune-transformer-lm (folder model/)"
 
 
 # ------------------------------------------------------------------------- original release format
-def _read_shapes(path: Path) -> list[tuple[int, ...]]:
+def read_shapes(path: Path) -> list[tuple[int, ...]]:
     f = path / "params_shapes.json"
     if not f.is_file():
         raise CheckpointError(f"{f}: not found. Expected the original release's model/ folder "
@@ -76,7 +74,7 @@ def _read_shard(f: Path) -> np.ndarray:
 def read_openai_checkpoint(path) -> list[np.ndarray]:
     """The release's arrays, in order, each reshaped to its shape (w's keep their leading 1)."""
     path = Path(path)
-    shapes = _read_shapes(path)
+    shapes = read_shapes(path)
     shards = [_read_shard(path / f"params_{n}.npy") for n in range(N_SHARDS)]
     sizes = [math.prod(s) for s in shapes]
     total, found = sum(sizes), sum(s.shape[0] for s in shards)
@@ -88,57 +86,28 @@ def read_openai_checkpoint(path) -> list[np.ndarray]:
     return [a.reshape(s) for a, s in zip(np.split(flat, offsets), shapes)]
 
 
-# ----------------------------------------------------------------------------------- safetensors
-def read_safetensors(f) -> dict[str, np.ndarray]:
-    """Every tensor of a .safetensors file as float32 (bf16/f16 widened) or its own integer dtype."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        sd = load_file(str(f))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{f}: not a readable safetensors file ({e})") from None
-    return {k: (v.float() if v.is_floating_point() else v).numpy() for k, v in sd.items()}
-
-
-def write_safetensors(f, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> None:
-    """float32 copies of `tensors` to `f`, atomically (a failed write leaves no half-written file)."""
-    from safetensors.torch import save
-
-    # clone: tied rows (tokens and positions of one table) must not share storage in the file
-    data = save({k: t.detach().to("cpu", torch.float32).clone() for k, t in tensors.items()}, metadata)
-    atomic_write_bytes(f, data)
+def release_weights(path) -> TransformerWeights:
+    """The release's arrays under our names (w's without their leading 1)."""
+    arrays = read_openai_checkpoint(path)
+    layers = {}
+    for i, a in enumerate(arrays[2:]):
+        name = f"h.{i // len(LAYER_PARAMS)}.{LAYER_PARAMS[i % len(LAYER_PARAMS)]}"
+        a = a.reshape(a.shape[1:]) if name.endswith(".w") and a.ndim == 3 and a.shape[0] == 1 else a
+        layers[name] = torch.from_numpy(np.array(a, dtype=np.float32))  # a writable copy of the memory map
+    pos, tok = (torch.from_numpy(np.array(a, dtype=np.float32)) for a in arrays[:2])
+    if pos.dim() != 2 or tok.dim() != 2 or pos.shape[1] != tok.shape[1]:
+        raise CheckpointError(f"{path}: positions {tuple(pos.shape)} and tokens {tuple(tok.shape)} must be "
+                              "[rows, n_embd] of one width")
+    return TransformerWeights(tok, pos, layers)
 
 
-def read_hf_checkpoint(path) -> list[np.ndarray]:
-    """A Hugging Face openai-gpt folder as the release's array list: [positions, tokens, layer arrays...]
-    (w's as [1, in, out] like the release)."""
+def read_transformer(path) -> TransformerWeights:
+    """The release's folder or a Hugging Face folder (model.safetensors or pytorch_model.bin)."""
     path = Path(path)
-    if (path / "model.safetensors").is_file():
-        f = path / "model.safetensors"
-        sd = read_safetensors(f)
-    elif (path / "pytorch_model.bin").is_file():
-        f = path / "pytorch_model.bin"
-        try:  # weights_only: never executes pickled code
-            sd = {k: v.float().numpy() for k, v in torch.load(f, map_location="cpu", weights_only=True).items()}  # noqa: E501
-        except Exception as e:
-            raise CheckpointError(f"{f}: cannot read as a weights-only PyTorch state dict ({e})") from None
-    else:
-        raise CheckpointError(f"{path}: no model.safetensors or pytorch_model.bin")
-    sd = {k.removeprefix("transformer."): v for k, v in sd.items()}
-    n_layer = 1 + max((int(k.split(".")[1]) for k in sd if k.startswith("h.")), default=-1)
-
-    def get(name):
-        if name not in sd:
-            raise CheckpointError(f"{f}: tensor {name!r} not found")
-        return sd[name]
-
-    arrays = [get("positions_embed.weight"), get("tokens_embed.weight")]
-    for i in range(n_layer):
-        for hf in HF_LAYER_PARAMS:
-            a = get(f"h.{i}.{hf}")
-            arrays.append(a[None] if hf.endswith("weight") and a.ndim == 2 else a)
-    return arrays
+    f = weights_file(path)
+    if (path / "params_shapes.json").exists() or f is None:
+        return release_weights(path)
+    return transformer_from_hf(read_weights_file(f), f)
 
 
 # ------------------------------------------------------------------------------------------ loading
@@ -146,102 +115,64 @@ def _transformer(model):
     return model.transformer if hasattr(model, "transformer") else model
 
 
+def copy_into(tr, embed: torch.Tensor, layers: dict, n_transfer: int, path, table: str) -> None:
+    """Copy the embedding table and the first `n_transfer` blocks (-1: none; at most the model's) into
+    the TransformerModel `tr`, after checking every shape (on error nothing is copied). `table` says
+    what the table's rows are, for the error message."""
+    if tuple(tr.embed.weight.shape) != tuple(embed.shape):
+        raise CheckpointError(
+            f"{path}: embedding table mismatch (vocabulary size): the model has {tuple(tr.embed.weight.shape)}, "
+            f"the checkpoint gives {tuple(embed.shape)} = {table}")
+    n_layers = 0 if n_transfer == -1 else min(n_transfer, len(tr.h))  # a shallower model takes the first layers
+    if n_layers > layer_count(layers):
+        raise CheckpointError(f"{path}: {n_layers} layers to transfer but the checkpoint has only "
+                              f"{layer_count(layers)}")
+    named = tr.state_dict()
+    todo = {"embed.weight": embed}
+    for i in range(n_layers):
+        for j, param in enumerate(LAYER_PARAMS):
+            name, a = f"h.{i}.{param}", layers[f"h.{i}.{param}"]
+            if named[name].shape != a.shape:
+                raise CheckpointError(f"{path}: array #{2 + i * len(LAYER_PARAMS) + j} ({name}): model expects "
+                                      f"{tuple(named[name].shape)}, checkpoint has {tuple(a.shape)}")
+            todo[name] = a
+    with torch.no_grad():  # everything validated: now copy (nothing is half-loaded on error)
+        for name, a in todo.items():
+            named[name].copy_(a)
+
+
 def load_openai_pretrained_model(model, n_ctx=-1, n_special=-1, n_transfer=12, n_embd=768, path="./model/",
                                  path_names=None):
     """Load pretrained weights into a TransformerModel (or a model with `.transformer`), as the seed.
 
-    The embedding table becomes [40478 tokens, n_special rows ~ N(0, 0.02), first n_ctx positions]
-    (n_ctx <= 0: all 512; n_special <= 0: none). The first `n_transfer` layers are copied
-    (-1: none; the embedding is always loaded; a model with fewer layers takes the first ones). `path` is the release folder or a HF folder.
-    `path_names` is accepted for compatibility with the seed and ignored (the order is fixed).
+    The embedding table becomes [the checkpoint's token rows, n_special rows ~ N(0, 0.02), its first
+    n_ctx positions] (n_ctx <= 0: all; n_special <= 0: none). The first `n_transfer` layers are
+    copied (-1: none; the embedding is always loaded; a model with fewer layers takes the first
+    ones). `path` is the release folder or a Hugging Face folder. `path_names` is accepted for
+    compatibility with the seed and ignored (the order is fixed).
     """
     path = Path(path)
     tr = _transformer(model)
-    print(f"Loading weights from {path} ...")
-    params = read_openai_checkpoint(path) if (path / "params_shapes.json").exists() or not (
-        (path / "model.safetensors").exists() or (path / "pytorch_model.bin").exists()) else read_hf_checkpoint(path)
-    pos, tok = params[0], params[1]
-    if pos.ndim != 2 or tok.ndim != 2 or pos.shape[1] != tok.shape[1]:
-        raise CheckpointError(f"{path}: positions {pos.shape} and tokens {tok.shape} must be [rows, n_embd] of one width")
-    if pos.shape[1] != n_embd:
-        raise CheckpointError(f"{path}: checkpoint width is {pos.shape[1]}, n_embd argument is {n_embd}")
+    tw = read_transformer(path)
+    if tw.tokens.shape[1] != n_embd:
+        raise CheckpointError(f"{path}: checkpoint width is {tw.tokens.shape[1]}, n_embd argument is {n_embd}")
+    pos = tw.positions
     if n_ctx > 0:
         if n_ctx > pos.shape[0]:
             raise CheckpointError(f"{path}: n_ctx {n_ctx} exceeds the checkpoint's {pos.shape[0]} positions")
         pos = pos[:n_ctx]
-    special = (np.random.randn(max(n_special, 0), n_embd) * 0.02).astype(np.float32)
-    we = np.concatenate([tok, special, pos], 0)
-    if tuple(tr.embed.weight.shape) != we.shape:
-        raise CheckpointError(
-            f"{path}: embedding table mismatch (vocabulary size): the model has {tuple(tr.embed.weight.shape)}, "
-            f"the checkpoint gives {we.shape} = {tok.shape[0]} tokens + {special.shape[0]} specials + "
-            f"{pos.shape[0]} positions; build the model with vocab = n_vocab + n_special + n_ctx")
-    n_ckpt_layers = (len(params) - 2) // len(LAYER_PARAMS)
-    n_layers = 0 if n_transfer == -1 else min(n_transfer, len(tr.h))  # a shallower model takes the first layers
-    if n_layers > n_ckpt_layers:
-        raise CheckpointError(f"{path}: {n_layers} layers to transfer but the checkpoint has only {n_ckpt_layers}")
-    named = tr.state_dict()
-    todo = {"embed.weight": we}
-    layer_arrays = params[2:2 + n_layers * len(LAYER_PARAMS)]
-    for i, a in enumerate(layer_arrays):
-        name = f"h.{i // len(LAYER_PARAMS)}.{LAYER_PARAMS[i % len(LAYER_PARAMS)]}"
-        a = a.reshape(a.shape[1:]) if name.endswith(".w") and a.ndim == 3 and a.shape[0] == 1 else a
-        if tuple(named[name].shape) != a.shape:
-            raise CheckpointError(f"{path}: array #{i + 2} ({name}): model expects {tuple(named[name].shape)}, "
-                                  f"checkpoint has {a.shape}")
-        todo[name] = a
-    # Everything validated: now copy (nothing is half-loaded on error).
-    with torch.no_grad():
-        for name, a in todo.items():
-            named[name].copy_(torch.from_numpy(np.array(a, dtype=np.float32)))  # a writable copy
+    special = torch.from_numpy((np.random.randn(max(n_special, 0), n_embd) * 0.02).astype(np.float32))
+    copy_into(tr, torch.cat([tw.tokens, special, pos]), tw.layers, n_transfer, path,
+              f"{tw.tokens.shape[0]} tokens + {special.shape[0]} specials + {pos.shape[0]} positions; build the "
+              "model with vocab = n_vocab + n_special + n_ctx")
+    print(f"Loading weights from {path} ...", file=sys.stderr)  # a status line: stderr (loaded: every shape fit)
     return model
 
 
-# ------------------------------------------------------------------------------------------ export
 def hf_state_dict(model) -> dict[str, torch.Tensor]:
-    """This model's weights under Hugging Face openai-gpt names (DoubleHeads names when it has an MC head)."""
+    """The transformer's weights under Hugging Face openai-gpt names (`transformer.` prefixed for a
+    model that has a `.transformer`)."""
     tr = _transformer(model)
-    w = tr.embed.weight.detach()
-    prefix = "transformer." if hasattr(model, "transformer") else ""
-    sd = {f"{prefix}tokens_embed.weight": w[:tr.pos_offset], f"{prefix}positions_embed.weight": w[tr.pos_offset:]}
-    for i, block in enumerate(tr.h):
-        bsd = block.state_dict()
-        for ours, hf in zip(LAYER_PARAMS, HF_LAYER_PARAMS):
-            sd[f"{prefix}h.{i}.{hf}"] = bsd[ours]
-    head = getattr(model, "task_head", None)
-    if head is not None and type(head).__name__ == "MultipleChoiceHead":
-        sd["multiple_choice_head.summary.weight"] = head.linear.weight.detach()
-        sd["multiple_choice_head.summary.bias"] = head.linear.bias.detach()
-    return sd
-
-
-def export_hf(model, path, cfg=None) -> Path:
-    """Write a Hugging Face openai-gpt folder (config.json + model.safetensors) for `model`."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    tr = _transformer(model)
-    block = tr.h[0]
-    config = {
-        "architectures": ["OpenAIGPTDoubleHeadsModel" if hasattr(model, "task_head") else "OpenAIGPTModel"],
-        "model_type": "openai-gpt",
-        "vocab_size": tr.pos_offset,
-        "n_positions": tr.n_ctx,
-        "n_embd": tr.n_embd,
-        "n_layer": len(tr.h),
-        "n_head": block.attn.n_head,
-        "afn": block.mlp.afn,
-        "resid_pdrop": block.attn.resid_dropout.p,
-        "embd_pdrop": tr.drop.p,
-        "attn_pdrop": block.attn.attn_dropout.p,
-        "layer_norm_epsilon": block.ln_1.e,
-        "initializer_range": 0.02,
-        "summary_type": "cls_index",
-        "summary_use_proj": True,
-        "summary_activation": None,
-        "summary_proj_to_labels": True,
-        "summary_first_dropout": getattr(getattr(model, "task_head", None), "dropout", torch.nn.Dropout(0.1)).p,
-        "num_labels": 1,
-    }
-    write_safetensors(path / "model.safetensors", hf_state_dict(model), metadata={"format": "pt"})
-    atomic_write_text(path / "config.json", json.dumps(config, indent=2) + "\n")
-    return path
+    sd = {k: v.detach() for k, v in tr.state_dict().items()}
+    return transformer_to_hf(TransformerWeights.from_state_dict(sd, tr.pos_offset),
+                             "transformer." if tr is not model else "")

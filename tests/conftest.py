@@ -10,6 +10,8 @@ import pytest  # noqa: E402
 def pytest_configure(config):
     config.addinivalue_line("markers", "cuda: needs a CUDA GPU (and TRITON_INTERPRET=0 for the Triton "
                                        "kernels); run them all with `TRITON_INTERPRET=0 pytest -m cuda`")
+    config.addinivalue_line("markers", "priority: a GPU test that decides whether any GPU number counts "
+                                       "(benchmarks/gpu_suite.py runs these first)")
 
 
 def pytest_collection_modifyitems(config, items):

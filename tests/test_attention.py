@@ -69,7 +69,7 @@ def test_parity(B, H, T, D, dtype):
     assert_close(ours, refs, TOL[dtype])
 
 
-@pytest.mark.parametrize("T", [77, 130])
+@pytest.mark.parametrize("T", [48, 77, 130])
 def test_every_candidate(T):
     """Each candidate config a GPU may run (sm_90 lists, which contain sm_80's; the atomic kind too)
     computes the same function: forward and grads against the reference with the kernel's own
@@ -277,7 +277,7 @@ def test_model_triton_backend_equals_torch():
 # dropout (the training configuration); the table's elsewhere, to bound CI time.
 AOT_CASES = {
     90: [("bfloat16", 77, 0.1, True), ("bfloat16", 512, 0.1, True), ("bfloat16", 512, 0.0, False),
-         ("float16", 512, 0.1, False), ("float32", 512, 0.1, False)],
+         ("float16", 512, 0.1, False), ("float32", 512, 0.1, False), ("bfloat16", 48, 0.1, False)],
     80: [("bfloat16", 77, 0.1, True), ("bfloat16", 512, 0.1, True), ("float32", 512, 0.1, False)],
 }
 # Eager Triton types Python floats as fp32; Inductor (torch.compile of the triton_op) passes them as
@@ -289,34 +289,25 @@ def _recorded_launches(dtype, T, p, every_config, cc):
     """[(JITFunction, args, constexpr/option kwargs, is the table's choice)] that forward + backward
     would launch on a GPU of compute capability cc/10: the table's choices, and with every_config
     every candidate (the atomic kind included) forced through the tuning object."""
-    from gpt1_fast.kernels import _op
+    from gpt1_fast.kernels.aot import recording_launches
 
-    calls = []
-
-    class Recorder:
-        def __init__(self, kernel):
-            self.kernel = kernel
-
-        def __getitem__(self, grid):
-            return lambda *args, **kw: calls.append((self.kernel, args, kw, is_table))
-
-    _op.arch = lambda t: cc
-    _op.launcher = Recorder
     key = (T, 64, dtype, p > 0, 1, cc)
     choices = [(AC.table("fwd", key, det), AC.table("bwd", key, det), True) for det in (True, False)]
     if every_config:
         fwd_all, bwd_all = AC.candidates("fwd", key), AC.candidates("bwd", key, deterministic=False)
         choices += [(fwd_all[i % len(fwd_all)], bwd_all[i % len(bwd_all)], False)
                     for i in range(max(len(fwd_all), len(bwd_all)))]
+    out = []
     for fwd, bwd, is_table in choices:
-        with A.TUNING.override(fwd=fwd, bwd=bwd):
+        with recording_launches(cc) as calls, A.TUNING.override(fwd=fwd, bwd=bwd):
             qkv = torch.randn(1, T, 3 * 2 * 64, dtype=dtype, requires_grad=True)
             A.causal_attention_packed(qkv, 2, p).sum().backward()
-    return calls
+        out += [(kernel, args, kw, is_table) for kernel, args, kw in calls]
+    return out
 
 
 def _aot_main(cc: int) -> None:
-    from gpt1_fast.kernels.aot import compile_stats, specialise
+    from gpt1_fast.kernels.aot import compile_launch, specialise
 
     results, seen = [], set()
     for dtype_name, T, p, every_config in AOT_CASES[cc]:
@@ -327,17 +318,16 @@ def _aot_main(cc: int) -> None:
             if float_ty != "fp32" and not is_table:
                 continue
             sig, constexprs, attrs = specialise(kernel, args, float_ty)
-            opts = {k: kw[k] for k in ("num_warps", "num_stages") if k in kw}
-            constexprs.update({k: v for k, v in kw.items() if k not in opts})
             key = (kernel.__name__, json.dumps(sig, sort_keys=True), json.dumps(constexprs, sort_keys=True),
-                   json.dumps(opts, sort_keys=True), str(sorted(attrs)))
+                   json.dumps(kw, sort_keys=True), str(sorted(attrs)))
             if key in seen:
                 continue
             seen.add(key)
-            sig = {k: v for k, v in sig.items() if v != "constexpr"}
-            st = compile_stats(kernel, sig, constexprs, cc, attrs=attrs, **opts)
+            st = compile_launch(kernel, args, kw, cc, float_ty)
             results.append(dict(kernel=kernel.__name__, dtype=dtype_name, T=T, p=p, cc=cc, floats=float_ty,
-                                n_regs=st["regs"], n_spills=st["spills"], shared=st["shared"], **constexprs, **opts))
+                                n_regs=st["regs"], n_spills=st["spills"], shared=st["shared"], wgmma=st["wgmma"],
+                                table=is_table, **st["constexprs"], num_warps=st["num_warps"],
+                                num_stages=st["num_stages"]))
     print(json.dumps(results))
 
 
@@ -368,6 +358,9 @@ def test_aot_compile_no_spills():
     assert "attn_dq_store" in kernels
     spilling = [r for r in rows if r["n_spills"] != 0]
     assert not spilling, spilling
+    # the untimed sm_90 choice at 32 < T <= 64 (attention_configs.AOT_SM90) runs its dots on wgmma
+    small_t = [r for r in rows if r["cc"] == 90 and r["T"] == 48 and r["kernel"] in ("attn_fwd", "attn_bwd_small")]
+    assert len({r["kernel"] for r in small_t}) == 2 and all(r["wgmma"] for r in small_t), small_t
 
 
 if __name__ == "__main__":

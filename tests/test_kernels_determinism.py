@@ -132,6 +132,12 @@ def test_table_holds_the_h100_measurements():
     assert AC.table("fwd", _key(512, True, 90)) == dict(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=3)
     assert AC.table("bwd", _key(77, True, 90)) == ("tiled", dict(BLOCK_M1=16, BLOCK_N1=32, BLOCK_M2=32,
                                                                  BLOCK_N2=16, num_warps=2, num_stages=2))
+    # T <= 64 on sm_90: the AOT statistics' pick (untimed, labelled so); the measured buckets say so too
+    assert AC.choice_source("bwd", _key(48, True, 90)) == "aot" and AC.choice_source("fwd", _key(16, False, 90)) == "aot"
+    assert AC.choice_source("bwd", _key(77, True, 90)) == "measured"
+    assert AC.choice_source("bwd", _key(48, True, 80)) == "default"
+    assert AC.table("fwd", _key(48, True, 90)) == dict(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=2)
+    assert AC.table("bwd", _key(48, True, 90)) == ("small", dict(BLOCK_T=64, BLOCK_N=32, num_warps=4, num_stages=2))
     # elsewhere the first candidate; every answer is one of the candidates
     for arch in (0, 80, 90):
         for T in (1, 50, 77, 130, 512):

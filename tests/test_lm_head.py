@@ -49,8 +49,8 @@ def make(N, V, C, dtype, masked=0.3, seed=0):
     return h, w, t, m
 
 
-def check(h, w, t, m, chunk_rows, tol, w_ref=None):
-    loss = K.lm_head_loss(h, w, t, m, chunk_rows=chunk_rows)
+def check(h, w, t, m, chunk_rows, tol, rows_bound=0):
+    loss = K.lm_head_loss(h, w, t, m, chunk_rows=chunk_rows, rows_bound=rows_bound)
     assert loss.dtype == torch.float32 and loss.shape == (h.shape[0],)
     dl = torch.rand(h.shape[0], dtype=torch.float32) + 0.5
     dh, dw = torch.autograd.grad(loss, (h, w), dl)
@@ -71,7 +71,9 @@ def check(h, w, t, m, chunk_rows, tol, w_ref=None):
 def test_parity(N, V, C, chunk, dtype):
     # V = 300, 77, 130: none a multiple of the column block (a power of two); chunk 4: four chunks
     # of kept rows, so dweight accumulates across chunks and the last chunk is partial
-    check(*make(N, V, C, dtype, masked=0.0 if N == 1 else 0.3), chunk, TOL[dtype])
+    args = make(N, V, C, dtype, masked=0.0 if N == 1 else 0.3)
+    check(*args, chunk, TOL[dtype])
+    check(*args, chunk, TOL[dtype], rows_bound=max(1, int(args[3].sum())))  # only the kept rows multiplied
 
 
 def test_column_blocks_and_peaked_softmax():
@@ -111,21 +113,47 @@ def test_mixed_dtypes_weight_fp32_h_fp16():
     check(h16, w, t, m, 2, TOL[torch.float16])
 
 
-def test_masked_rows_never_multiplied(monkeypatch):
-    """Only kept rows reach the matmuls: count the rows of every chunk."""
+def _rows_multiplied(monkeypatch, m, **kw):
+    """(rows per launch of each kernel), running forward + backward with chunks of 3 rows."""
     seen = []
     real = K._launch
 
     def spy(kernel, logits, *args):
-        seen.append((kernel.__name__ if hasattr(kernel, "__name__") else str(kernel), logits.shape[0]))
+        seen.append((kernel.fn.__name__ if hasattr(kernel, "fn") else str(kernel), logits.shape[0]))
         return real(kernel, logits, *args)
 
     monkeypatch.setattr(K, "_launch", spy)
-    h, w, t, m = make(10, 40, 8, torch.float32, masked=0.5)
-    K.lm_head_loss(h, w, t, m, chunk_rows=3).sum().backward()
-    n_kept = int(m.sum())
-    assert 0 < n_kept < 10
-    assert sum(n for _, n in seen) == 2 * n_kept  # forward + backward chunks
+    h, w, t, _ = make(10, 40, 8, torch.float32)
+    check(h, w, t, m, 3, 1e-5, **kw)
+    return seen
+
+
+def test_rows_bound_multiplies_only_the_kept_rows(monkeypatch):
+    """Without a bound every row reaches the GEMMs (the kernels skip the masked ones); with
+    rows_bound = the kept count only the kept rows do, in chunks of 3; same loss and gradients."""
+    m = torch.tensor([1, 0, 1, 1, 0, 0, 1, 0, 1, 0.0])
+    assert sum(n for _, n in _rows_multiplied(monkeypatch, m)) == 2 * 10
+    seen = _rows_multiplied(monkeypatch, m, rows_bound=5)
+    assert [n for _, n in seen] == [3, 2, 3, 2]  # forward then backward chunks of the 5 kept rows
+    seen = _rows_multiplied(monkeypatch, m, rows_bound=7)  # a loose bound: 2 masked rows ride along
+    assert sum(n for _, n in seen) == 2 * 7
+
+
+def test_row_order_puts_kept_rows_first_in_order():
+    m = torch.tensor([0, 2.0, 0, 1, 1, 0])
+    assert K.row_order(m, 0) is None and K.row_order(m, 6) is None  # no bound: h's own order
+    assert K.row_order(m, 3).tolist() == [1, 3, 4]
+    assert K.row_order(m, 4).tolist() == [1, 3, 4, 0]  # then the masked rows, in order
+    with pytest.raises(RuntimeError, match="rows_bound"):  # more kept rows than the bound
+        K.row_order(m, 2)
+
+
+def test_rows_bound_below_the_kept_count_is_refused():
+    h, w, t, m = make(6, 30, 8, torch.float32, masked=0.0)
+    with pytest.raises(RuntimeError, match="rows_bound"):
+        K.lm_head_loss(h, w, t, m, rows_bound=5)
+    with pytest.raises(ValueError, match="rows_bound"):
+        K.lm_head_loss(h, w, t, m, rows_bound=-1)
 
 
 def test_bad_inputs():
@@ -144,12 +172,14 @@ def test_registered_ops_match_eager_and_opcheck():
     h, w, t, m = make(9, 70, 16, torch.float32)
     eager = K.lm_head_loss(h, w, t, m, chunk_rows=4)
     g_eager = torch.autograd.grad(eager.sum(), (h, w))
-    op = torch.ops.gpt1_fast.lm_head_loss_fwd(h, w, t, m, 4)[0]
+    op = torch.ops.gpt1_fast.lm_head_loss_fwd(h, w, t, m, 4, 0)[0]
     g_op = torch.autograd.grad(op.sum(), (h, w))
     assert torch.equal(eager, op)
     for a, b in zip(g_eager, g_op):
         assert torch.equal(a, b)
-    torch.library.opcheck(torch.ops.gpt1_fast.lm_head_loss_fwd, (h, w, t, m, 4),
+    kept = int(m.sum())
+    assert kept < 9  # so the bound takes the compacting path
+    torch.library.opcheck(torch.ops.gpt1_fast.lm_head_loss_fwd, (h, w, t, m, 4, kept),
                           test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
 
 
@@ -278,12 +308,16 @@ def test_compile_fullgraph_training_step(compiler):
             assert rel(a, b) < 1e-5
 
 
-def test_quick_benchmark_runs(tmp_path, monkeypatch):
-    """python -m benchmarks lm_head --quick on the CPU (ours through the interpreter)."""
-    from benchmarks import bench_lm_head, common
-
-    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
-    bench_lm_head.main(quick=True)
-    out = json.loads(next(tmp_path.glob("lm_head-*.json")).read_text())
-    impls = {r["impl"] for r in out["rows"]}
-    assert {"ours: fused", "cuBLAS + F.cross_entropy", "ours: fused (75 % rows kept)"} <= impls
+def test_quick_benchmark_runs(tmp_path):
+    """python -m benchmarks lm_head --quick on the CPU (ours through the interpreter), run as the user
+    runs it; every implementation's loss agrees with float64."""
+    env = dict(os.environ, TRITON_INTERPRET="1", GPT1_FAST_RESULTS_DIR=str(tmp_path),
+               PYTHONPATH=os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH")))))
+    out = subprocess.run([sys.executable, "-m", "benchmarks", "lm_head", "--quick"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    res = json.loads(next(tmp_path.glob("lm_head-*.json")).read_text())
+    rows = {r["impl"]: r for r in res["rows"]}
+    assert {"ours: fused", "cuBLAS + F.cross_entropy", "ours: fused (75 % kept, bound)"} <= set(rows)
+    assert all(r["loss_ok"] for r in rows.values()), rows
+    assert res["environment"]["torch"] == torch.__version__

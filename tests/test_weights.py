@@ -217,9 +217,9 @@ def test_export_is_a_real_safetensors_file(tmp_path):
 
     src, f = _hf_folder(tmp_path)
     sd = load_file(str(f))  # the package itself reads it back
-    assert torch.equal(sd["tokens_embed.weight"], src.embed.weight[:50])
-    assert torch.equal(sd["positions_embed.weight"], src.embed.weight[50:])
-    assert sd["h.1.attn.c_attn.weight"].dtype == torch.float32
+    assert torch.equal(sd["transformer.tokens_embed.weight"], src.embed.weight[:50])
+    assert torch.equal(sd["transformer.positions_embed.weight"], src.embed.weight[50:])
+    assert sd["transformer.h.1.attn.c_attn.weight"].dtype == torch.float32
     assert not [p for p in f.parent.iterdir() if "tmp" in p.name]
 
 

@@ -7,6 +7,7 @@ tests run this in a subprocess).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -93,3 +94,40 @@ def resident_programs(regs: int, num_warps: int) -> int:
     and 64 warps per SM on sm_80 and sm_90, registers allocated per warp in units of 256; at most 32)."""
     per_warp = -(-regs * 32 // 256) * 256
     return min(65536 // (per_warp * num_warps), 64 // num_warps, 32)
+
+
+@contextlib.contextmanager
+def recording_launches(arch: int):
+    """`with recording_launches(90) as calls: op(...)`: every kernel launch of the ops is appended to
+    `calls` as (JITFunction, positional args, keyword args) instead of running, with the launch
+    choices made as on a GPU of compute capability arch / 10 (run on CPU tensors, without the
+    interpreter). What to compile ahead of time is then exactly what would launch."""
+    from . import _op
+
+    calls: list = []
+
+    class Recorder:
+        def __init__(self, kernel):
+            self.kernel = kernel
+
+        def __getitem__(self, grid):
+            return lambda *args, **kw: calls.append((self.kernel, args, kw))
+
+    saved = _op.arch, _op.launcher
+    _op.arch, _op.launcher = (lambda t: arch), Recorder
+    try:
+        yield calls
+    finally:
+        _op.arch, _op.launcher = saved
+
+
+def compile_launch(kernel, args: tuple, kw: dict, cap: int, float_ty: str = "fp32") -> dict:
+    """compile_stats of one recorded launch (its specialisation, constexprs and options), plus
+    `wgmma`: whether the PTX uses Hopper's warpgroup MMA (sm_90) rather than mma.sync."""
+    sig, constexprs, attrs = specialise(kernel, args, float_ty)
+    opts = {k: kw[k] for k in ("num_warps", "num_stages") if k in kw}
+    constexprs.update({k: v for k, v in kw.items() if k not in opts})
+    sig = {k: v for k, v in sig.items() if v != "constexpr"}
+    st = compile_stats(kernel, sig, constexprs, cap, attrs=attrs, **opts)
+    st["wgmma"] = "wgmma.mma_async" in st["ptx"]
+    return {**st, "constexprs": constexprs, "num_warps": opts.get("num_warps", 4), "num_stages": opts.get("num_stages")}

@@ -31,8 +31,10 @@ def fwd_configs(T: int, D: int, dtype: torch.dtype, arch: int = 0) -> list[dict]
     """Forward candidates; `arch` = compute capability x10 (0: CPU / interpreter)."""
     if dtype == torch.float32:  # exact fp32 dots run on the FMA units: small tiles
         return [_cfg(4, 2, BLOCK_M=32, BLOCK_N=32)]
-    if T <= 64:
-        return [_cfg(4, 2, BLOCK_M=max(16, next_pow2(T)), BLOCK_N=16 if T <= 16 else 32)]
+    if T <= 64:  # the tight tile first, then 64-row tiles (one warpgroup: Hopper's wgmma needs 64 rows)
+        cands = [_cfg(4, 2, BLOCK_M=max(16, next_pow2(T)), BLOCK_N=16 if T <= 16 else 32),
+                 _cfg(4, 2, BLOCK_M=64, BLOCK_N=32), _cfg(4, 2, BLOCK_M=64, BLOCK_N=64)]
+        return [c for i, c in enumerate(cands) if c not in cands[:i] and (T > 32 or c["BLOCK_N"] == 32 or i == 0)]
     if D >= 128:
         return [_cfg(4, 2, BLOCK_M=64, BLOCK_N=32)]
     # 128x64 tiles with 8 warps spill 8 bytes on sm_80 when dropout is on (16-bit RNG lanes).
@@ -72,6 +74,8 @@ _ATOMIC = {
 # programs per (batch, head) (occupancy at small T).
 _TILED_SHORT = [_cfg(4, 2, BLOCK_M1=32, BLOCK_N1=32, BLOCK_M2=32, BLOCK_N2=32),
                 _cfg(2, 2, BLOCK_M1=16, BLOCK_N1=32, BLOCK_M2=32, BLOCK_N2=16)]
+_TILED_SMALL_T = [_cfg(4, 2, BLOCK_M1=32, BLOCK_N1=64, BLOCK_M2=64, BLOCK_N2=32),
+                  _cfg(4, 2, BLOCK_M1=32, BLOCK_N1=32, BLOCK_M2=32, BLOCK_N2=32)]
 _TILED_FP32 = {90: _cfg(8, 2, BLOCK_M1=16, BLOCK_N1=32, BLOCK_M2=32, BLOCK_N2=16),
                80: _cfg(4, 2, BLOCK_M1=16, BLOCK_N1=32, BLOCK_M2=32, BLOCK_N2=16)}
 _TILED_D128 = _cfg(4, 2, BLOCK_M1=16, BLOCK_N1=32, BLOCK_M2=32, BLOCK_N2=16)
@@ -91,7 +95,10 @@ def bwd_configs(T: int, D: int, dtype: torch.dtype, arch: int = 0) -> dict[str, 
     if T <= SMALL_T:
         block_t = max(16, next_pow2(T))
         if block_t <= 64 and D <= 64:
-            return {"small": [_cfg(4, 2, BLOCK_T=block_t, BLOCK_N=32 if block_t >= 32 else 16)]}
+            # the whole sequence in one program, and the tiled kernel with 4-warp tiles whose dK/dV and
+            # dQ passes have 64-row operands (wgmma-capable on sm_90) or 32-row ones
+            return {"small": [_cfg(4, 2, BLOCK_T=block_t, BLOCK_N=32 if block_t >= 32 else 16)],
+                    "tiled": _TILED_SMALL_T}
         if D >= 128:
             return {"small": [_cfg(8, 1, BLOCK_T=block_t, BLOCK_N=32)]}
         kinds = {"small": _SMALL_128[family], "tiled": _TILED[family] + _TILED_SHORT}
@@ -133,21 +140,48 @@ MEASURED_SM90 = {
 }
 
 
-def _bucket(T: int) -> str | None:
-    return None if T <= 64 else ("short" if T <= SMALL_T else "long")
+# Not timed on a GPU: picked from the ahead-of-time compile statistics of every candidate for sm_90
+# (bf16, D = 64, dropout on and off; `benchmarks/aot_attention.py`, the table in benchmarks/NOTES.md,
+# "Attention at small T"), by this rule: no spills; Hopper's wgmma where its 64-row operand is at
+# least half used (T > 32); then the most programs per SM with dropout on (training). Values index
+# `candidates(what, key)`. Both small-T buckets get their first candidate:
+#   T <= 32:      forward the tight 16- or 32-row tile (mma.sync; a 64-row tile would be 50-75 % masked),
+#                 backward the whole-sequence program (72-158 registers, 3-7 programs/SM; tiled 167-254, 2-3)
+#   32 < T <= 64: forward 64 x 32 (wgmma, 128 registers, 4 programs/SM; 64 x 64: 188, 2), backward the
+#                 whole-sequence program, BLOCK_T 64 (wgmma, 234 registers with dropout, one launch)
+AOT_SM90 = {("fwd", "tiny"): 0, ("bwd", "tiny"): 0, ("fwd", "small"): 0, ("bwd", "small"): 0}
+
+
+def _bucket(T: int) -> str:
+    """T buckets of the table: "tiny" (<= 32), "small" (<= 64), "short" (<= 128), "long". The GLUE
+    lengths of per-batch padding (multiples of 8 up to ~128) and of --padding pow2 (8 .. 256) fall in
+    the first three; ROCStories (77) in "short", pretraining (512) in "long"."""
+    return "tiny" if T <= 32 else "small" if T <= 64 else "short" if T <= SMALL_T else "long"
+
+
+def choice_source(what: str, key: tuple, deterministic: bool = True) -> str:
+    """Where the table's answer for `key` comes from: "measured" (the H100 autotune run), "aot" (AOT
+    statistics, untimed) or "default" (the first candidate, untimed)."""
+    T, D, dtype, dropout, _bh, arch = key
+    if arch == 90 and D == 64 and dtype != torch.float32:
+        bucket = _bucket(T)
+        if (what, bucket, dropout, deterministic) in MEASURED_SM90 or (what, bucket, dropout, True) in MEASURED_SM90:
+            return "measured"
+        if (what, bucket) in AOT_SM90:
+            return "aot"
+    return "default"
 
 
 @functools.lru_cache(maxsize=None)  # asked at every call: host time matters at T = 77
 def table(what: str, key: tuple, deterministic: bool = True):
     """The committed choice: on sm_90 with 16-bit inputs and D = 64 the measured fastest
-    (MEASURED_SM90); elsewhere the first candidate (deterministic: the atomic kind is never first),
-    a safe default that compiles without spills but was not timed."""
-    T, D, dtype, dropout, _bh, arch = key
-    if arch == 90 and D == 64 and dtype != torch.float32:
-        bucket = _bucket(T)
-        got = MEASURED_SM90.get((what, bucket, dropout, deterministic))
-        if got is None and bucket is not None:  # no non-deterministic entry: the deterministic one
-            got = MEASURED_SM90.get((what, bucket, dropout, True))
-        if got is not None:
-            return got
+    (MEASURED_SM90) or, at T <= 64, the AOT statistics' pick (AOT_SM90); elsewhere the first
+    candidate (deterministic: the atomic kind is never first), a safe default that compiles without
+    spills but was not timed. `choice_source` says which."""
+    source = choice_source(what, key, deterministic)
+    bucket = _bucket(key[0])
+    if source == "measured":  # no non-deterministic entry: the deterministic one
+        return MEASURED_SM90.get((what, bucket, key[3], deterministic)) or MEASURED_SM90[(what, bucket, key[3], True)]
+    if source == "aot":
+        return candidates(what, key, True)[AOT_SM90[(what, bucket)]]
     return candidates(what, key, True)[0]
