@@ -1,4 +1,4 @@
-"""Entry point: python -m benchmarks {layernorm_gelu,attention,adam,train_step,encode,pretrain,generate,finetune_padding,memory,lm_head,all,env} [--quick] [--core].
+"""Entry point: python -m benchmarks {layernorm_gelu,attention,adam,train_step,encode,pretrain,generate,finetune_padding,memory,lm_head,all,env} [--quick] [--core] [--data FILE ...].
 
 `env` prints the environment every result records (versions, device, clocks, commit) as one JSON line.
 """
@@ -28,7 +28,11 @@ def main(argv=None):
     ap.add_argument("--core", action="store_true",
                     help="only the rows that decide the benchmark's goal (the GPU suite's first call); "
                          "benchmarks without such a subset run whole")
+    ap.add_argument("--data", nargs="+", metavar="FILE",
+                    help="encode only: real texts (Story Cloze CSVs, or files of one text per line)")
     args = ap.parse_args(argv)
+    if args.data and args.name != "encode":
+        ap.error("--data is for the encode benchmark")
     if args.name == "env":
         from benchmarks.common import environment
 
@@ -38,6 +42,8 @@ def main(argv=None):
     for name in names:
         bench_main = importlib.import_module(BENCHES[name]).main
         kw = {"core": True} if args.core and "core" in inspect.signature(bench_main).parameters else {}
+        if args.data:
+            kw["data"] = args.data
         bench_main(quick=args.quick, **kw)
 
 

@@ -1,17 +1,17 @@
-"""Text encoding exactly as GPT-1's release (SPEC §2): ftfy -> standardize -> spaCy tokens -> BPE -> ids.
+"""Text encoding exactly as GPT-1's release: ftfy -> standardize -> spaCy tokens -> BPE -> ids.
 
-Ids must be identical to the original on real text, quirks included:
-- the original's punctuation regex is a non-raw string, so its `\\\\+` alternative reaches the regex
-  engine as `\\+` (a literal '+'): backslashes are NOT padded with spaces (transformers' port, which
-  uses a raw string, differs there);
+Ids must be identical to the release on real text, quirks included (the pre-tokenization's are in
+gpt1_fast.pretokenize):
 - BPE merges the lowest-ranked adjacent pair again and again (a pair created by a merge may rank
-  below the merge that created it), scanning with `word.index(first, i)`;
+  below the merge that created it), every occurrence left to right;
 - the piece `\\n  </w>` (spaCy's newline-plus-space token) becomes `\\n</w>`; unknown pieces get id 0.
 
-Speed, with the same ids (tests/test_text.py checks them against the original loop): ftfy is skipped
-for segments it cannot change (printable ASCII without '&'), one spaCy call tokenizes a whole batch of
-texts (joined by a separator token that no rule touches), ids are cached per spaCy token, and
-`encode(texts, workers=N)` spreads batches over N processes (benchmarks/bench_encode.py).
+Speed, with the same ids (tests/test_text.py checks them against the release's loop, kept in
+tests/original_encoder.py): each distinct word of the texts is pre-tokenized once and its ids cached
+(`Pretokenizer.word_tokens`), a text's ids are its words' ids joined; in the release's vocabulary a
+token whose whole `t</w>` is an entry is that piece (`_WHOLE_WORD_VOCABS`); BPE keeps the ranks of the
+word's pairs in a list and updates the two neighbours of a single merge; `encode(texts, workers=N)`
+spreads batches over N processes (benchmarks/bench_encode.py measures it; benchmarks/NOTES.md).
 
 ftfy and spaCy are imported by the constructor only, so importing this module (or gpt1_fast.train)
 works on machines without them. `learn_bpe` builds a small vocabulary in the release's two-file format
@@ -20,123 +20,31 @@ from any texts (same pre-tokenization), for tests and the demo.
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 import re
+from functools import cached_property
+from itertools import chain, pairwise, repeat
 from pathlib import Path
 
-# Runs of these characters get a space on each side. Backslash is deliberately absent: see module doc.
-# The original writes one alternative per character (`-+|~+|...`); a class plus a back-reference
-# matches the same maximal run at the same positions, about 3x faster.
-_PUNCT_RUNS = re.compile(r'(([-~!";?+,)(/*\[\]}{|_])\2*)')
-_NEWLINE_RUNS = re.compile(r"\s*\n\s*")
-_OTHER_SPACE_RUNS = re.compile(r"[^\S\n]+")
-# ftfy.fix_text leaves a segment unchanged when it holds only printable ASCII, tab and newline, and no
-# '&' (no mojibake, ligature, width, quote, line-break, control or HTML-entity fix can apply).
-_FTFY_MAY_CHANGE = re.compile(r"[^\t\n\x20-\x25\x27-\x7e]")
+from .pretokenize import Pretokenizer, text_standardize  # noqa: F401 - text_standardize: public here too
+
 EOW = "</w>"
+# sha256 of the encoder json's then the merges file's bytes, for vocabularies where BPE makes every
+# whole-word entry `t</w>` of `t` itself (all 32,581 checked: tests/test_text.py,
+# test_whole_word_entries_are_their_own_bpe): there a token whose `t</w>` is an entry skips BPE.
+_WHOLE_WORD_VOCABS = frozenset({
+    "30a9fd6f40f6aae698f3b8db1515a41af096d401191cb09a6f971e8858e90610",  # OpenAI's GPT-1 release (40,000 merges)
+})
 ENCODE_BATCH = 256  # texts per batch (one worker task)
-# Joins a batch of standardized texts into one string for spaCy (one call instead of one per text).
-# A NUL never survives ftfy (control character) and is no part of any tokenizer rule; a batch that
-# holds one anyway is tokenized text by text.
-_SEP = "\x00"
+WORD_CACHE = 1 << 20  # cached words (their ids) before that cache starts over: memory stays bounded
 
 
-def text_standardize(text: str) -> str:
-    """The original's cleanup before spaCy (fixes for BooksCorpus, whitespace standardization)."""
-    text = text.replace("—", "-").replace("–", "-").replace("―", "-")
-    text = text.replace("…", "...").replace("´", "'")
-    text = _PUNCT_RUNS.sub(r" \1 ", text)
-    if "\n" in text:
-        text = _NEWLINE_RUNS.sub(" \n ", text)
-    text = _OTHER_SPACE_RUNS.sub(" ", text)
-    return text.strip()
+# A merges-file line that is not two symbols separated by one space.
+_BAD_MERGE_LINE = re.compile(r"^(?![^\s]+ [^\s]+$)", re.MULTILINE)
 
 
-def get_pairs(word: tuple) -> set:
-    """The set of adjacent symbol pairs of a word (a tuple of strings)."""
-    return set(zip(word[:-1], word[1:]))
-
-
-def _require_text_deps():
-    try:
-        import ftfy
-        import spacy
-    except ImportError as exc:  # pragma: no cover - depends on the machine
-        raise ImportError(
-            f"text encoding needs ftfy and spaCy ({exc.name} is missing): "
-            "pip install 'gpt1_fast[text]' (or: pip install ftfy spacy)") from exc
-    return ftfy, spacy
-
-
-class Pretokenizer:
-    """ftfy.fix_text -> text_standardize -> spaCy's rule-based English tokenizer -> lower-cased tokens."""
-
-    def __init__(self):
-        ftfy, spacy = _require_text_deps()
-        self._fix_and_explain = ftfy.fix_and_explain
-        self._ftfy_config = ftfy.TextFixerConfig(explain=False)  # fix_text's default
-        # spacy.blank("en") has the same tokenizer as the 'en' model the original loaded (rules and
-        # exceptions are language data), without downloading anything.
-        self._tokenizer = spacy.blank("en").tokenizer
-        from spacy.attrs import ORTH
-
-        self._ORTH = ORTH
-        self._strings = self._tokenizer.vocab.strings
-        sep_doc = self._tokenizer(f"a {_SEP} b")
-        if [t.text for t in sep_doc] != ["a", _SEP, "b"] or any(_SEP in k for k in self._tokenizer.rules):
-            raise RuntimeError("this spaCy version tokenizes the batch separator unexpectedly")  # pragma: no cover
-        self._sep_orth = sep_doc[1].orth
-
-    def fix_text(self, text: str) -> str:
-        """ftfy.fix_text(text), skipping the segments it leaves unchanged. The loop is fix_text's own:
-        one segment per line (at most max_decode_length), HTML unescaping off from the first segment
-        that holds '<' on."""
-        if _FTFY_MAY_CHANGE.search(text) is None:
-            return text
-        config, out, pos, n = self._ftfy_config, [], 0, len(text)
-        while pos < n:
-            end = text.find("\n", pos) + 1 or n
-            end = min(end, pos + config.max_decode_length)
-            segment = text[pos:end]
-            if config.unescape_html == "auto" and "<" in segment:
-                config = config._replace(unescape_html=False)
-            out.append(segment if _FTFY_MAY_CHANGE.search(segment) is None
-                       else self._fix_and_explain(segment, config).text)
-            pos = end
-        return "".join(out)
-
-    def __call__(self, text: str) -> list[str]:
-        return [tok.text.lower() for tok in self._tokenizer(text_standardize(self.fix_text(text)))]
-
-    def token_text(self, orth: int) -> str:
-        """The text of a token hash that orth_batch returned."""
-        return self._strings[orth]
-
-    def orth_batch(self, texts) -> list[list[int]]:
-        """spaCy's token hashes (ORTH) of each text, fixed and standardized, from one tokenizer call.
-        spaCy splits on whitespace first and matches its special cases on token sequences, so a
-        separator token between two texts leaves each text's tokens exactly as alone."""
-        std = [text_standardize(self.fix_text(t)) for t in texts]
-        if any(_SEP in t for t in std):
-            return [self._tokenizer(t).to_array(self._ORTH).tolist() for t in std]
-        keep = [i for i, t in enumerate(std) if t]  # an empty text would leave a double space
-        out: list[list[int]] = [[] for _ in std]
-        if not keep:
-            return out
-        orths = self._tokenizer(f" {_SEP} ".join(std[i] for i in keep)).to_array(self._ORTH).tolist()
-        sep, k, cur = self._sep_orth, 0, out[keep[0]]
-        for h in orths:
-            if h == sep:
-                k += 1
-                cur = out[keep[k]]
-            else:
-                cur.append(h)
-        if k != len(keep) - 1:  # pragma: no cover - guarded by the constructor's check
-            raise RuntimeError("batch separator count mismatch")
-        return out
-
-
-def read_vocab(encoder_path, bpe_path):
+def _check_files(encoder_path, bpe_path) -> None:
     for p, what in ((encoder_path, "BPE encoder (token -> id json)"), (bpe_path, "BPE merges")):
         if not Path(p).is_file():
             raise FileNotFoundError(
@@ -144,15 +52,94 @@ def read_vocab(encoder_path, bpe_path):
                 "(https://github.com/openai/finetune-transformer-lm: encoder_bpe_40000.json, "
                 "vocab_40000.bpe); `python -m gpt1_fast.vocab --data FILES --merges N --out DIR` learns one "
                 "from your own texts (then --model_dir DIR).")
-    with open(encoder_path, encoding="utf-8") as f:
-        encoder = json.load(f)
+
+
+def read_merges(bpe_path) -> list[str]:
+    """The merges in rank order, each as "a b"."""
     with open(bpe_path, encoding="utf-8") as f:
-        lines = f.read().split("\n")[1:-1]  # version line first, empty line last (as the original)
-    merges = [tuple(line.split()) for line in lines]
-    for n, m in enumerate(merges, start=2):
-        if len(m) != 2:
-            raise ValueError(f"{bpe_path}:{n}: expected a merge 'a b', found {lines[n - 2]!r}")
-    return encoder, merges
+        return parse_merges(f.read(), bpe_path)
+
+
+def parse_merges(text: str, bpe_path="merges") -> list[str]:
+    """Lines as the release reads them: the version line first and whatever follows the last newline
+    are no merges."""
+    first, last = text.find("\n") + 1, text.rfind("\n")
+    if not 0 < first <= last:
+        return []
+    body = text[first:last]
+    if _BAD_MERGE_LINE.search(body) is None:
+        return body.split("\n")
+    merges = []  # other whitespace between the two symbols, or a bad line
+    for n, line in enumerate(body.split("\n"), start=2):
+        parts = line.split()
+        if len(parts) != 2:
+            raise ValueError(f"{bpe_path}:{n}: expected a merge 'a b', found {line!r}")
+        merges.append(" ".join(parts))
+    return merges
+
+
+def read_vocab(encoder_path, bpe_path):
+    """(encoder {piece: id}, merges [(a, b)] in rank order) of the release's two files."""
+    encoder, merges, _ = _read_files(encoder_path, bpe_path)
+    return encoder, [tuple(m.split(" ")) for m in merges]
+
+
+def _read_files(encoder_path, bpe_path):
+    """(encoder, merges as "a b", sha256 of the two files' bytes)."""
+    _check_files(encoder_path, bpe_path)
+    with open(encoder_path, "rb") as f:
+        enc_bytes = f.read()
+    with open(bpe_path, "rb") as f:
+        bpe_bytes = f.read()
+    digest = hashlib.sha256(enc_bytes)
+    digest.update(bpe_bytes)
+    text = bpe_bytes.decode("utf-8")
+    if "\r" in text:  # what reading in text mode does (the release's open())
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return json.loads(enc_bytes), parse_merges(text, bpe_path), digest.hexdigest()
+
+
+def _join_pieces(pieces: list[str]) -> str:
+    word = " ".join(pieces)
+    return "\n</w>" if word == "\n  </w>" else word  # spaCy's newline token, as the release
+
+
+def bpe_pieces(token: str, ranks: dict, none: int) -> list[str]:
+    """The release's BPE of one lower-cased token: while some adjacent pair has a rank, merge every
+    occurrence of the lowest-ranked one, left to right. `ranks` maps "a b" to a merge's rank, `none`
+    is above every rank. `rs`
+    holds the rank of each adjacent pair (ranks are unique, so the positions of the lowest are that
+    pair's occurrences); a single occurrence is merged in place and only its two neighbours' ranks are
+    looked up again."""
+    word = list(token[:-1])
+    word.append(token[-1] + EOW)
+    get = ranks.get
+    rs = [get(a + " " + b, none) for a, b in pairwise(word)]
+    while rs:
+        r = min(rs)
+        if r == none:
+            break
+        i = rs.index(r)
+        first, second = word[i], word[i + 1]
+        if rs.count(r) == 1:
+            word[i:i + 2] = [first + second]
+            del rs[i]
+            if i:
+                rs[i - 1] = get(word[i - 1] + " " + word[i], none)
+            if i < len(rs):
+                rs[i] = get(word[i] + " " + word[i + 1], none)
+            continue
+        new, n = word[:i], len(word)
+        while i < n:
+            if i < n - 1 and word[i] == first and word[i + 1] == second:
+                new.append(first + second)
+                i += 2
+            else:
+                new.append(word[i])
+                i += 1
+        word = new
+        rs = [get(a + " " + b, none) for a, b in pairwise(word)]
+    return word
 
 
 class TextEncoder:
@@ -160,52 +147,29 @@ class TextEncoder:
 
     def __init__(self, encoder_path, bpe_path):
         self.paths = (str(encoder_path), str(bpe_path))
-        self.encoder, merges = read_vocab(encoder_path, bpe_path)
-        self.decoder = {v: k for k, v in self.encoder.items()}
-        # dict(zip(...)): a merge listed twice would keep its last rank, as the original.
-        self.bpe_ranks = dict(zip(merges, range(len(merges))))
-        self.cache: dict[str, str] = {}
-        self._ids_by_orth: dict[int, tuple] = {}  # spaCy token hash -> its ids
+        self.encoder, merges, digest = _read_files(encoder_path, bpe_path)
+        self._whole_words = digest in _WHOLE_WORD_VOCABS
+        # dict(zip(...)): a merge listed twice keeps its last rank, as the release.
+        self._ranks, self._no_rank = dict(zip(merges, range(len(merges)))), len(merges)
+        self.cache: dict[str, str] = {}  # lower-cased token -> its BPE pieces, space-separated
+        self._token_ids: dict[str, tuple] = {}  # spaCy token text -> its ids
+        self._word_ids: dict[str, tuple] = {}  # word (Pretokenizer.words) -> its ids
         self.pretokenize = Pretokenizer()
 
+    @cached_property
+    def decoder(self) -> dict:
+        return {v: k for k, v in self.encoder.items()}
+
+    @cached_property
+    def bpe_ranks(self) -> dict:
+        """{(a, b): rank} of the merges, as the release holds them."""
+        return {tuple(m.split(" ")): r for m, r in self._ranks.items()}
+
     def bpe(self, token: str) -> str:
-        """Space-separated BPE pieces of one lower-cased token (the original's algorithm)."""
-        if token in self.cache:
-            return self.cache[token]
-        word = tuple(token[:-1]) + (token[-1] + EOW,)
-        pairs = get_pairs(word)
-        if not pairs:
-            return token + EOW
-        inf = float("inf")
-        while True:
-            bigram = min(pairs, key=lambda pair: self.bpe_ranks.get(pair, inf))
-            if bigram not in self.bpe_ranks:
-                break
-            first, second = bigram
-            new_word = []
-            i = 0
-            while i < len(word):
-                try:
-                    j = word.index(first, i)
-                except ValueError:
-                    new_word.extend(word[i:])
-                    break
-                new_word.extend(word[i:j])
-                i = j
-                if word[i] == first and i < len(word) - 1 and word[i + 1] == second:
-                    new_word.append(first + second)
-                    i += 2
-                else:
-                    new_word.append(word[i])
-                    i += 1
-            word = tuple(new_word)
-            if len(word) == 1:
-                break
-            pairs = get_pairs(word)
-        word = " ".join(word)
-        if word == "\n  </w>":
-            word = "\n</w>"
-        self.cache[token] = word
+        """Space-separated BPE pieces of one lower-cased token (the release's algorithm and cache)."""
+        word = self.cache.get(token)
+        if word is None:
+            word = self.cache[token] = _join_pieces(bpe_pieces(token, self._ranks, self._no_rank))
         return word
 
     def tokenize(self, text: str) -> list[str]:
@@ -234,23 +198,46 @@ class TextEncoder:
         return out
 
     def encode_batch(self, texts) -> list[list[int]]:
-        """encode() of one batch in this process: one spaCy call for the batch, then ids per spaCy
-        token hash from a cache (the BPE and the dictionary look-ups run once per distinct token)."""
-        ids_of = self._ids_by_orth
-        out = []
-        for orths in self.pretokenize.orth_batch(texts):
-            ids: list[int] = []
-            for h in orths:
-                t = ids_of.get(h)
-                if t is None:
-                    t = ids_of[h] = self._token_ids(self.pretokenize.token_text(h))
-                ids.extend(t)
-            out.append(ids)
-        return out
+        """encode() of one batch in this process: the new words of the batch are pre-tokenized together,
+        each text's ids are its words' cached ids, joined (or its own tokens' where a special case of
+        spaCy may span two words: Pretokenizer.concatenates)."""
+        pre, word_ids = self.pretokenize, self._word_ids
+        if len(word_ids) > WORD_CACHE:
+            word_ids.clear()
+            self._token_ids.clear()
+        words_of = [pre.words(t) for t in texts]
+        new = set(chain.from_iterable(words_of)).difference(word_ids)
+        if new:
+            tokens = pre.word_tokens(new)
+            ids = self._ids_of_tokens(chain.from_iterable(tokens.values()))
+            for w, toks in tokens.items():
+                word_ids[w] = ids[toks[0]] if len(toks) == 1 else tuple(chain.from_iterable(map(ids.get, toks)))
+        ids_of = word_ids.__getitem__
+        return [list(chain.from_iterable(map(ids_of, words))) if pre.concatenates(words) else self._text_ids(text)
+                for text, words in zip(texts, words_of)]
 
-    def _token_ids(self, token_text: str) -> tuple:
-        get = self.encoder.get
-        return tuple(get(p, 0) for p in self.bpe(token_text.lower()).split(" "))
+    def _text_ids(self, text: str) -> list[int]:
+        """The release's path for one text: its own spaCy tokens, each token's ids."""
+        tokens = self.pretokenize.tokens(text)
+        ids = self._ids_of_tokens(tokens)
+        return [i for t in tokens for i in ids[t]]
+
+    def _ids_of_tokens(self, tokens) -> dict:
+        """{spaCy token text: its ids} (BPE of the lower-cased token, pieces looked up, unknown 0),
+        the dictionary of all tokens seen. In a vocabulary of _WHOLE_WORD_VOCABS, a token whose whole
+        `t</w>` is an entry is that one piece."""
+        cache, encoder, bpe, ranks, none = self._token_ids, self.encoder, self.cache, self._ranks, self._no_rank
+        get, whole = encoder.get, self._whole_words
+        for t in set(tokens).difference(cache):
+            low = t.lower()
+            if whole and low + EOW in encoder:
+                cache[t] = (encoder[low + EOW],)
+                continue
+            word = bpe.get(low)
+            if word is None:
+                word = bpe[low] = _join_pieces(bpe_pieces(low, ranks, none))
+            cache[t] = tuple(map(get, word.split(" "), repeat(0)))
+        return cache
 
     def encode_batches(self, batches, workers: int = 1, start_method: str | None = None):
         """Yield encode_batch(b) for each batch of an iterable, in order. workers > 1: in a process
@@ -262,7 +249,6 @@ class TextEncoder:
             for b in batches:
                 yield self.encode_batch(b)
             return
-        import collections
         import multiprocessing
 
         if start_method is None:
@@ -309,19 +295,26 @@ def _worker_encode(texts):
 
 # ------------------------------------------------------------------------------------------- learner
 def count_words(texts, verbose: bool = False) -> collections.Counter:
-    """How often each lower-cased token occurs, pre-tokenized exactly as TextEncoder does (batched)."""
+    """How often each lower-cased token occurs, pre-tokenized exactly as TextEncoder does (by words)."""
     pre = Pretokenizer()
     bar = None
     if verbose:
         from tqdm import tqdm
 
         bar = tqdm(ncols=80, leave=False, desc="counting words", unit="text")
-    by_orth: collections.Counter = collections.Counter()
+    word_tokens: dict[str, tuple] = {}
+    words: collections.Counter = collections.Counter()
+    tokens: collections.Counter = collections.Counter()
     batch: list = []
 
     def flush():
-        for orths in pre.orth_batch(batch):
-            by_orth.update(orths)
+        words_of = [pre.words(t) for t in batch]
+        word_tokens.update(pre.word_tokens(set(chain.from_iterable(words_of)).difference(word_tokens)))
+        for text, ws in zip(batch, words_of):
+            if pre.concatenates(ws):
+                words.update(ws)
+            else:
+                tokens.update(pre.tokens(text))
         if bar is not None:
             bar.update(len(batch))
         batch.clear()
@@ -333,9 +326,12 @@ def count_words(texts, verbose: bool = False) -> collections.Counter:
     flush()
     if bar is not None:
         bar.close()
+    for w, n in words.items():
+        for t in word_tokens[w]:
+            tokens[t] += n
     counts: collections.Counter = collections.Counter()
-    for h, n in by_orth.items():
-        counts[pre.token_text(h).lower()] += n
+    for t, n in tokens.items():
+        counts[t.lower()] += n
     return counts
 
 
@@ -367,66 +363,66 @@ def _mergeable(a: str, b: str) -> bool:
     return not any(ch.isspace() for ch in a + b.replace(EOW, ""))
 
 
+def _merge_pair(w: tuple, a: str, b: str) -> tuple:
+    """`w` with every occurrence of the pair (a, b) merged, left to right."""
+    new, i = [], 0
+    while i < len(w):
+        if i < len(w) - 1 and w[i] == a and w[i + 1] == b:
+            new.append(a + b)
+            i += 2
+        else:
+            new.append(w[i])
+            i += 1
+    return tuple(new)
+
+
 def learn_merges(counts, n_merges: int, verbose: bool = False) -> list[tuple[str, str]]:
     """The merges, most frequent adjacent pair first (ties: smallest pair). A heap with lazy deletion
     finds each best pair (a stale entry, whose count has changed since, is skipped when popped): the
     same choice as a full min() over all pairs, in log time."""
     import heapq
 
+    from tqdm import tqdm
+
     words = [tuple(w[:-1]) + (w[-1] + EOW,) for w in counts]
     freqs = [counts[w] for w in counts]
     pair_counts: collections.Counter = collections.Counter()
     where: dict[tuple, set] = collections.defaultdict(set)
     for wi, (w, f) in enumerate(zip(words, freqs)):
-        for p in zip(w[:-1], w[1:]):
+        for p in pairwise(w):
             if _mergeable(*p):
                 pair_counts[p] += f
                 where[p].add(wi)
     heap = [(-c, p) for p, c in pair_counts.items()]
     heapq.heapify(heap)
-    bar = None
-    if verbose:
-        from tqdm import tqdm
-
-        bar = tqdm(total=n_merges, ncols=80, leave=False, desc="learning BPE merges", unit="merge")
     merges: list[tuple[str, str]] = []
-    while len(merges) < n_merges and heap:
-        neg, best = heapq.heappop(heap)
-        if pair_counts.get(best) != -neg:
-            continue  # stale
-        merges.append(best)
-        a, b = best
-        changed = set()
-        for wi in sorted(where.pop(best, ())):
-            w, f = words[wi], freqs[wi]
-            for p in zip(w[:-1], w[1:]):  # remove the word's old pairs
+    with tqdm(total=n_merges, ncols=80, leave=False, desc="learning BPE merges", unit="merge",
+              disable=not verbose) as bar:
+        while len(merges) < n_merges and heap:
+            neg, best = heapq.heappop(heap)
+            if pair_counts.get(best) != -neg:
+                continue  # stale
+            merges.append(best)
+            changed = set()
+            for wi in sorted(where.pop(best, ())):
+                w, f = words[wi], freqs[wi]
+                for p in pairwise(w):  # remove the word's old pairs
+                    if p in pair_counts:
+                        pair_counts[p] -= f
+                        changed.add(p)
+                        if pair_counts[p] <= 0:
+                            del pair_counts[p]
+                        if p != best and p in where:
+                            where[p].discard(wi)
+                words[wi] = w = _merge_pair(w, *best)
+                for p in pairwise(w):
+                    if _mergeable(*p):
+                        pair_counts[p] += f
+                        changed.add(p)
+                        where[p].add(wi)
+            pair_counts.pop(best, None)
+            for p in changed:
                 if p in pair_counts:
-                    pair_counts[p] -= f
-                    changed.add(p)
-                    if pair_counts[p] <= 0:
-                        del pair_counts[p]
-                    if p != best and p in where:
-                        where[p].discard(wi)
-            new, i = [], 0
-            while i < len(w):
-                if i < len(w) - 1 and w[i] == a and w[i + 1] == b:
-                    new.append(a + b)
-                    i += 2
-                else:
-                    new.append(w[i])
-                    i += 1
-            words[wi] = w = tuple(new)
-            for p in zip(w[:-1], w[1:]):
-                if _mergeable(*p):
-                    pair_counts[p] += f
-                    changed.add(p)
-                    where[p].add(wi)
-        pair_counts.pop(best, None)
-        for p in changed:
-            if p in pair_counts:
-                heapq.heappush(heap, (-pair_counts[p], p))
-        if bar is not None:
+                    heapq.heappush(heap, (-pair_counts[p], p))
             bar.update(1)
-    if bar is not None:
-        bar.close()
     return merges

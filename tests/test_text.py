@@ -1,15 +1,16 @@
 """TextEncoder: ids identical to GPT-1's release on tricky text (real vocabulary, when present), the
-original's quirks, and the learned-BPE path (always)."""
-import ast
+original's quirks, and the learned-BPE path (always). The release's loop is tests/original_encoder.py;
+the fast paths' own proofs are in tests/test_text_fast.py."""
 import json
-import re
-import warnings
+import random
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("spacy")
 pytest.importorskip("ftfy")
+
+from original_encoder import OriginalEncoder, original_punct_regex, original_standardize, sample_texts  # noqa: E402
 
 from gpt1_fast.text import TextEncoder, learn_bpe, text_standardize  # noqa: E402
 
@@ -68,8 +69,10 @@ def test_real_vocab_bpe_derivation(real):
 def test_quirks_against_naive(real):
     # (1) spaCy sees the original casing ("Dr." is a tokenizer exception) and lower() comes after;
     # lower-casing first (as transformers' port does) splits it.
+    import spacy
+
     assert real.tokenize("Dr. Smith")[:1] == ["dr.</w>"]
-    assert [real.bpe(t.text) for t in real.pretokenize._tokenizer("dr. smith")][:2] == ["dr</w>", ".</w>"]
+    assert [real.bpe(t.text) for t in spacy.blank("en").tokenizer("dr. smith")][:2] == ["dr</w>", ".</w>"]
     # (2) a whitespace-split "5k." BPE'd as one word differs from the spaCy path.
     assert real.bpe("5k.") == "5 k.</w>"
     assert real.tokenize("5k.") == ["5", "k</w>", ".</w>"]
@@ -82,23 +85,29 @@ def test_quirks_against_naive(real):
 
 
 def test_standardize_matches_original_regex():
-    """Our pattern against the original's non-raw literal, evaluated by Python exactly as it was."""
-    src = "'''(-+|~+|!+|\"+|;+|\\?+|\\++|,+|\\)+|\\(+|\\\\+|\\/+|\\*+|\\[+|\\]+|}+|{+|\\|+|_+)'''"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        original = re.compile(ast.literal_eval(src))
-
-    def original_standardize(text):
-        text = text.replace("—", "-").replace("–", "-").replace("―", "-").replace("…", "...").replace("´", "'")
-        text = original.sub(r" \1 ", text)
-        text = re.sub("\\s*\n\\s*", " \n ", text)
-        text = re.sub("[^\\S\n]+", " ", text)
-        return text.strip()
-
+    """Our pattern against the release's non-raw literal, evaluated by Python exactly as it was."""
     samples = ["a\\\\b--c~~d!!e\"f;g??h++i,j)k(l/m*n[o]p}q{r|s_t", "x \t y\n\n z", "one´s — two…",
                "C:\\path\\to", "", "  lead and trail  ", "a+b-c", "(((nested)))"]
     for s in samples:
         assert text_standardize(s) == original_standardize(s), s
+
+
+def test_whole_word_entries_are_their_own_bpe(real):
+    """The proof behind the whole-word shortcut for the release's vocabulary: BPE makes each of its
+    32,581 entries `t</w>` of the token `t`, so a token with such an entry is that piece."""
+    from gpt1_fast.text import bpe_pieces
+
+    assert real._whole_words
+    entries = [k for k in real.encoder if k.endswith("</w>") and len(k) > 4]
+    assert len(entries) == 32581
+    assert all(bpe_pieces(k[:-4], real._ranks, real._no_rank) == [k] for k in entries)
+
+
+def test_whole_word_shortcut_only_for_verified_vocabularies(tmp_path):
+    """An entry "ab</w>" that no merge builds: BPE gives "a b</w>", and so must encode."""
+    te = write_vocab(tmp_path, {"a": 1, "b</w>": 2, "ab</w>": 5, "c": 3, "cb</w>": 4}, [("c", "b</w>")])
+    assert not te._whole_words
+    assert te.encode(["ab cb"]) == [[1, 2, 4]]
 
 
 def test_bpe_cache_and_hf_agreement(real):
@@ -109,7 +118,7 @@ def test_bpe_cache_and_hf_agreement(real):
     text = ("Karen was assigned a roommate her first year of college. Their first meeting went well! "
             "They watched reruns, e.g. 'Friends', until 3:45am... She'd 1,000,000 reasons; mississippi "
             "antidisestablishmentarianism 12.5% naïve café ½ x²")
-    tokens = [t.text.lower() for t in real.pretokenize._tokenizer(text)]
+    tokens = real.pretokenize(text)
     for t in tokens:
         assert real.bpe(t) == hf.bpe(t), t
     assert all(t in real.cache or len(t) == 1 for t in tokens)
@@ -164,6 +173,18 @@ def test_learned_bpe_roundtrip(tmp_path):
     assert te.decode([len(te.encoder) + 5]) == f"<{len(te.encoder) + 5}>"
 
 
+def test_count_words_counts_the_release_tokens(learned):
+    from collections import Counter
+
+    from gpt1_fast.text import count_words
+
+    texts = _tricky_texts()
+    orig = OriginalEncoder(*learned)
+    want = Counter(t for text in texts for t in orig.tokens(text))
+    assert count_words(texts) == want
+    assert count_words(texts * 2) == want + want  # known words counted again
+
+
 def test_encode_rejects_a_bare_string(tmp_path):
     te = write_vocab(tmp_path, {"a</w>": 1}, [])
     with pytest.raises(TypeError):
@@ -177,20 +198,17 @@ def test_missing_vocab_file_is_a_clear_error(tmp_path):
 
 # ------------------------------------------------------------------- fast paths: ids never change
 def _original_ids(encoder_path, bpe_path, texts):
-    """The release's encode loop (ftfy, its regex, spaCy per text, cached bpe), from the benchmark."""
-    from benchmarks.bench_encode import OriginalEncoder
-
     return OriginalEncoder(encoder_path, bpe_path).encode(texts)
 
 
 def _tricky_texts():
-    from benchmarks.bench_encode import make_texts
-
-    return make_texts(60, seed=2) + [
+    return sample_texts(60, seed=2) + [
         "", "  ", "\n", "a\n\n  b", "Dr. Smith said: \u201cno\u201d.", "x \u2014 y\u2026 z", "caf\u00e9 &amp; bar",
         "<b>bold</b> &amp; more\nsecond &amp; line", "first &amp; line\n<i>then</i> &amp;", "ÃƒÂ©t\u00e9 mojibake",
         "line\r\nbreaks\rhere", "tab\there", "\u00bd \u00b2 \ufb01ne", "\uff2c\uff2f\uff35\uff24", "C:\\path\\to",
-        "o.O :) :-) (: ^_^", "e.g. i.e. U.S.A. etc.", "10km 5k. 3:45am $1,000,000 50%", "'s n't 've 'll"]
+        "o.O :) :-) (: ^_^", "e.g. i.e. U.S.A. etc.", "10km 5k. 3:45am $1,000,000 50%", "'s n't 've 'll",
+        "\n leading newline", "trailing newline \n", " \u2028 line\u2029sep \x1c\x1f", "a\xa0b \u3000c",
+        "He 's here . She ' s not", "x :) ( : < 3 > : ( = )", "don't. Can't! won't? 'cause 'Cause", "\u00b4twas"]
 
 
 @pytest.fixture(scope="module")
@@ -216,6 +234,16 @@ def test_real_vocab_batched_equals_the_original_loop(real):
     assert real.encode(texts) == _original_ids(*real.paths, texts)
 
 
+def test_random_word_soup_equals_the_original_loop(learned):
+    """Texts glued from the tricky pieces and words, any spacing (spaces, tabs, newlines, no-break
+    spaces): every word boundary the by-word path relies on, against the release's loop."""
+    rng = random.Random(5)
+    vocab = sorted({w for t in _tricky_texts() for w in t.split()})
+    spaces = [" ", " ", " ", "  ", "\t", "\n", " \n ", "\n\n", "\xa0", "\u2003"]
+    texts = ["".join(rng.choice(vocab) + rng.choice(spaces) for _ in range(rng.randint(0, 25))) for _ in range(600)]
+    assert TextEncoder(*learned).encode(texts) == _original_ids(*learned, texts)
+
+
 def test_worker_processes_equal_in_process(learned, monkeypatch):
     import gpt1_fast.text as text_mod
 
@@ -229,21 +257,25 @@ def test_worker_processes_equal_in_process(learned, monkeypatch):
         [want[i:i + 11] for i in range(0, len(texts), 11)]
 
 
-def test_separator_in_a_text_falls_back_to_one_call_per_text(learned, monkeypatch):
+def test_word_cache_starts_over_when_full(learned, monkeypatch):
+    import gpt1_fast.text as text_mod
+
+    monkeypatch.setattr(text_mod, "WORD_CACHE", 10)
+    monkeypatch.setattr(text_mod, "ENCODE_BATCH", 5)
+    texts = _tricky_texts()
     te = TextEncoder(*learned)
-    pre = te.pretokenize
-    monkeypatch.setattr(pre, "fix_text", lambda t: t)  # ftfy would remove the NUL
-    texts = ["one two", "a \x00 b", "", "three"]
-    assert pre.orth_batch(texts) == [pre._tokenizer(text_standardize(t)).to_array(pre._ORTH).tolist() for t in texts]
+    assert te.encode(texts) == _original_ids(*learned, texts)
+    last = {w for t in texts[-5:] for w in te.pretokenize.words(t)}
+    assert len(te._word_ids) < len(last) + 10 < len({w for t in texts for w in te.pretokenize.words(t)})
 
 
 def test_fix_text_equals_ftfy():
     import ftfy
 
-    from gpt1_fast.text import Pretokenizer
+    from gpt1_fast.pretokenize import Pretokenizer
 
     pre = Pretokenizer()
-    rng = __import__("random").Random(0)
+    rng = random.Random(0)
     alphabet = list("ab <>&;#\n\r\t.") + ["&amp;", "&lt;", "\u201c", "\u00e9", "Ã©", "\x00", "\x1b[31m", "\ufb01"]
     samples = _tricky_texts() + ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40))) for _ in range(400)]
     for s in samples:
@@ -251,19 +283,12 @@ def test_fix_text_equals_ftfy():
 
 
 def test_standardize_equals_the_original_regex_on_random_text():
-    src = "'''(-+|~+|!+|\"+|;+|\\?+|\\++|,+|\\)+|\\(+|\\\\+|\\/+|\\*+|\\[+|\\]+|}+|{+|\\|+|_+)'''"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        original = re.compile(ast.literal_eval(src))
-    rng = __import__("random").Random(1)
+    original = original_punct_regex()
+    rng = random.Random(1)
     alphabet = list("-~!\";?+,)(\\/*[]}{|_ \n\tab\u2014\u2013\u2015\u2026\u00b4\u00a0")
     for _ in range(2000):
         s = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
-        t = s.replace("—", "-").replace("–", "-").replace("―", "-").replace("…", "...").replace("´", "'")
-        t = original.sub(r" \1 ", t)
-        t = re.sub("\\s*\n\\s*", " \n ", t)
-        t = re.sub("[^\\S\n]+", " ", t).strip()
-        assert text_standardize(s) == t, repr(s)
+        assert text_standardize(s) == original_standardize(s, original), repr(s)
 
 
 def test_learn_merges_equals_recounting_every_pair():
@@ -271,7 +296,7 @@ def test_learn_merges_equals_recounting_every_pair():
     most frequent (ties: smallest pair), merge it left to right in every word."""
     from gpt1_fast.text import learn_merges
 
-    rng = __import__("random").Random(3)
+    rng = random.Random(3)
     counts = {"".join(rng.choice("abcab d") for _ in range(rng.randint(1, 9))).strip() or "a": rng.randint(1, 5)
               for _ in range(300)}
     words = {tuple(w[:-1]) + (w[-1] + "</w>",): f for w, f in counts.items()}

@@ -164,7 +164,7 @@ def test_real_vocabulary_from_scratch(tmp_path):
 
 def test_cached_encoding_needs_no_spacy(work, tmp_path, monkeypatch):
     """With the encoded files cached, training runs where spaCy/ftfy are missing (the GPU machine)."""
-    from gpt1_fast import text
+    from gpt1_fast import pretokenize
 
     args = common(work) + ["--n_batch", "40", "--n_iter", "1", "--log_dir", str(tmp_path)]
     train.main(args)  # fills (or reuses) the cache
@@ -172,7 +172,7 @@ def test_cached_encoding_needs_no_spacy(work, tmp_path, monkeypatch):
     def no_deps():
         raise ImportError("no spaCy here")
 
-    monkeypatch.setattr(text, "_require_text_deps", no_deps)
+    monkeypatch.setattr(pretokenize, "_require_text_deps", no_deps)
     assert train.main(args)["n_updates"] == 2
     with pytest.raises(ImportError):  # a cache miss does need them
         train.main(common(work) + ["--n_batch", "40", "--n_iter", "1", "--log_dir", str(tmp_path),
