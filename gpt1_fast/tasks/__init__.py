@@ -24,13 +24,18 @@ def task_names() -> list[str]:
     return ["rocstories"] + sorted(n for n in _datasets() if n != "rocstories")
 
 
-def get_task(name: str) -> Task:
+def get_task(name: str, objective: str | None = None, diagnostic=None) -> Task:
+    """objective: STS-B's, "soft_labels" (default, the TF release's) or "regression"; diagnostic: MNLI's
+    extra test split, GLUE's diagnostic.tsv (its predictions: AX.tsv). Either raises ValueError on
+    another dataset."""
     if name == "rocstories":
+        if objective is not None or diagnostic is not None:
+            raise ValueError("rocstories takes no objective and no diagnostic set")
         return ROCStories()
     specs = _datasets()
     if name not in specs:
         raise KeyError(f"unknown dataset {name!r}; expected one of {task_names()}")
-    return DatasetTask(specs[name])
+    return DatasetTask(specs[name], objective=objective, diagnostic=diagnostic)
 
 
 def describe() -> str:
