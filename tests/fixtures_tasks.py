@@ -200,6 +200,17 @@ _SPLITS = {"mnli": ("train", "dev_matched", "dev_mismatched", "test_matched", "t
 _LABELLED_TEST = {"snli", "scitail", "race", "race-m", "race-h"}  # their test files carry labels
 
 
+class WordEncoder:
+    """A text encoder for tests: one id per whitespace-separated word (no spaCy, no BPE)."""
+    n_vocab = 1000
+
+    def __init__(self):
+        self.table = {}
+
+    def encode(self, texts, verbose=False):
+        return [[self.table.setdefault(w, len(self.table) + 1) for w in t.split()] for t in texts]
+
+
 def write_fixture(name, folder, n_rows, seed, n_eval=None) -> Path:
     """Write dataset `name` (a key of gpt1_fast.tasks.readers.DATASETS) under `folder`; -> folder."""
     folder = Path(folder)

@@ -5,7 +5,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from fixtures_tasks import GLUE_DIRS, write_fixture
+from fixtures_tasks import GLUE_DIRS, WordEncoder, write_fixture
 from gpt1_fast import glue
 from gpt1_fast.tasks import get_task
 from gpt1_fast.tasks.readers import DATASETS, read_split
@@ -115,16 +115,6 @@ def test_wnli_task_submits_the_majority_class_and_other_tasks_their_predictions(
     assert wnli.submission_predictions("test", preds, np.array([1, 0, 1, 1, 0])).tolist() == [1, 1, 1]
     assert wnli.submission_predictions("dev", preds, np.array([1, 1])).tolist() == [0, 1, 1]  # dev: the model's
     assert get_task("rte").submission_predictions("test", preds, np.array([1, 1])).tolist() == [0, 1, 1]
-
-
-class WordEncoder:
-    n_vocab = 1000
-
-    def __init__(self):
-        self.table = {}
-
-    def encode(self, texts, verbose=False):
-        return [[self.table.setdefault(w, len(self.table) + 1) for w in t.split()] for t in texts]
 
 
 def test_mnli_with_the_diagnostic_set_predicts_ax(tmp_path, glue_dir):

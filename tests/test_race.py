@@ -2,7 +2,7 @@
 (RACE-m, RACE-h and RACE from one model's predictions)."""
 import numpy as np
 
-from fixtures_tasks import write_fixture
+from fixtures_tasks import WordEncoder, write_fixture
 from gpt1_fast.layout import EmbeddingLayout
 from gpt1_fast.tasks import get_task, multiple_choice
 from gpt1_fast.tasks.readers import read_split
@@ -35,16 +35,6 @@ def test_rocstories_keeps_the_start_of_an_over_long_story():
     got = multiple_choice.transform({"context": [story], "choices": [[[60, 61], [62]]]}, LAYOUT, keep_context_end=False)
     m = 16 // 2 - 2
     assert got[0] == [[S] + story[:m] + [D, 60, 61, C], [S] + story[:m] + [D, 62, C]]
-
-
-class WordEncoder:
-    n_vocab = 1000
-
-    def __init__(self):
-        self.table = {}
-
-    def encode(self, texts, verbose=False):
-        return [[self.table.setdefault(w, len(self.table) + 1) for w in t.split()] for t in texts]
 
 
 def test_levels_are_groups_whose_counts_sum_to_the_whole_and_whose_accuracies_recombine(tmp_path):
