@@ -1,19 +1,23 @@
-"""What every command-line entry point shares: one-line errors, range-checked argument types, and the
-device/backend checks made before anything runs.
+"""The machinery of the option schema (gpt1_fast/options.py declares the options with it).
 
-    p = Parser(prog="python -m gpt1_fast.X", description=...)
-    p.add_argument("--n_batch", type=int_at_least(1), default=64, ...)
-    args = p.parse_args(argv)        # bad value -> `error: argument --n_batch: expected an integer >= 1, got '0'`
-    device = check_device(p, args.device)
-    check_backend(p, args.backend, device)
+A `Kind` checks one value: `convert` takes a Python value (an estimator keyword) or, through `parse`,
+the text of a command-line flag, and returns the value or raises ValueError("expected ..., got ...").
+An `Option` is one declared option (kind, default, help, whether it changes the math); `build_parser`
+turns an entry point's options into an argparse parser whose errors are one line on stderr, exit
+code 2: `error: argument --n_batch: expected an integer >= 1, got '0' (see ... --help)`.
+`check_device` / `check_backend` are the environment checks every entry point makes before it
+writes anything.
 """
 from __future__ import annotations
 
 import argparse
 import math
+import numbers
 import os
+from dataclasses import dataclass
+from typing import Any, Callable
 
-from .errors import UsageError  # noqa: F401  (raised by the entry points: `error: ...`, exit code 2)
+from .errors import UsageError
 
 
 class Parser(argparse.ArgumentParser):
@@ -23,93 +27,231 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
-def int_at_least(lo: int, hi: int | None = None):
-    """argparse type: an integer in [lo, hi] (hi None: no upper bound)."""
-    want = f"an integer >= {lo}" if hi is None else f"an integer in [{lo}, {hi}]"
+# ------------------------------------------------------------------------------------------ kinds
+class Kind:
+    """What values an option accepts; `want` names them in errors ("an integer >= 1")."""
+    want = "a value"
 
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {want}, got {text!r}") from None
-        if value < lo or (hi is not None and value > hi):
-            raise argparse.ArgumentTypeError(f"expected {want}, got {text!r}")
+    def convert(self, value):
+        raise NotImplementedError
+
+    def parse(self, text: str):
+        return self.convert(text)
+
+    def bad(self, value) -> ValueError:
+        return ValueError(f"expected {self.want}, got {value!r}")
+
+
+class Int(Kind):
+    def __init__(self, lo: int, hi: int | None = None):
+        self.lo, self.hi = lo, hi
+        self.want = f"an integer >= {lo}" if hi is None else f"an integer in [{lo}, {hi}]"
+
+    def convert(self, value):
+        if isinstance(value, str):
+            try:
+                n = int(value)
+            except ValueError:
+                raise self.bad(value) from None
+        elif isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            n = int(value)
+        else:
+            raise self.bad(value)
+        if n < self.lo or (self.hi is not None and n > self.hi):
+            raise self.bad(value)
+        return n
+
+
+class Float(Kind):
+    """A finite number in lo..hi, each end closed unless *_open."""
+
+    def __init__(self, lo: float = -math.inf, hi: float = math.inf, lo_open: bool = False, hi_open: bool = False):
+        self.lo, self.hi, self.lo_open, self.hi_open = lo, hi, lo_open, hi_open
+        if hi == math.inf:
+            self.want = f"a number {'>' if lo_open else '>='} {lo:g}"
+        else:
+            self.want = f"a number in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+
+    def convert(self, value):
+        if isinstance(value, str):
+            try:
+                x = float(value)
+            except ValueError:
+                raise self.bad(value) from None
+        elif isinstance(value, numbers.Real) and not isinstance(value, bool):
+            x = float(value)
+        else:
+            raise self.bad(value)
+        if not math.isfinite(x) or x < self.lo or x > self.hi or (self.lo_open and x == self.lo) or \
+                (self.hi_open and x == self.hi):
+            raise self.bad(value)
+        return x
+
+
+class Choice(Kind):
+    """One of a list of strings; `values` may be a function (a registry read when first needed)."""
+
+    def __init__(self, values):
+        self._values = values
+
+    @property
+    def values(self) -> tuple[str, ...]:
+        return tuple(self._values() if callable(self._values) else self._values)
+
+    @property
+    def want(self):
+        return "one of " + ", ".join(self.values)
+
+    def convert(self, value):
+        if not isinstance(value, str) or value not in self.values:
+            raise self.bad(value)
         return value
 
-    parse.__name__ = want  # argparse names the type in its own messages
+
+class Flag(Kind):
+    """True or False (a command-line switch without a value)."""
+    want = "True or False"
+
+    def convert(self, value):
+        if not isinstance(value, bool):
+            raise self.bad(value)
+        return value
+
+
+class Toggle(Flag):
+    """True, False or None (automatic): --x / --no-x."""
+    want = "True, False or None (automatic)"
+
+
+class Text(Kind):
+    """A non-empty string, optionally checked by `rule(text) -> message or None`."""
+
+    def __init__(self, want: str = "a non-empty string", rule: Callable[[str], str | None] | None = None):
+        self.want, self.rule = want, rule
+
+    def convert(self, value):
+        if not isinstance(value, (str, os.PathLike)) or not str(value):
+            raise self.bad(value)
+        value = str(value) if not isinstance(value, str) else value
+        if self.rule is not None and self.rule(value):
+            raise ValueError(f"expected {self.want}, got {value!r} ({self.rule(value)})")
+        return value
+
+
+def _plain_name(text: str) -> str | None:
+    if text in (".", "..") or "/" in text or os.sep in text or text.startswith("."):
+        return "no '/', not starting with '.'"
+    return None
+
+
+RunName = Text("a plain folder name", _plain_name)
+
+
+# ----------------------------------------------------------------------------------------- options
+@dataclass(frozen=True)
+class Option:
+    """One option of the schema, declared once. `math`: changing it changes what training computes,
+    so a resume checkpoint must match it (the fingerprint)."""
+    name: str
+    kind: Kind
+    default: Any
+    help: str
+    math: bool = False
+    aliases: tuple[str, ...] = ()
+    nargs: str | None = None      # "+" (one or more), "?" (an optional value, `const` when absent)
+    const: Any = None
+    append: bool = False          # repeatable flag, a list of values
+    required: bool = False
+    metavar: str | None = None
+
+    def convert(self, value, default=None):
+        """A Python value for this option (an estimator keyword) -> the checked value."""
+        if value is None and (default is None or self.kind.__class__ is Toggle):
+            return None
+        if self.append or self.nargs == "+":
+            if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+                raise ValueError(f"expected a list of {self.kind.want.removeprefix('a ').removeprefix('an ')}, "
+                                 f"got {value!r}")
+            return [self.kind.convert(v) for v in value]
+        return self.kind.convert(value)
+
+    def flag(self) -> str:
+        return f"--{self.name}"
+
+
+def _argparse_type(kind: Kind):
+    def parse(text):
+        try:
+            return kind.parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    parse.__name__ = kind.want  # argparse names the type in its own messages
     return parse
 
 
-def float_in(lo: float = -math.inf, hi: float = math.inf, lo_open: bool = False, hi_open: bool = False):
-    """argparse type: a finite float in the interval lo..hi, each end closed unless *_open."""
-    left, right = "(" if lo_open else "[", ")" if hi_open else "]"
-    if hi == math.inf:
-        want = f"a number {'>' if lo_open else '>='} {lo:g}"
+def _default_text(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "" if value is False else " (default: on)"
+    return f" (default {value:g})" if isinstance(value, float) else f" (default {value})"
+
+
+def add_option(group, opt: Option, default) -> None:
+    """One argparse argument for `opt` with this entry point's default."""
+    kw: dict[str, Any] = dict(dest=opt.name, default=default, help=opt.help + _default_text(default))
+    if isinstance(opt.kind, Toggle):
+        kw.update(action=argparse.BooleanOptionalAction)
+    elif isinstance(opt.kind, Flag):
+        kw.update(action="store_true")
     else:
-        want = f"a number in {left}{lo:g}, {hi:g}{right}"
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {want}, got {text!r}") from None
-        bad = (not math.isfinite(value) or value < lo or value > hi or (lo_open and value == lo)
-               or (hi_open and value == hi))
-        if bad:
-            raise argparse.ArgumentTypeError(f"expected {want}, got {text!r}")
-        return value
-
-    parse.__name__ = want
-    return parse
+        kw.update(type=_argparse_type(opt.kind), metavar=opt.metavar)
+        if isinstance(opt.kind, Choice):
+            kw.update(choices=opt.kind.values, metavar=opt.metavar or "{" + ",".join(opt.kind.values) + "}")
+        if opt.append:
+            kw.update(action="append", default=list(default or []))
+        if opt.nargs:
+            kw.update(nargs=opt.nargs, const=opt.const)
+        if opt.required:
+            kw.update(required=True)
+    group.add_argument(opt.flag(), *opt.aliases, **kw)
 
 
-positive_int = int_at_least(1)
-positive_float = float_in(0.0, lo_open=True)
-nonnegative_float = float_in(0.0)
-probability = float_in(0.0, 1.0, hi_open=True)  # dropout rates, Adam betas
-seed_int = int_at_least(0, 2 ** 32 - 1)  # NumPy's RandomState accepts no more
-
-
-def check_device(parser: argparse.ArgumentParser, spec: str | None):
-    """--device: None -> cuda when available, else cpu; a CUDA device that is not there is an error."""
+# ------------------------------------------------------------------------------------ environment
+def check_device(spec: str | None, name: Callable[[str], str] = lambda n: f"--{n}"):
+    """--device: None -> cuda when available, else cpu; a CUDA device that is not there is an error
+    (UsageError naming the option)."""
     import torch
 
     if spec is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(spec)
-    except (RuntimeError, ValueError):
-        parser.error(f"argument --device: expected cpu, cuda or cuda:N, got {spec!r}")
-    if dev.type not in ("cpu", "cuda"):
-        parser.error(f"argument --device: expected cpu, cuda or cuda:N, got {spec!r}")
+    except (RuntimeError, ValueError, TypeError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise UsageError(f"{name('device')}: expected cpu, cuda or cuda:N, got {spec!r}")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            why = ("this torch build has no CUDA support" if torch.version.cuda is None
-                   else "torch finds no CUDA GPU")
-            parser.error(f"argument --device: {spec!r} is not available ({why}); use --device cpu")
+            why = "this torch build has no CUDA support" if torch.version.cuda is None else "torch finds no CUDA GPU"
+            raise UsageError(f"{name('device')}: {spec!r} is not available ({why}); use {name('device')} cpu")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            parser.error(f"argument --device: {spec!r} does not exist: {torch.cuda.device_count()} CUDA "
-                         f"device(s), cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
+            raise UsageError(f"{name('device')}: {spec!r} does not exist: {torch.cuda.device_count()} CUDA "
+                             f"device(s), cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
     return dev
 
 
-def check_backend(parser: argparse.ArgumentParser, backend: str, device) -> None:
-    """--backend triton needs triton, and a CUDA device unless its interpreter runs the kernels on the CPU."""
+def check_backend(backend: str, device, name: Callable[[str], str] = lambda n: f"--{n}") -> None:
+    """backend 'triton' needs triton, and a CUDA device unless its interpreter runs the kernels on the CPU."""
     if backend != "triton":
         return
     try:
         import triton  # noqa: F401
     except ImportError:
-        parser.error("argument --backend: 'triton' needs the triton package (pip install triton), "
-                     "or use --backend torch")
+        raise UsageError(f"{name('backend')}: 'triton' needs the triton package (pip install triton), "
+                         f"or use {name('backend')} torch") from None
     if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
-        parser.error(f"argument --backend: 'triton' on {device} needs a CUDA GPU; to run the kernels on the "
-                     "CPU through Triton's interpreter (slow, for testing) set TRITON_INTERPRET=1, "
-                     "or use --backend torch")
-
-
-def run_name(text: str) -> str:
-    """argparse type: a run's name, used as one folder name."""
-    if not text or text in (".", "..") or "/" in text or os.sep in text or text.startswith("."):
-        raise argparse.ArgumentTypeError(f"expected a plain folder name (no '/', not starting with '.'), got {text!r}")
-    return text
+        raise UsageError(f"{name('backend')}: 'triton' on {device} needs a CUDA GPU; to run the kernels on the "
+                         f"CPU through Triton's interpreter (slow, for testing) set TRITON_INTERPRET=1, or use "
+                         f"{name('backend')} torch")

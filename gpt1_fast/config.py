@@ -1,7 +1,7 @@
 """Model configuration. `DEFAULT_CONFIG` is GPT-1 as released (and the seed's name for it)."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 
 
 @dataclass
@@ -26,6 +26,12 @@ class GPTConfig:
 
     def replace(self, **kw) -> "GPTConfig":
         return replace(self, **kw)
+
+    @classmethod
+    def from_options(cls, args) -> "GPTConfig":
+        """The model's configuration from an entry point's options (gpt1_fast.options): the one place
+        where options become a GPTConfig. Options an entry point lacks keep the defaults."""
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
 
 
 DEFAULT_CONFIG = GPTConfig()

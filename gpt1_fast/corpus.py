@@ -4,7 +4,10 @@ Inputs (`read_documents`, shared with `python -m gpt1_fast.vocab`):
 - a `.jsonl` file: one document per non-blank line, a JSON object with a string field `text`;
 - any other file: plain UTF-8 text, the whole file is one document (a book, an article);
 - a folder: every `*.txt` and `*.jsonl` file under it, recursively, in sorted path order (hidden
-  files and folders skipped).
+  files and folders skipped);
+- the most common corpus, ONE plain text file in all: its paragraphs (split at blank lines) are the
+  documents; if it has no blank line, the validation share is its last tokens (as nanoGPT holds out
+  the tail of one file).
 Bad JSON, a missing `text` field and bytes that are not UTF-8 are errors naming file and line.
 
 Output in `out_dir`: `train.bin` / `val.bin`, the ids of all documents of the split concatenated in
@@ -28,6 +31,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -104,19 +108,37 @@ def _iter_jsonl(path: Path):
             yield obj["text"]
 
 
-def iter_file_documents(path: Path):
-    """The documents of one file: its lines' `text` fields (JSONL) or its whole text."""
+PARAGRAPH_BREAK = re.compile(r"\n[ \t\r\f\v]*\n\s*")  # a blank line (spaces allowed) ends a paragraph
+
+
+def iter_file_documents(path: Path, paragraphs: bool = False):
+    """The documents of one file: its lines' `text` fields (JSONL), its whole text, or with
+    `paragraphs` its text's blank-line-separated paragraphs."""
     if path.suffix == ".jsonl":
         yield from _iter_jsonl(path)
+    elif paragraphs:
+        yield from (p for p in PARAGRAPH_BREAK.split(_read_text_file(path)) if p.strip())
     else:
         yield _read_text_file(path)
 
 
+def one_text_file(sources) -> bool:
+    """The inputs are a single plain text file: its paragraphs are the documents."""
+    files = [f for _, fs in sources for f in fs]
+    return len(files) == 1 and files[0].suffix != ".jsonl"
+
+
+def iter_documents(sources):
+    """Every document of listed inputs (list_files), in order."""
+    paragraphs = one_text_file(sources)
+    for _, files in sources:
+        for f in files:
+            yield from iter_file_documents(f, paragraphs)
+
+
 def read_documents(paths):
     """Every document of the inputs (see the module doc), in order."""
-    for _, files in list_files(paths):
-        for f in files:
-            yield from iter_file_documents(f)
+    yield from iter_documents(list_files(paths))
 
 
 # ------------------------------------------------------------------------------------------ digests
@@ -237,17 +259,14 @@ def split_documents(n: int, val_fraction: float, seed: int) -> np.ndarray:
 
 def _batches(sources, is_val):
     """(texts, their is_val flags) batches of about _BATCH_CHARS characters, in document order."""
-    texts, flags, chars, i = [], [], 0, 0
-    for _, files in sources:
-        for f in files:
-            for text in iter_file_documents(f):
-                texts.append(text)
-                flags.append(bool(is_val[i]))
-                chars += len(text)
-                i += 1
-                if chars >= _BATCH_CHARS or len(texts) >= _BATCH_DOCS:
-                    yield texts, flags
-                    texts, flags, chars = [], [], 0
+    texts, flags, chars = [], [], 0
+    for i, text in enumerate(iter_documents(sources)):
+        texts.append(text)
+        flags.append(bool(is_val[i]))
+        chars += len(text)
+        if chars >= _BATCH_CHARS or len(texts) >= _BATCH_DOCS:
+            yield texts, flags
+            texts, flags, chars = [], [], 0
     if texts:
         yield texts, flags
 
@@ -305,12 +324,37 @@ def _remove_stale_temporaries(out_dir: Path) -> None:
 
 def _encode(sources, out_dir, encoder_path, bpe_path, vdig, digest, val_fraction, workers, seed, verbose) -> dict:
     # First pass: count documents and validate every input before anything is encoded or written.
-    counts = [[sum(1 for _ in iter_file_documents(f)) for f in files] for _, files in sources]
+    paragraphs = one_text_file(sources)
+    counts = [[sum(1 for _ in iter_file_documents(f, paragraphs)) for f in files] for _, files in sources]
     n_docs = sum(map(sum, counts))
     if n_docs == 0:
         raise CorpusError("the inputs hold no documents (every JSONL line blank?)")
-    is_val = split_documents(n_docs, val_fraction, seed)
+    tail = val_fraction if n_docs == 1 else 0.0  # one document: its last tokens are the validation share
+    is_val = split_documents(n_docs, 0.0 if tail else val_fraction, seed)
+    te, n_vocab = _text_encoder(encoder_path, bpe_path)
+    workers = default_workers(sources) if workers is None else max(1, int(workers))
+    stats = _write_token_files(sources, is_val, te, workers, out_dir, n_docs, verbose, tail)
 
+    metas = {}
+    for s in SPLITS:
+        st = stats[s]
+        metas[s] = {"format": FORMAT, "split": s, "digest": digest, "vocab_digest": vdig, "n_vocab": n_vocab,
+                    "tokens": st["tokens"], "documents": st["documents"], "dtype": np.dtype(DTYPE).name,
+                    "sha256": st["sha256"].hexdigest(), "val_fraction": val_fraction, "seed": seed,
+                    "vocab": {"encoder": os.path.abspath(encoder_path), "bpe": os.path.abspath(bpe_path)},
+                    "sources": [{"path": os.path.abspath(p), "files": len(files), "documents": sum(c)}
+                                for (p, files), c in zip(sources, counts)]}
+    for s in ("val", "train"):  # train.json last: the reuse check needs both
+        atomic_write_text(out_dir / f"{s}.json", json.dumps(metas[s], indent=1) + "\n")
+    if verbose:
+        print(f"encoded {n_docs:,} documents into {out_dir}: {metas['train']['tokens']:,} train tokens "
+              f"({metas['train']['documents']:,} documents), {metas['val']['tokens']:,} val tokens "
+              f"({metas['val']['documents']:,} documents)")
+    return metas
+
+
+def _text_encoder(encoder_path, bpe_path):
+    """-> (TextEncoder, n_vocab); its ids must fit the token file's dtype."""
     from .text import TextEncoder
 
     te = TextEncoder(encoder_path, bpe_path)
@@ -318,8 +362,20 @@ def _encode(sources, out_dir, encoder_path, bpe_path, vdig, digest, val_fraction
     if n_vocab > np.iinfo(DTYPE).max + 1:
         raise CorpusError(f"{encoder_path}: {n_vocab:,} ids do not fit the token file's uint16 "
                           f"(at most {np.iinfo(DTYPE).max + 1:,})")
-    workers = default_workers(sources) if workers is None else max(1, int(workers))
+    return te, n_vocab
 
+
+def _tail_split(ids, fraction: float):
+    """One document's ids -> (train part, val part): its last `fraction` of tokens held out (at least
+    one token, and one left for training)."""
+    n_val = min(max(1, round(len(ids) * fraction)), len(ids) - 1)
+    return [("train", ids[:len(ids) - n_val]), ("val", ids[len(ids) - n_val:])]
+
+
+def _write_token_files(sources, is_val, te, workers, out_dir, n_docs, verbose, tail: float = 0.0) -> dict:
+    """Encode every document into out_dir/train.bin and val.bin (atomically, both or neither);
+    tail > 0: the (one) document's last share of tokens goes to val.bin.
+    -> {split: {"tokens", "documents", "sha256"}}."""
     stats = {s: {"tokens": 0, "documents": 0, "sha256": hashlib.sha256()} for s in SPLITS}
     bar = None
     if verbose:
@@ -340,14 +396,14 @@ def _encode(sources, out_dir, encoder_path, bpe_path, vdig, digest, val_fraction
         for ids_list in te.encode_batches(texts_only(), workers):
             flags = flags_seen.pop(0)
             for ids, val in zip(ids_list, flags):
-                s = "val" if val else "train"
-                arr = np.asarray(ids, dtype=DTYPE)
-                b = arr.tobytes()
-                outs[s].write(b)
-                st = stats[s]
-                st["sha256"].update(b)
-                st["tokens"] += len(arr)
-                st["documents"] += 1
+                parts = _tail_split(ids, tail) if tail and len(ids) > 1 else [("val" if val else "train", ids)]
+                for s, part in parts:
+                    b = np.asarray(part, dtype=DTYPE).tobytes()
+                    outs[s].write(b)
+                    st = stats[s]
+                    st["sha256"].update(b)
+                    st["tokens"] += len(part)
+                    st["documents"] += 1
             if bar is not None:
                 bar.update(len(ids_list))
                 bar.set_postfix(tokens=f"{stats['train']['tokens'] + stats['val']['tokens']:,}")
@@ -358,20 +414,4 @@ def _encode(sources, out_dir, encoder_path, bpe_path, vdig, digest, val_fraction
     finally:
         if bar is not None:
             bar.close()
-
-    metas = {}
-    for s in SPLITS:
-        st = stats[s]
-        metas[s] = {"format": FORMAT, "split": s, "digest": digest, "vocab_digest": vdig, "n_vocab": n_vocab,
-                    "tokens": st["tokens"], "documents": st["documents"], "dtype": np.dtype(DTYPE).name,
-                    "sha256": st["sha256"].hexdigest(), "val_fraction": val_fraction, "seed": seed,
-                    "vocab": {"encoder": os.path.abspath(encoder_path), "bpe": os.path.abspath(bpe_path)},
-                    "sources": [{"path": os.path.abspath(p), "files": len(files), "documents": sum(c)}
-                                for (p, files), c in zip(sources, counts)]}
-    for s in ("val", "train"):  # train.json last: the reuse check needs both
-        atomic_write_text(out_dir / f"{s}.json", json.dumps(metas[s], indent=1) + "\n")
-    if verbose:
-        print(f"encoded {n_docs:,} documents into {out_dir}: {metas['train']['tokens']:,} train tokens "
-              f"({metas['train']['documents']:,} documents), {metas['val']['tokens']:,} val tokens "
-              f"({metas['val']['documents']:,} documents)")
-    return metas
+    return stats

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-from . import data as rocdata
 from . import synthetic, train
 from .pretrained import checkpoint_present
+from .tasks import rocstories
 
 # A small model that learns the synthetic task (the story's turn decides the ending) in a few
 # hundred updates on a CPU. Dropout is off and the auxiliary LM loss is down-weighted (0.1 instead of
@@ -38,7 +38,7 @@ def banner(msg: str):
     print(f"\n{line}\n{msg}\n{line}", flush=True)
 
 
-def main(argv=None):
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m gpt1_fast.demo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="demo_out", help="folder for data, vocabulary, encoding cache and the run "
@@ -49,10 +49,11 @@ def main(argv=None):
     p.add_argument("--data_dir", default="data/", help="real Story Cloze CSVs, used in pretrained mode when present")
     p.add_argument("--n_stories", type=int, default=1871, help="synthetic stories per file (default 1871)")
     p.add_argument("--n_merges", type=int, default=1000, help="BPE merges to learn in scratch mode (default 1000)")
-    a, extra = p.parse_known_args(argv)  # anything else goes to gpt1_fast.train
+    return p
 
-    out = Path(a.out)
-    threads = torch.get_num_threads()
+
+def choose_mode(a) -> str:
+    """--mode auto: pretrained when the checkpoint and a GPU are there; a banner says why scratch."""
     have_ckpt = checkpoint_present(a.model_dir)
     mode = a.mode
     if mode == "auto":
@@ -63,26 +64,42 @@ def main(argv=None):
         banner(f"DEMO FROM SCRATCH: {why}.\nUsing SYNTHETIC Story Cloze data, a small BPE vocabulary LEARNED here and a "
                "small RANDOMLY\nINITIALISED model: this checks the pipeline, not GPT-1's accuracy. For the real "
                "thing put\nOpenAI's model/ folder and the ROCStories CSVs in data/ and run on a GPU.")
+    return mode
 
-    real_data = all((Path(a.data_dir) / f).is_file() for f in (rocdata.VAL_FILE, rocdata.TEST_FILE))
-    if mode == "pretrained" and real_data:
-        data_dir = Path(a.data_dir)
-        print(f"Story Cloze files: {data_dir}")
-    else:
-        data_dir = synthetic.write_rocstories(out / "data", n=a.n_stories)
-        print(f"Synthetic Story Cloze files ({a.n_stories} stories each): {data_dir}")
 
+def story_files(a, mode: str, out: Path) -> Path:
+    """The real Story Cloze files of --data_dir in pretrained mode when present, else synthetic ones."""
+    real = Path(a.data_dir)
+    if mode == "pretrained" and all((real / f).is_file() for f in (rocstories.VAL_FILE, rocstories.TEST_FILE)):
+        print(f"Story Cloze files: {real}")
+        return real
+    data_dir = synthetic.write_rocstories(out / "data", n=a.n_stories)
+    print(f"Synthetic Story Cloze files ({a.n_stories} stories each): {data_dir}")
+    return data_dir
+
+
+def scratch_args(a, data_dir: Path, out: Path) -> list[str]:
+    """Learn a small BPE vocabulary from the val file's stories and endings; -> train's flags."""
+    from .text import learn_bpe
+
+    enc, bpe = out / "vocab" / "encoder.json", out / "vocab" / "merges.bpe"
+    val = rocstories.read_csv(data_dir / rocstories.VAL_FILE)
+    t = time.time()
+    n = len(learn_bpe(val.stories + val.endings1 + val.endings2, a.n_merges, enc, bpe))
+    print(f"Learned a BPE vocabulary of {n} entries in {time.time() - t:.1f}s: {enc}")
+    return ["--from_scratch", "--encoder_path", str(enc), "--bpe_path", str(bpe)] + SCRATCH_ARGS
+
+
+def main(argv=None):
+    a, extra = build_parser().parse_known_args(argv)  # anything else goes to gpt1_fast.train
+    out = Path(a.out)
+    threads = torch.get_num_threads()
+    mode = choose_mode(a)
+    data_dir = story_files(a, mode, out)
     args = ["--data_dir", str(data_dir), "--desc", "demo", "--runs_dir", str(out / "runs"), "--overwrite",
             "--cache_dir", str(out / "cache"), "--submit", "--analysis"]
     if mode == "scratch":
-        enc, bpe = out / "vocab" / "encoder.json", out / "vocab" / "merges.bpe"
-        from .text import learn_bpe
-
-        val = rocdata.read_rocstories_csv(Path(data_dir) / rocdata.VAL_FILE)
-        t = time.time()
-        n = len(learn_bpe(val.stories + val.endings1 + val.endings2, a.n_merges, enc, bpe))
-        print(f"Learned a BPE vocabulary of {n} entries in {time.time() - t:.1f}s: {enc}")
-        args += ["--from_scratch", "--encoder_path", str(enc), "--bpe_path", str(bpe)] + SCRATCH_ARGS
+        args += scratch_args(a, data_dir, out)
         # The model's ops are too small to gain from intra-op threads, and on a shared machine extra
         # threads spin against other processes (several times slower).
         torch.set_num_threads(1)

@@ -9,10 +9,11 @@ import torch
 class Dist:
     """torch.distributed when launched by torchrun with WORLD_SIZE > 1, else a single process."""
 
-    def __init__(self, device_arg=None):
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        local = int(os.environ.get("LOCAL_RANK", "0"))
+    def __init__(self, device_arg=None, distributed: bool = True):
+        """distributed=False: one process even under torchrun (an estimator inside a script)."""
+        self.world = int(os.environ.get("WORLD_SIZE", "1")) if distributed else 1
+        self.rank = int(os.environ.get("RANK", "0")) if distributed else 0
+        local = int(os.environ.get("LOCAL_RANK", "0")) if distributed else 0
         if device_arg is None:
             device_arg = "cuda" if torch.cuda.is_available() else "cpu"
         dev = torch.device(device_arg)

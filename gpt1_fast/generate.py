@@ -16,58 +16,24 @@ which is not what the model was trained for (quality drops).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 import torch
 
-from .cli import Parser, float_in, int_at_least, positive_float, positive_int, seed_int
+from . import options
 from .config import GPTConfig
 from .model import LMModel
 from .layout import EmbeddingLayout
 from .pretrained import checkpoint_present, missing_checkpoint_message, resolve_vocab
 
 
+PROG = "python -m gpt1_fast.generate"
+
+
 def build_parser():
-    p = Parser(prog="python -m gpt1_fast.generate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    a = p.add_argument
-    a("--prompt", action="append", default=[], help="beginning words (repeatable: prompts are generated together)")
-    a("--prompt_file", default=None, help="a text file with one prompt per line (blank lines skipped)")
-    a("--num_samples", type=positive_int, default=1, help="samples per prompt (default 1)")
-    a("--max_new_tokens", "--gen_len", type=int_at_least(0), default=20, dest="max_new_tokens",
-      help="new tokens per sample (default 20, as the port; --gen_len is the port's name)")
-    a("--top_k", "--topk", type=int_at_least(0), default=10, dest="top_k",
-      help="sample from the k most likely tokens (default 10, as the port; 0: all)")
-    a("--top_p", type=float_in(0.0, 1.0, lo_open=True), default=1.0, help="nucleus sampling: the most likely tokens up to this mass (default 1: off)")
-    a("--temperature", type=positive_float, default=1.0, help="divide the logits by this before sampling (default 1)")
-    a("--greedy", action="store_true", help="always take the most likely token (no sampling)")
-    a("--stop", action="append", default=[],
-      help="stop a sample when it produces this text (repeatable; matched on its BPE tokens, not included)")
-    a("--sliding", action="store_true",
-      help="at n_ctx, continue on the last n_ctx/2 tokens re-encoded from position 0 (not what the model "
-           "was trained for); default: stop there")
-    a("--seed", type=seed_int, default=0, help="sampling seed (default 0): the same seed gives the same text")
-    a("--model_dir", default="model/",
-      help="pretrained checkpoint and vocabulary folder: the release's, a HF one, or a `gpt1_fast.pretrain` "
-           "--out folder (its shapes are read from its config.json) (default model/)")
-    a("--checkpoint", default=None,
-      help="fine-tuned model saved by `gpt1_fast.train --submit` (runs/<desc>/best_params.pt: the parameters "
-           "with their shapes and vocabulary paths)")
-    a("--from_scratch", action="store_true", help="random weights (for testing the pipeline)")
-    a("--encoder_path", default=None, help="BPE vocabulary json (default <model_dir>/encoder_bpe_40000.json)")
-    a("--bpe_path", default=None, help="BPE merges (default <model_dir>/vocab_40000.bpe)")
-    a("--n_ctx", type=positive_int, default=512, help="context length, prompt included (default 512)")
-    a("--n_embd", type=positive_int, default=768, help="width, with --from_scratch (default 768)")
-    a("--n_head", type=positive_int, default=12, help="heads, with --from_scratch (default 12)")
-    a("--n_layer", type=positive_int, default=12, help="blocks, with --from_scratch (default 12)")
-    a("--afn", default="gelu", choices=["gelu", "relu", "swish"], help="MLP activation (default gelu)")
-    a("--device", default=None, help="cpu or cuda (default cuda when available)")
-    a("--backend", default="auto", choices=["torch", "triton", "auto"],
-      help="op implementation (default auto: Triton/SDPA on CUDA, the reference on CPU)")
-    return p
+    return options.build_parser(options.GENERATE, PROG, __doc__)
 
 
 def _pretrain_config(model_dir: Path) -> dict | None:
@@ -182,7 +148,15 @@ def read_prompts(args) -> list[str]:
         f = Path(args.prompt_file)
         if not f.is_file():
             raise SystemExit(f"error: --prompt_file {f}: not found")
-        prompts += [line.strip() for line in f.read_text(encoding="utf-8").splitlines() if line.strip()]
+        try:
+            lines = [line.strip() for line in f.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except UnicodeDecodeError as e:
+            line = f.read_bytes()[:e.start].count(b"\n") + 1
+            raise SystemExit(f"error: --prompt_file {f}:{line}: expected UTF-8 text, found byte "
+                             f"{e.object[e.start:e.start + 1]!r}") from None
+        if not lines:
+            raise SystemExit(f"error: --prompt_file {f}: no prompt in it (one prompt per line, blank lines skipped)")
+        prompts += lines
     return prompts
 
 
@@ -206,7 +180,7 @@ def run(model, text_encoder, n_vocab, prompts: list[str], args, generator, out=N
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    args = options.parse(options.GENERATE, build_parser(), argv)
     torch.manual_seed(args.seed)  # --from_scratch weights (and the special rows) depend on it
     prompts = read_prompts(args)
     from .weights import CheckpointError

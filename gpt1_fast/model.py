@@ -12,7 +12,6 @@ of the table; both are allowed by the spec).
 from __future__ import annotations
 
 import collections.abc
-from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -20,6 +19,7 @@ import torch.utils.checkpoint
 
 from . import ops, reference
 from .config import DEFAULT_CONFIG, GPTConfig  # noqa: F401  (DEFAULT_CONFIG re-exported)
+from .kv_cache import KVCache, LayerCache
 from .weights import load_openai_pretrained_model  # noqa: F401  (the seed's `from model import ...`)
 
 
@@ -50,38 +50,6 @@ class Conv1D(nn.Module):
 
     def forward(self, x, with_bias: bool = True):
         return ops.linear(x, self.w, self.b if with_bias else None)
-
-
-class LayerCache(NamedTuple):
-    k: torch.Tensor  # [B, n_head, n_ctx, head_dim]
-    v: torch.Tensor
-    mask: torch.Tensor  # [B, n_ctx] bool, False at padding columns
-    start: int  # first column the new tokens go to
-
-
-class KVCache:
-    """Keys and values of every layer for incremental decoding, preallocated to n_ctx columns.
-
-    Column j of every row holds the j-th token fed; `length` columns are filled, and `mask[:, j]` is
-    False where a row's column j is padding (prompts of different lengths are left-padded). Made by
-    `TransformerModel.new_kv_cache(batch)`, filled and advanced by `forward(..., kv_cache=cache)`.
-    """
-
-    def __init__(self, n_layer: int, batch: int, n_head: int, n_ctx: int, head_dim: int, device=None,
-                 dtype=torch.float32):
-        shape = (batch, n_head, n_ctx, head_dim)
-        # empty, not zeros: only the filled columns (< length) are ever read
-        self.k = [torch.empty(shape, device=device, dtype=dtype) for _ in range(n_layer)]
-        self.v = [torch.empty(shape, device=device, dtype=dtype) for _ in range(n_layer)]
-        self.mask = torch.zeros(batch, n_ctx, dtype=torch.bool, device=device)
-        self.length = 0
-
-    @property
-    def n_ctx(self) -> int:
-        return self.mask.size(1)
-
-    def layer(self, i: int) -> LayerCache:
-        return LayerCache(self.k[i], self.v[i], self.mask, self.length)
 
 
 class Attention(nn.Module):
@@ -317,7 +285,6 @@ class ClfHead(nn.Module):
         super().__init__()
         self.n_embd = cfg.n_embd
         self.clf_token = clf_token
-        self.n_class = n_class
         self.dropout = nn.Dropout(cfg.clf_pdrop)
         self.linear = nn.Linear(cfg.n_embd, n_class)
         nn.init.normal_(self.linear.weight, std=0.02)
@@ -327,12 +294,23 @@ class ClfHead(nn.Module):
         return self.linear(self.dropout(_clf_states(h, x, self.clf_token, self.n_embd)))
 
 
+class ScoreHead(ClfHead):
+    """Regression on one text: classify-token state -> dropout -> linear C -> 1, read as a score [B]."""
+
+    def __init__(self, clf_token: int, cfg: GPTConfig):
+        super().__init__(clf_token, cfg, 1)
+
+    def forward(self, h, x):
+        return super().forward(h, x).view(-1)
+
+
 class SimilarityHead(ClfHead):
     """Similarity head: x is [B, 2, T, 2] (both orderings); their classify states are summed -> linear
     C -> n_class. n_class 1 (the seed's head): one score per pair, [B] (STS-B's regression)."""
 
     def __init__(self, clf_token: int, cfg: GPTConfig, n_class: int = 1):
         super().__init__(clf_token, cfg, n_class)
+        self.n_class = n_class
 
     def forward(self, h, x):
         sim_h = _clf_states(h, x, self.clf_token, self.n_embd).view(-1, x.size(1), self.n_embd)
@@ -341,8 +319,9 @@ class SimilarityHead(ClfHead):
 
 
 class LMModel(nn.Module):
-    """Transformer + tied LM head. `return_probs` gives softmax probabilities with the position
-    columns masked (-1e12), for sampling."""
+    """Transformer + tied LM head: logits, or with `targets` the pretraining objective (nanoGPT's
+    `forward(idx, targets)`). `return_probs` gives softmax probabilities with the position columns
+    masked (-1e12), for sampling."""
 
     def __init__(self, cfg: GPTConfig = DEFAULT_CONFIG, vocab: int = 40990, n_ctx: int = 512, return_probs: bool = False):
         super().__init__()
@@ -354,9 +333,23 @@ class LMModel(nn.Module):
             pos_emb_mask[:, :, -n_ctx:] = -1e12
             self.register_buffer("pos_emb_mask", pos_emb_mask)
 
-    def forward(self, x=None, *, input_ids=None, **kw):
-        """kw: position_ids, attention_mask, kv_cache as TransformerModel (with kv_cache: (logits, cache))."""
+    def forward(self, x=None, *, input_ids=None, targets=None, **kw):
+        """Logits [B, T, vocab] (kw: position_ids, attention_mask, kv_cache as TransformerModel; with
+        kv_cache: (logits, cache)). With `targets` [B, T] (the next token of every position):
+        {"loss": mean cross-entropy over every position}, through the fused LM-head loss where the
+        backend has one (no [B, T, vocab] logits are made).
+
+        The loss's softmax covers the token rows of the table (and the special tokens), not the
+        position rows: positions are never words, the release's checkpoint keeps them in a table of
+        their own, and Hugging Face's LM head covers the tokens only. (Fine-tuning's auxiliary LM
+        loss keeps the release's softmax over the whole table: LMHead.loss.)"""
         h = self.transformer(x, input_ids=input_ids, **kw)
+        if targets is not None:
+            rows = h.reshape(-1, h.size(-1))
+            words = self.lm_head.decoder.weight[:self.transformer.pos_offset]
+            ones = torch.ones(rows.size(0), device=h.device, dtype=torch.float32)  # every position predicts
+            loss = ops.lm_head_loss(rows, words, targets.reshape(-1), ones, backend=self.lm_head.backend)
+            return {"loss": loss.mean()}
         h, cache = h if isinstance(h, tuple) else (h, None)
         lm_logits = self.lm_head(h)
         if self.return_probs:
@@ -386,8 +379,9 @@ class DoubleHeadModel(nn.Module):
     task_head_type: 'multiple_choice', 'similarity' (one score per pair: regression, squared error),
     ('similarity', n_class), ('similarity_soft_labels', n_class) (a score y in [0, n_class - 1] as a
     distribution over the classes 0..n_class-1, the TF release's STS-B: labels are the scores, the
-    task outputs logits over the classes), 'inference' (3 classes), or ('classification', n_class);
-    every head but the regression one is trained with cross-entropy (soft: against the distribution).
+    task outputs logits over the classes), 'inference' (3 classes), ('classification', n_class), or
+    'regression' (one score per text, squared error); the heads but the two regression ones are
+    trained with cross-entropy (soft labels: against the distribution).
     """
 
     def __init__(self, cfg: GPTConfig, clf_token: int, task_head_type, vocab: int = 40990, n_ctx: int = 512,
@@ -396,20 +390,22 @@ class DoubleHeadModel(nn.Module):
         self.transformer = TransformerModel(cfg, vocab=vocab, n_ctx=n_ctx)
         self.lm_head = LMHead(self.transformer, cfg)
         self.lm_coef = lm_coef
-        self.regression = task_head_type == "similarity"
+        self.regression = task_head_type in ("similarity", "regression")
         self.soft_labels = _pair(task_head_type, "similarity_soft_labels")  # n_class of the score's classes
         if task_head_type == "multiple_choice":
             self.task_head = MultipleChoiceHead(clf_token, cfg)
-        elif self.regression or _pair(task_head_type, "similarity") or self.soft_labels:
+        elif task_head_type == "similarity" or _pair(task_head_type, "similarity") or self.soft_labels:
             self.task_head = SimilarityHead(clf_token, cfg, _pair(task_head_type, "similarity") or self.soft_labels or 1)
+        elif task_head_type == "regression":  # one score per text
+            self.task_head = ScoreHead(clf_token, cfg)
         elif task_head_type == "inference":  # entailment, contradiction, neutral
             self.task_head = ClfHead(clf_token, cfg, 3)
         elif _pair(task_head_type, "classification"):
             self.task_head = ClfHead(clf_token, cfg, _pair(task_head_type, "classification"))
         else:
             raise ValueError("task_head_type should be 'multiple_choice', 'similarity', ('similarity', n_class), "
-                             "('similarity_soft_labels', n_class), 'inference' or ('classification', n_class), "
-                             f"got {task_head_type!r}")
+                             "('similarity_soft_labels', n_class), 'inference', ('classification', n_class) or "
+                             f"'regression', got {task_head_type!r}")
 
     def forward(self, x, mask=None, labels=None):
         h = self.transformer(x)

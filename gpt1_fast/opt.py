@@ -44,24 +44,23 @@ def warmup_linear(x, warmup=0.002):
     return ((x / warmup if s else 0.0) + (1 - s)) * (1 - x)
 
 
-def warmup_cosine_after(t: int, warmup_steps: int, total_steps: int) -> float:
-    """The paper's pretraining schedule (§4.1) as a factor of the max learning rate at update t
-    (t = updates done before this one, 0 first, as lr_at): linear from 0 over `warmup_steps`, then
-    cosine from 1 to 0 at `total_steps`. Unlike `warmup_cosine` (the TF release's: warmup as a
-    fraction, cosine over the whole run, so it restarts below 1 after the warmup) the cosine
-    starts where the warmup ends. Written per step, so the warmup is exactly N updates."""
-    if t < warmup_steps:
-        return t / warmup_steps
-    if total_steps <= warmup_steps:
-        return 1.0
-    return 0.5 * (1.0 + math.cos(math.pi * min(t - warmup_steps, total_steps - warmup_steps)
-                                 / (total_steps - warmup_steps)))
+def warmup_then_cosine(x, warmup=0.002):
+    """The paper's pretraining schedule (Radford et al. 2018, 4.1): linear from 0 over the first
+    `warmup` of the updates, then cosine from 1 to 0 at the end. Unlike `warmup_cosine` (the TF
+    release's fine-tuning schedule, whose cosine spans the whole run, so it restarts below 1 after the
+    warm-up) the cosine starts where the warm-up ends. warmup >= 1: the run ends inside the warm-up;
+    warmup <= 0: none."""
+    if 0 < warmup and x <= warmup:
+        return x / warmup
+    w = max(warmup, 0.0)
+    return 0.5 * (1.0 + math.cos(math.pi * (x - w) / (1.0 - w)))
 
 
 SCHEDULES: dict[str, Callable[[float, float], float]] = {
     "warmup_cosine": warmup_cosine,
     "warmup_constant": warmup_constant,
     "warmup_linear": warmup_linear,
+    "warmup_then_cosine": warmup_then_cosine,
 }
 
 
@@ -73,9 +72,7 @@ def lr_at(group: dict, t: int) -> float:
 
 
 # Schedule ids of the C++/CUDA kernels (gpt1_fast/csrc/openai_adam.h enum Schedule).
-SCHEDULE_IDS = {"warmup_cosine": 0, "warmup_constant": 1, "warmup_linear": 2}
-
-_warned_fallback = False
+SCHEDULE_IDS = {"warmup_cosine": 0, "warmup_constant": 1, "warmup_linear": 2, "warmup_then_cosine": 3}
 
 
 def _fused_unavailable_reason(device_type: str = "cpu") -> str | None:
@@ -83,14 +80,6 @@ def _fused_unavailable_reason(device_type: str = "cpu") -> str | None:
     from . import _ext
 
     return _ext.unavailable_reason(device_type)
-
-
-def _warn_fallback_once(reason: str) -> None:
-    global _warned_fallback
-    if not _warned_fallback:
-        _warned_fallback = True
-        warnings.warn(f"OpenAIAdam: fused step unavailable ({reason}); using the multi-tensor path",
-                      RuntimeWarning, stacklevel=3)
 
 
 class OpenAIAdam(Optimizer):
@@ -112,7 +101,7 @@ class OpenAIAdam(Optimizer):
             raise ValueError(f"invalid learning rate {lr}")
         if schedule not in SCHEDULES:
             raise ValueError(f"invalid schedule {schedule!r}; expected one of {sorted(SCHEDULES)}")
-        if not 0.0 <= warmup < 1.0 and warmup != -1:
+        if not (0.0 <= warmup < 1.0 or warmup == -1 or (schedule == "warmup_then_cosine" and warmup >= 0)):
             raise ValueError(f"invalid warmup {warmup}: expected a fraction of t_total in [0, 1)")
         if not 0.0 <= b1 < 1.0:
             raise ValueError(f"invalid b1 {b1}")
@@ -147,7 +136,9 @@ class OpenAIAdam(Optimizer):
             reason = _fused_unavailable_reason(device_type)
             if reason:
                 if warn and device_type in ("cpu", "cuda"):  # an extension problem, not an unsupported device
-                    _warn_fallback_once(reason)
+                    # once per reason: Python's default warning filter shows a message once per place
+                    warnings.warn(f"OpenAIAdam: fused step unavailable ({reason}); using the multi-tensor path",
+                                  RuntimeWarning, stacklevel=4)
                 return reason
         return None
 

@@ -11,7 +11,6 @@ A half-written last line (a killed run) is skipped.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 METRIC_SUFFIXES = ("_acc", "_f1", "_mcc", "_pearson", "_spearman")  # gpt1_fast.tasks' log keys
@@ -30,18 +29,9 @@ def curves(records, kind: str):
 
 def read_log(path) -> list[dict]:
     """The log's records (objects), skipping lines that do not parse (a killed writer's last line)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: log not found")
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(rec, dict):
-            records.append(rec)
-    return records
+    from .logs import read_records
+
+    return read_records(path)
 
 
 def log_kind(records, path="log") -> str:

@@ -14,9 +14,9 @@ Files are read with `torch.load(weights_only=True)`: no pickled code runs.
 """
 from __future__ import annotations
 
-import os
 import random
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -29,8 +29,6 @@ from .fileio import atomic_write, remove_stale_temporaries
 FORMAT = "gpt1_fast-checkpoint"
 VERSION = 1
 _NAME = re.compile(r"^step_(\d+)\.pt$")
-# Tests only: seconds to sleep after the data is written and before the rename (to kill mid-write).
-TEST_SLEEP_ENV = "GPT1_FAST_TEST_SLEEP_IN_CHECKPOINT_WRITE"
 
 
 # ------------------------------------------------------------------------------------ RNG states
@@ -115,15 +113,7 @@ class CheckpointDir:
         payload = {"format": FORMAT, "version": VERSION, "step": int(step), "fingerprint": dict(fingerprint),
                    "time": time.time(), **state}
         path = self.path(step)
-
-        def write(f):
-            torch.save(payload, f)
-            delay = os.environ.get(TEST_SLEEP_ENV)
-            if delay:
-                f.flush()
-                time.sleep(float(delay))
-
-        atomic_write(path, write, mode="wb")
+        atomic_write(path, lambda f: torch.save(payload, f), mode="wb")
         found = self.list()
         older = [p for s, p in found if s < step]
         for s, p in found:
@@ -155,3 +145,54 @@ class CheckpointDir:
         if fingerprint is not None:
             check_fingerprint(ckpt["fingerprint"], dict(fingerprint), path)
         return ckpt
+
+
+# ------------------------------------------------------------------------------- trainers' state
+class Checkpointing:
+    """Exact resume for a trainer of either kind (tasks.trainer.Trainer, pretraining.LMTrainer): both
+    have `.model`, `.opt`, `.n_updates` and `state_dict()` / `load_state_dict()` for their loop state.
+    A checkpoint holds those three states and every process's RNG states, under the run's
+    fingerprint (the options that change the math, and digests of the data and vocabulary)."""
+
+    def __init__(self, folder, fingerprint: dict, ctx, keep: int = 2):
+        self.dir = CheckpointDir(folder, keep=keep)
+        self.fingerprint, self.ctx = dict(fingerprint), ctx
+
+    def latest(self) -> Path | None:
+        return self.dir.latest()
+
+    def load(self, which: str = "latest") -> dict:
+        """The checkpoint `which` ("latest" or a path), read and checked against the fingerprint."""
+        return self.dir.load(None if which == "latest" else which, self.fingerprint)
+
+    def restore(self, trainer, ckpt) -> dict:
+        """Load model, optimizer, loop state (in this order) and this process's RNG states from
+        `ckpt` (a loaded checkpoint, or "latest" or a path); -> the checkpoint."""
+        if not isinstance(ckpt, dict):
+            ckpt = self.load(ckpt)
+        trainer.model.load_state_dict(ckpt["model"])
+        trainer.opt.load_state_dict(ckpt["optimizer"])
+        trainer.load_state_dict(ckpt["trainer"])
+        dist = self.ctx.dist
+        if not restore_rng_states(ckpt["rng"], dist.rank, dist.world) and dist.main:
+            print(f"warning: checkpoint written by {len(ckpt['rng'])} processes, resuming with {dist.world}: "
+                  "dropout masks differ from an uninterrupted run", file=sys.stderr)
+        return ckpt
+
+    def save(self, trainer) -> Path | None:
+        """Checkpoint at the trainer's update count (a collective under DDP: call on every process)."""
+        rngs = all_rng_states(self.ctx.dist.world)
+        path = None
+        if self.ctx.main:
+            path = self.dir.save(trainer.n_updates, {"model": trainer.model.state_dict(),
+                                                     "optimizer": trainer.opt.state_dict(),
+                                                     "trainer": trainer.state_dict(), "rng": rngs}, self.fingerprint)
+        self.ctx.barrier()
+        return path
+
+    def every(self, n: int):
+        """An after-update hook: a checkpoint at every n-th update (n 0: none)."""
+        def hook(trainer):
+            if n > 0 and trainer.n_updates % n == 0:
+                self.save(trainer)
+        return hook

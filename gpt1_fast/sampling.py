@@ -125,11 +125,11 @@ def generate(transformer, input_ids, max_new_tokens: int = 20, *, temperature: f
     hist = _as_rows(input_ids, attention_mask)
     for i, r in enumerate(hist):
         if not r:
-            raise ValueError(f"prompt {i} has no tokens")
+            raise ValueError(f"prompt {i + 1} has no tokens")
         if len(r) > n_ctx:
             if not sliding:
-                raise ValueError(f"prompt {i} has {len(r)} tokens, more than n_ctx {n_ctx} (use sliding=True "
-                                 "to keep its last n_ctx // 2)")
+                raise ValueError(f"prompt {i + 1} has {len(r)} tokens, more than n_ctx {n_ctx} (sliding=True, "
+                                 "or --sliding, keeps its last n_ctx // 2)")
             hist[i] = r[-window:]
     eos = {eos_token_id} if isinstance(eos_token_id, int) else set(eos_token_id or ())
     stops = [list(s) for s in (stop or ()) if len(s)]

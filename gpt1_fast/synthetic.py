@@ -17,7 +17,7 @@ import random
 import uuid
 from pathlib import Path
 
-from .data import HEADER, TEST_FILE, VAL_FILE
+from .tasks.rocstories import HEADER, TEST_FILE, VAL_FILE
 from .fileio import atomic_write_text
 
 NAMES = ["Anna", "Ben", "Carla", "David", "Emma", "Frank", "Grace", "Henry", "Iris", "Jack", "Kate", "Leo",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -157,7 +158,6 @@ def load_openai_pretrained_model(model, n_ctx=-1, n_special=-1, n_transfer=12, n
     """
     path = Path(path)
     tr = _transformer(model)
-    print(f"Loading weights from {path} ...")
     params = read_openai_checkpoint(path) if (path / "params_shapes.json").exists() or not (
         (path / "model.safetensors").exists() or (path / "pytorch_model.bin").exists()) else read_hf_checkpoint(path)
     pos, tok = params[0], params[1]
@@ -191,6 +191,7 @@ def load_openai_pretrained_model(model, n_ctx=-1, n_special=-1, n_transfer=12, n
                                   f"checkpoint has {a.shape}")
         todo[name] = a
     # Everything validated: now copy (nothing is half-loaded on error).
+    print(f"Loading weights from {path} ...", file=sys.stderr)
     with torch.no_grad():
         for name, a in todo.items():
             named[name].copy_(torch.from_numpy(np.array(a, dtype=np.float32)))  # a writable copy

@@ -11,16 +11,20 @@ one word of the text, so a tiny model trained from scratch beats chance in a few
 - entailment: the hypothesis holds a marker word per label ("indeed" / "never" / "perhaps");
 - similarity: the second text holds "same" (label 1) or "other" (label 0); STS-B's score is the
   number word it holds ("zero" ... "five") plus a little noise;
-- multiple choice (RACE): the right option is a colour named in the article, the others are animals.
+- multiple choice (RACE): the right option is a colour named in the article, the others are animals;
+  (rocstories) gpt1_fast.synthetic's stories: the right ending follows the story's turn.
 
 RACE fixtures (race, race-m, race-h alike) hold both levels, `n_rows` questions in all, two an article.
-Deterministic: the same arguments write the same bytes.
+Deterministic: the same arguments write the same bytes. `CountingEncoder` stands in for the BPE.
 """
 from __future__ import annotations
 
 import json
 import random
 from pathlib import Path
+
+from gpt1_fast import synthetic
+from gpt1_fast.tasks import rocstories
 
 POSITIVE = ("good", "great", "fine", "happy", "nice", "lovely")
 NEGATIVE = ("bad", "awful", "poor", "sad", "ugly", "dull")
@@ -192,12 +196,18 @@ def _race(folder, split, rng, n, test):
         _write(folder / split / level / f"{number}.txt", [json.dumps(obj)])
 
 
-_WRITERS = {"sst-2": _sst2, "cola": _cola, "mnli": _mnli, "qnli": _two_class_nli(["question", "sentence"]),
+def _rocstories(folder, split, rng, n, test):
+    name = rocstories.VAL_FILE if split == "train" else rocstories.TEST_FILE
+    synthetic.write_csv(Path(folder) / name, synthetic.story_rows(n, seed=rng.getrandbits(32)))
+
+
+_WRITERS = {"rocstories": _rocstories, "sst-2": _sst2, "cola": _cola, "mnli": _mnli, "qnli": _two_class_nli(["question", "sentence"]),
             "rte": _two_class_nli(["sentence1", "sentence2"]), "qqp": _qqp, "mrpc": _mrpc, "sts-b": _stsb,
             "snli": _snli, "scitail": _scitail, "race": _race, "race-m": _race, "race-h": _race,
             "wnli": _two_class_nli(["sentence1", "sentence2"], ("0", "1"))}
-_SPLITS = {"mnli": ("train", "dev_matched", "dev_mismatched", "test_matched", "test_mismatched")}
-_LABELLED_TEST = {"snli", "scitail", "race", "race-m", "race-h"}  # their test files carry labels
+_SPLITS = {"mnli": ("train", "dev_matched", "dev_mismatched", "test_matched", "test_mismatched"),
+           "rocstories": ("train", "test")}
+_LABELLED_TEST = {"rocstories", "snli", "scitail", "race", "race-m", "race-h"}  # their test files carry labels
 
 
 class WordEncoder:
@@ -220,3 +230,21 @@ def write_fixture(name, folder, n_rows, seed, n_eval=None) -> Path:
         test = split.startswith("test") and name not in _LABELLED_TEST
         _WRITERS[name](folder, split, rng, n_rows if split == "train" else n_eval, test)
     return folder
+
+
+class CountingEncoder:
+    """Stand-in text encoder: one id per whitespace word (ids from a growing table, below n_vocab);
+    counts its calls, so a test sees what came from the encoding cache."""
+
+    def __init__(self, n_vocab: int = 1000):
+        self.calls, self.table, self.n_vocab = 0, {}, n_vocab
+
+    def encode(self, texts, verbose=False):
+        self.calls += 1
+        out = [[self.table.setdefault(w, len(self.table) + 1) for w in t.split()] for t in texts]
+        assert len(self.table) < self.n_vocab, "more words than the stand-in vocabulary holds"
+        return out
+
+    def decode(self, ids) -> str:
+        words = {v: k for k, v in self.table.items()}
+        return " ".join(words[i] for i in ids)

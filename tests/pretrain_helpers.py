@@ -47,10 +47,15 @@ def learn_vocab(corpus: Path, out: Path, n_merges: int = 120) -> tuple[str, str]
 
 
 # --------------------------------------------------------------------------------------- running
-def pretrain_cmd(args, launcher=()) -> list[str]:
-    """`python -m gpt1_fast.pretrain ARGS`, optionally under a launcher (torchrun's `-m` form)."""
-    return [*launcher, "-m", "gpt1_fast.pretrain", *map(str, args)] if launcher else \
-        [sys.executable, "-m", "gpt1_fast.pretrain", *map(str, args)]
+def pretrain_cmd(args, launcher=(), module="gpt1_fast.pretrain", slow_checkpoints=None) -> list[str]:
+    """`python -m gpt1_fast.pretrain ARGS`, optionally under a launcher (torchrun's `-m` form), or with
+    every checkpoint write slowed by `slow_checkpoints` seconds before its rename (tests/slow_writes.py)."""
+    if launcher:
+        return [*launcher, "-m", module, *map(str, args)]
+    if slow_checkpoints is not None:
+        return [sys.executable, str(REPO / "tests" / "slow_writes.py"), str(slow_checkpoints), "-m", module,
+                *map(str, args)]
+    return [sys.executable, "-m", module, *map(str, args)]
 
 
 def env(**extra) -> dict:
@@ -64,9 +69,9 @@ def run_pretrain(args, timeout=300, **extra_env) -> subprocess.CompletedProcess:
                           timeout=timeout)
 
 
-def popen_pretrain(args, **extra_env) -> subprocess.Popen:
-    return subprocess.Popen(pretrain_cmd(args), cwd=REPO, env=env(**extra_env), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+def popen_pretrain(args, module="gpt1_fast.pretrain", slow_checkpoints=None) -> subprocess.Popen:
+    return subprocess.Popen(pretrain_cmd(args, module=module, slow_checkpoints=slow_checkpoints), cwd=REPO, env=env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def read_weights(folder: Path) -> dict:

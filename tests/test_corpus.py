@@ -162,8 +162,6 @@ def test_input_errors_name_file_and_line(tmp_path, vocab):
         encode_corpus([tmp_path / "empty"], tmp_path / "o", vocab, verbose=False)
     one = tmp_path / "one.txt"
     one.write_text("a single document", encoding="utf-8")
-    with pytest.raises(CorpusError, match="held out by document"):
-        encode_corpus([one], tmp_path / "o", vocab, verbose=False)
     m = encode_corpus([one], tmp_path / "o", vocab, val_fraction=0, verbose=False)
     assert m["val"]["tokens"] == 0 and len(open_split(tmp_path / "o", "val")) == 0
     assert m["train"]["documents"] == 1 and m["val"]["documents"] == 0
@@ -223,3 +221,35 @@ def test_stale_temporaries_of_a_killed_run_are_removed(tmp_path, docs_dir, vocab
         p.write_bytes(b"partial")
     encode_corpus([docs_dir], tmp_path, vocab, workers=1, verbose=False)
     assert not any(p.exists() for p in stale) and other.exists()
+
+
+# ------------------------------------------------------------------------------- one text file
+def _encode_one_file(tmp_path, text, fraction=0.2):
+    f = tmp_path / "book.txt"
+    f.write_text(text, encoding="utf-8")
+    enc, bpe = tmp_path / "v" / "enc.json", tmp_path / "v" / "merges.bpe"
+    learn_bpe(list(read_documents([f])), 40, enc, bpe)
+    metas = encode_corpus([f], tmp_path / "tok", (enc, bpe), val_fraction=fraction, workers=1, seed=3, verbose=False)
+    return metas, TextEncoder(str(enc), str(bpe))
+
+
+def test_one_text_file_is_split_into_documents_at_blank_lines(tmp_path):
+    paras = [f"the cat number {i} sat on the mat .\nit was happy ." for i in range(10)]
+    text = "\n\n".join(paras[:5]) + "\n \n\n" + "\n\n".join(paras[5:]) + "\n"  # a blank line may hold spaces
+    metas, te = _encode_one_file(tmp_path, text)
+    assert metas["train"]["documents"] + metas["val"]["documents"] == 10 and metas["val"]["documents"] == 2
+    assert len(list(read_documents([tmp_path / "book.txt"]))) == 10  # the vocabulary learner sees the same
+    train, val = open_split(tmp_path / "tok", "train").tokens, open_split(tmp_path / "tok", "val").tokens
+    want = sorted(te.encode(paras))
+    got_val = [list(val[:len(val) // 2]), list(val[len(val) // 2:])]
+    assert all(g in want for g in got_val) and len(train) + len(val) == sum(map(len, want))
+
+
+def test_one_paragraph_holds_out_its_tail(tmp_path):
+    text = " ".join(f"word{i % 7} and more" for i in range(200))  # no blank line: one document
+    metas, te = _encode_one_file(tmp_path, text, fraction=0.1)
+    ids = te.encode([text])[0]
+    train, val = open_split(tmp_path / "tok", "train").tokens, open_split(tmp_path / "tok", "val").tokens
+    n_val = round(len(ids) * 0.1)
+    assert list(train) == ids[:-n_val] and list(val) == ids[-n_val:]  # the end, as nanoGPT holds out
+    assert metas["val"]["tokens"] == n_val and metas["train"]["tokens"] == len(ids) - n_val

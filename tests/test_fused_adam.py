@@ -36,6 +36,8 @@ def np_schedule(name, x, warmup):
         return (ramp + (1 - s)) * (1 - x)
     if name == "warmup_cosine":
         return ramp + (1 - s) * 0.5 * (1 + math.cos(math.pi * x))
+    if name == "warmup_then_cosine":
+        return ramp + (1 - s) * 0.5 * (1 + math.cos(math.pi * (x - warmup) / (1 - warmup)))
     return ramp + (1 - s)
 
 
@@ -89,11 +91,12 @@ def rel_dev(a, ref, scale=None) -> float:
 # Odd sizes (tails of vector loops), one tensor larger than a 32K-element CPU chunk, a 3-D weight,
 # an empty tensor, a bias and a LayerNorm gain.
 SHAPES = [(300, 131), (131,), (7, 5, 3), (0, 4), (64, 33), (33,), (1,), (45,)]
-GROUP_OF = [0, 1, 0, 1, 2, 2, 1, 3]  # four groups: decay, no decay (own lr), vector_l2, own schedule
+GROUP_OF = [0, 1, 0, 1, 2, 2, 4, 3]  # five groups: decay, no decay (own lr), vector_l2, two own schedules
 DEFAULTS = dict(lr=1e-3, schedule="warmup_linear", warmup=0.1, t_total=40, b1=0.9, b2=0.999, e=1e-8, l2=0.01,
                 vector_l2=False)
 GROUPS = [{}, {"lr": 3e-3, "l2": 0.0}, {"lr": 5e-4, "l2": 0.05, "vector_l2": True},
-          {"schedule": "warmup_cosine", "warmup": 0.05, "lr": 2e-3}]
+          {"schedule": "warmup_cosine", "warmup": 0.05, "lr": 2e-3},
+          {"schedule": "warmup_then_cosine", "warmup": 0.1, "lr": 1e-3}]
 
 
 def make_params(device="cpu", seed=0):
@@ -283,10 +286,9 @@ def test_non_contiguous_grad_and_bad_input():
 
 def test_fallback_warns_once_and_fused_true_raises(monkeypatch):
     monkeypatch.setattr(opt_mod, "_fused_unavailable_reason", lambda device_type="cpu": "no compiler here")
-    monkeypatch.setattr(opt_mod, "_warned_fallback", False)
     params = [torch.nn.Parameter(torch.randn(4, 4))]
     with warnings.catch_warnings(record=True) as w:
-        warnings.simplefilter("always")
+        warnings.simplefilter("default")  # Python's own: a message once per place, no state of ours
         a = OpenAIAdam(params, lr=1e-3)
         b = OpenAIAdam(params, lr=1e-3)
     assert not a.fused and not b.fused

@@ -155,7 +155,7 @@ def test_stop_sequences_eos_and_streaming():
 
 def test_bad_prompts():
     m = lm()
-    with pytest.raises(ValueError, match="prompt 1 has no tokens"):
+    with pytest.raises(ValueError, match="prompt 2 has no tokens"):
         m.generate([[1], []], 2)
     with pytest.raises(ValueError, match="temperature"):
         m.generate([[1]], 2, temperature=0)

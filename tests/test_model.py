@@ -94,7 +94,7 @@ def test_bad_inputs_are_explained():
     with pytest.raises(ValueError, match="unknown backend"):
         TransformerModel(cfg(backend="cuda"), vocab=VOCAB, n_ctx=N_CTX)
     with pytest.raises(ValueError, match="task_head_type"):
-        DoubleHeadModel(cfg(), CLF, "regression", vocab=VOCAB, n_ctx=N_CTX)
+        DoubleHeadModel(cfg(), CLF, "ranking", vocab=VOCAB, n_ctx=N_CTX)
 
 
 def test_eval_mode_is_deterministic_and_train_mode_is_not():

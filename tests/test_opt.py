@@ -20,6 +20,8 @@ def schedule(name, x, warmup):
         return s * x / warmup + (1 - s) * 0.5 * (1 + math.cos(math.pi * x))
     if name == "warmup_constant":
         return s * x / warmup + (1 - s)
+    if name == "warmup_then_cosine":  # the paper's pretraining: the cosine starts where the warm-up ends
+        return s * x / warmup + (1 - s) * 0.5 * (1 + math.cos(math.pi * (x - warmup) / (1 - warmup)))
     raise ValueError(name)
 
 
@@ -55,7 +57,7 @@ def make_problem(seed):
     return params, grads
 
 
-@pytest.mark.parametrize("sched", ["warmup_linear", "warmup_cosine", "warmup_constant"])
+@pytest.mark.parametrize("sched", ["warmup_linear", "warmup_cosine", "warmup_constant", "warmup_then_cosine"])
 @pytest.mark.parametrize("vector_l2", [False, True])
 def test_openai_adam_matches_float64_reference(sched, vector_l2):
     params, grads = make_problem(0)

@@ -19,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 import pretrain_helpers as h  # noqa: E402
 
 from gpt1_fast import pretrain  # noqa: E402
-from gpt1_fast.opt import OpenAIAdam, lr_at, warmup_cosine_after  # noqa: E402
+from gpt1_fast import pretraining  # noqa: E402
+from gpt1_fast.opt import OpenAIAdam, lr_at, warmup_then_cosine  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def work(tmp_path_factory):
 
 def base_args(work, out, *extra):
     return ["--data", *work["data"], "--out", str(out), "--encoder_path", work["enc"], "--bpe_path", work["bpe"],
-            "--data_dir", work["data_dir"], "--val_fraction", "0.1", "--workers", "1", *h.TINY, *map(str, extra)]
+            "--tokens_dir", work["data_dir"], "--val_fraction", "0.1", "--workers", "1", *h.TINY, *map(str, extra)]
 
 
 def records(out):
@@ -41,21 +42,25 @@ def records(out):
 
 
 # -------------------------------------------------------------------------------------- schedule
+def paper_schedule(t, W, T):
+    """Linear from 0 over W updates, then cosine from 1 to 0 at update T (t = updates done)."""
+    return t / W if t < W else 0.5 * (1 + math.cos(math.pi * (t - W) / (T - W)))
+
+
 def test_schedule_is_the_papers_formula():
-    # Linear from 0 over 2000 updates, then cosine from 1 to 0 at the last update (t = updates done).
     W, T = 2000, 10000
     want = {0: 0.0, 1: 1 / 2000, 1000: 0.5, 1999: 1999 / 2000, 2000: 1.0, 4000: 0.5 * (1 + math.cos(math.pi / 4)),
             6000: 0.5, 8000: 0.5 * (1 + math.cos(3 * math.pi / 4)), 10000: 0.0}
     for t, f in want.items():
-        assert warmup_cosine_after(t, W, T) == pytest.approx(f, abs=1e-15), t
-    assert 2.5e-4 * warmup_cosine_after(6000, W, T) == pytest.approx(1.25e-4, rel=1e-12)
-    assert warmup_cosine_after(5, 0, 10) == pytest.approx(0.5)  # no warmup: pure cosine
-    # The optimizer applies the group's lr as set (no schedule of its own) times Adam's bias correction.
+        assert warmup_then_cosine(t / T, W / T) == pytest.approx(f, abs=1e-12), t
+        assert paper_schedule(t, W, T) == pytest.approx(f, abs=1e-12), t
+    assert warmup_then_cosine(0.5, 0) == pytest.approx(0.5)  # no warmup: pure cosine
+    assert warmup_then_cosine(0.5, 2.0) == pytest.approx(0.25)  # the run ends inside the warm-up
+    # The optimizer applies it (lr_at: the step size with Adam's bias correction).
     p = torch.nn.Parameter(torch.zeros(3))
-    opt = OpenAIAdam([p], lr=1.0, schedule="warmup_constant", warmup=0, t_total=-1, fused=False)
-    opt.param_groups[0]["lr"] = 2.5e-4 * warmup_cosine_after(3000, W, T)
-    assert lr_at(opt.param_groups[0], 7) == pytest.approx(
-        2.5e-4 * 0.5 * (1 + math.cos(math.pi / 8)) * math.sqrt(1 - 0.999 ** 8) / (1 - 0.9 ** 8), rel=1e-12)
+    opt = OpenAIAdam([p], lr=2.5e-4, schedule="warmup_then_cosine", warmup=W / T, t_total=T, fused=False)
+    assert lr_at(opt.param_groups[0], 7000) == pytest.approx(
+        2.5e-4 * 0.5 * (1 + math.cos(math.pi * 5 / 8)) * math.sqrt(1 - 0.999 ** 7001) / (1 - 0.9 ** 7001), rel=1e-12)
 
 
 def test_training_loop_uses_the_schedule_per_update(work, tmp_path):
@@ -64,14 +69,14 @@ def test_training_loop_uses_the_schedule_per_update(work, tmp_path):
     lrs = {r["step"]: r["lr"] for r in records(out) if "lr" in r}
     assert sorted(lrs) == list(range(1, 13))
     for step, lr in lrs.items():  # the line of update `step` logs the lr that update used (t = step - 1)
-        assert lr == pytest.approx(2.5e-4 * warmup_cosine_after(step - 1, 4, 12), rel=1e-12), step
+        assert lr == pytest.approx(2.5e-4 * paper_schedule(step - 1, 4, 12), rel=1e-12), step
     assert lrs[1] == 0.0 and lrs[5] == pytest.approx(2.5e-4)
 
 
 # --------------------------------------------------------------------------------------- windows
 def test_windows_cover_an_epoch_once_and_predict_every_position():
     tokens = np.arange(1000, dtype=np.uint16)
-    s = pretrain.WindowSampler(len(tokens), 16, 8, seed=3)
+    s = pretraining.WindowSampler(len(tokens), 16, 8, seed=3)
     assert s.n_windows == (1000 - 16) // 16 and s.steps_per_epoch == s.n_windows // 8
     starts = np.concatenate([s.starts(i) for i in range(s.steps_per_epoch)])
     shift = starts.min() % 16
@@ -81,25 +86,35 @@ def test_windows_cover_an_epoch_once_and_predict_every_position():
     # A new epoch: new shift/order; the same step always gives the same windows (a pure function).
     e1 = np.concatenate([s.starts(s.steps_per_epoch + i) for i in range(s.steps_per_epoch)])
     assert not np.array_equal(np.sort(e1), np.sort(starts)) or not np.array_equal(e1, starts)
-    assert np.array_equal(pretrain.WindowSampler(1000, 16, 8, seed=3).starts(5), s.starts(5))
-    x, y = pretrain.windows(tokens, [0, 100], 16, "cpu")
+    assert np.array_equal(pretraining.WindowSampler(1000, 16, 8, seed=3).starts(5), s.starts(5))
+    x, y = pretraining.windows(tokens, [0, 100], 16, "cpu")
     assert x.shape == y.shape == (2, 16)
     assert torch.equal(x[1], torch.arange(100, 116)) and torch.equal(y[1], torch.arange(101, 117))
-    v = pretrain.val_starts(200, 16, 0)
+    v = pretraining.val_starts(200, 16, 0)
     assert v.tolist() == [16 * k for k in range(12)]
-    assert pretrain.val_starts(1000, 16, 4).tolist() == [0, 16 * 20, 16 * 41, 16 * 61]
+    assert pretraining.val_starts(1000, 16, 4).tolist() == [0, 16 * 20, 16 * 41, 16 * 61]
     with pytest.raises(ValueError, match="fewer than one batch"):
-        pretrain.WindowSampler(100, 16, 8, seed=0)
+        pretraining.WindowSampler(100, 16, 8, seed=0)
     with pytest.raises(ValueError, match="val_fraction"):
-        pretrain.val_starts(16, 16, 0)
+        pretraining.val_starts(16, 16, 0)
 
 
-def test_lm_loss_is_next_token_cross_entropy_over_every_position():
+def test_lm_loss_is_next_token_cross_entropy_over_the_token_rows():
+    """LMModel(input_ids, targets): the mean cross-entropy of every position's next token, the softmax
+    over the token rows of the table (not the position rows)."""
+    from gpt1_fast.config import GPTConfig
+    from gpt1_fast.model import LMModel
+
     torch.manual_seed(0)
-    h_, w = torch.randn(2, 5, 8), torch.randn(30, 8)
-    y = torch.randint(0, 30, (2, 5))
-    want = torch.nn.functional.cross_entropy((h_ @ w.T).reshape(-1, 30), y.reshape(-1))
-    assert torch.allclose(pretrain.lm_loss(h_, w, y), want, atol=1e-6)
+    n_vocab, n_ctx = 30, 8
+    lm = LMModel(GPTConfig(n_embd=16, n_head=2, n_layer=1, backend="torch"), n_vocab + n_ctx, n_ctx).eval()
+    x, y = torch.randint(0, n_vocab, (2, 5)), torch.randint(0, n_vocab, (2, 5))
+    logits = lm(input_ids=x)  # [2, 5, n_vocab + n_ctx]
+    want = torch.nn.functional.cross_entropy(logits[..., :n_vocab].reshape(-1, n_vocab), y.reshape(-1))
+    got = lm(input_ids=x, targets=y)["loss"]
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    whole_table = torch.nn.functional.cross_entropy(logits.reshape(-1, n_vocab + n_ctx), y.reshape(-1))
+    assert (got - whole_table).abs() > 1e-4  # the position rows are outside the softmax
 
 
 # ------------------------------------------------------------------------------------- a real run
@@ -244,11 +259,14 @@ def test_plot_draws_pretraining_and_finetuning_logs(tmp_path):
         plot.main([str(bad)])
 
 
-def test_bad_arguments_are_one_line_errors(work, tmp_path):
-    with pytest.raises(SystemExit, match="error: --micro_batch 3 must divide the per-process batch 8"):
-        pretrain.main(base_args(work, tmp_path / "a", "--micro_batch", 3))
-    with pytest.raises(SystemExit, match="error: --merges learns a new vocabulary"):
-        pretrain.main(base_args(work, tmp_path / "b", "--merges", 100, "--init_from", "model/"))
+def test_bad_arguments_are_one_line_errors(work, tmp_path, capsys):
+    for extra, want in [(("--micro_batch", 3), "error: argument --micro_batch: 3 must divide the per-process batch 8"),
+                        (("--merges", 100, "--init_from", "model/"), "error: argument --merges: it learns a new "
+                                                                     "vocabulary")]:
+        with pytest.raises(SystemExit) as e:
+            pretrain.cli(base_args(work, tmp_path / "a", *extra))
+        assert e.value.code == 2 and capsys.readouterr().err.startswith(want)
+        assert not (tmp_path / "a").exists()  # nothing written
     r = h.run_pretrain(base_args(work, tmp_path / "c", "--n_batch", 4096))
     assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith("error: the training split has")
     assert "Traceback" not in r.stderr
@@ -271,9 +289,9 @@ def test_merges_learns_the_vocabulary_from_the_corpus(work, tmp_path):
 
 def test_init_from_starts_at_the_given_weights(work, pretrained, tmp_path):
     out = tmp_path / "cont"
-    pretrain.main(["--data", *work["data"], "--out", str(out), "--init_from", str(pretrained), "--data_dir",
+    pretrain.main(["--data", *work["data"], "--out", str(out), "--init_from", str(pretrained), "--tokens_dir",
                    str(tmp_path / "tok"), "--val_fraction", "0.1", "--workers", "1", *h.TINY, "--n_ctx", "32",
-                   "--max_steps", "0", "--save_every", "0"])
+                   "--max_steps", "1", "--lr", "0", "--save_every", "0"])  # lr 0: one update that moves nothing
     a, b = h.read_weights(pretrained), h.read_weights(out)
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     assert (out / "vocab.json").read_bytes() == (pretrained / "vocab.json").read_bytes()  # its vocabulary

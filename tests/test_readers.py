@@ -314,7 +314,7 @@ def test_every_error_names_file_and_line(tmp_path):
     error("sst-2", tmp_path, "train", r"train\.tsv: expected at least one row, found none")
     error("sst-2", tmp_path, "test", r"test\.tsv: not found; expected sst-2: train\.tsv, dev\.tsv, test\.tsv")
     error("sst-2", tmp_path, "dev_matched", r"sst-2 has no split 'dev_matched'; expected one of train, dev, test")
-    error("glue", tmp_path, "train", r"unknown dataset 'glue'; expected one of snli, mnli")
+    error("glue", tmp_path, "train", r"unknown dataset 'glue'; expected one of rocstories, snli, mnli")
 
 
 def test_crlf_and_blank_lines(tmp_path):
@@ -325,7 +325,7 @@ def test_crlf_and_blank_lines(tmp_path):
 
 def test_specs_and_describe():
     families = {n: s.family for n, s in DATASETS.items()}
-    assert families == {"snli": "entailment", "mnli": "entailment", "qnli": "entailment", "rte": "entailment",
+    assert families == {"rocstories": "multiple_choice", "snli": "entailment", "mnli": "entailment", "qnli": "entailment", "rte": "entailment",
                         "scitail": "entailment", "qqp": "similarity", "mrpc": "similarity",
                         "sts-b": "similarity", "sst-2": "classification", "cola": "classification",
                         "race": "multiple_choice", "race-m": "multiple_choice", "race-h": "multiple_choice",
@@ -333,8 +333,10 @@ def test_specs_and_describe():
     for spec in DATASETS.values():
         line = describe(spec)
         assert line.startswith(spec.name + ":") and "\n" not in line
-        assert set(spec.eval_splits) <= set(spec.splits)
+        assert set(spec.eval_splits) <= {*spec.splits, spec.held_out}
     assert "snli_1.0_train.jsonl" in describe("snli") and "dev_mismatched.tsv" in describe("mnli")
+    assert describe("rocstories") == ("rocstories: 'cloze_test_val__spring2016 - cloze_test_ALL_val.csv', "
+                                      "'cloze_test_test__spring2016 - cloze_test_ALL_test.csv' (Story Cloze Test 2016 CSVs)")
 
 
 # ------------------------------------------------------------------------------------------ fixtures
@@ -350,8 +352,27 @@ def _rule(name, split):
         return [NUMBERS.index(b.split()[0]) for b in split.fields["text_b"]]
     if spec.family == "similarity":
         return [int(b.split()[0] == "same") for b in split.fields["text_b"]]
+    if name == "rocstories":  # the right ending is the one that follows the story's turn (gpt1_fast.synthetic)
+        return [_right_ending(story, choices) for story, choices in zip(split.fields["context"], split.fields["choices"])]
     return [next(i for i, o in enumerate(c) if o in a.split()) for c, a in
             zip(split.fields["choices"], split.fields["context"])]
+
+
+def _matches(text, templates):
+    return any(re.fullmatch(re.sub(r"\\\{\w+\\\}", r"\\w+", re.escape(t)), text) for t in templates)
+
+
+def _right_ending(story, choices):
+    """gpt1_fast.synthetic's rule: the ending that reacts to the fourth sentence's news; None when
+    the fourth sentence brings none (a coin flip)."""
+    from gpt1_fast import synthetic
+
+    turn = story[story.rstrip(".").rindex(".") + 2:]  # the fourth sentence
+    for good in (True, False):
+        if _matches(turn, synthetic.S4[good]):
+            return next(i for i, c in enumerate(choices) if _matches(c, synthetic.ENDINGS[good]))
+    assert _matches(turn, synthetic.S4_NEUTRAL), turn
+    return None
 
 
 @pytest.mark.parametrize("name", sorted(DATASETS))
@@ -370,7 +391,10 @@ def test_fixture_writer_round_trips_every_split(tmp_path, name):
             assert split.startswith("test")
             continue
         rule = np.asarray(_rule(name, s))
-        if name == "sts-b":
+        if name == "rocstories":
+            turned = np.array([r is not None for r in rule])
+            assert turned.mean() > 0.6 and (s.labels[turned] == rule[turned].astype(int)).all()
+        elif name == "sts-b":
             assert np.abs(s.labels - rule).max() <= 0.31
         else:
             assert (s.labels == rule).all()

@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 
 import gpt1_fast
-from gpt1_fast import cli, data, synthetic
-from test_data import CountingEncoder  # the encoding-cache tests' stand-in encoder
+from fixtures_tasks import CountingEncoder  # the encoding-cache tests' stand-in encoder
+from gpt1_fast import cli, synthetic
+from gpt1_fast.errors import DataError
+from gpt1_fast.tasks import rocstories
+from gpt1_fast.tasks.cache import encode_texts
 
 
 # ------------------------------------------------------------------------------ encoding cache
@@ -32,7 +35,15 @@ def _first_data_byte(p: Path) -> int:
 def _wrong_lengths(p: Path):
     with np.load(p) as z:
         arrays = dict(z)
-    arrays["l0"] = arrays["l0"][::-1].copy() + 1  # same count of stories, lengths no longer sum to the ids
+    arrays["l_story"] = arrays["l_story"][::-1].copy() + 1  # same count of texts, lengths no longer sum to the ids
+    np.savez(p, **arrays)
+
+
+def _fewer_texts(p: Path):
+    with np.load(p) as z:
+        arrays = dict(z)
+    n = int(arrays["l_story"][:-1].sum())
+    arrays["f_story"], arrays["l_story"] = arrays["f_story"][:n], arrays["l_story"][:-1]  # consistent, one text short
     np.savez(p, **arrays)
 
 
@@ -41,48 +52,78 @@ DAMAGES = {
     "empty": lambda p: p.write_bytes(b""),
     "garbage": lambda p: p.write_bytes(b"not a zip file at all" * 10),
     "crc": lambda p: _flip(_first_data_byte(p))(p),
-    "missing_array": lambda p: np.savez(p, f0=np.zeros(3, np.int32)),
+    "missing_array": lambda p: np.savez(p, f_story=np.zeros(3, np.int32)),
     "wrong_lengths": _wrong_lengths,
+    "fewer_texts": _fewer_texts,
 }
+
+
+def _encode(csv_path, vocab, cache, enc):
+    """A Story Cloze file's fields through the one encoding cache of every dataset."""
+    s = rocstories.read_csv(csv_path)
+    texts = {"story": s.stories, "ending": s.endings1 + s.endings2}
+    return encode_texts(texts, enc, [csv_path], [vocab], cache, tag="rocstories")
 
 
 @pytest.mark.parametrize("damage", sorted(DAMAGES))
 def test_damaged_cache_is_named_deleted_and_rebuilt(tmp_path, capsys, damage):
     synthetic.write_rocstories(tmp_path / "d", n=30, n_test=8)
-    csv_path, vocab, cache = tmp_path / "d" / data.VAL_FILE, tmp_path / "vocab.json", tmp_path / "cache"
+    csv_path, vocab, cache = tmp_path / "d" / rocstories.VAL_FILE, tmp_path / "vocab.json", tmp_path / "cache"
     vocab.write_text("{}")
     enc = CountingEncoder()
-    first = data.encode_csv(csv_path, enc, (vocab,), cache_dir=cache, verbose=False)
+    first = _encode(csv_path, vocab, cache, enc)
     cache_file, = cache.glob("*.npz")
-    assert enc.calls == 3 and capsys.readouterr().err == ""
+    assert enc.calls == 2 and capsys.readouterr().err == ""
 
     DAMAGES[damage](cache_file)
-    again = data.encode_csv(csv_path, enc, (vocab,), cache_dir=cache, verbose=False)
+    again = _encode(csv_path, vocab, cache, enc)
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and err[0].startswith("warning: damaged encoding cache file") and str(cache_file) in err[0], err
-    assert enc.calls == 6  # encoded again
-    assert again[:3] == first[:3] and np.array_equal(again[3], first[3])
+    assert enc.calls == 4  # encoded again
+    assert again == first
 
-    third = data.encode_csv(csv_path, enc, (vocab,), cache_dir=cache, verbose=False)  # the rebuilt file loads
-    assert enc.calls == 6 and capsys.readouterr().err == "" and third[:3] == first[:3]
+    third = _encode(csv_path, vocab, cache, enc)  # the rebuilt file loads
+    assert enc.calls == 4 and capsys.readouterr().err == "" and third == first
     assert sorted(p.name for p in cache.iterdir()) == [cache_file.name]  # no temporaries left
 
 
 def test_any_flipped_byte_never_gives_wrong_ids(tmp_path, capsys):
     """Wherever the damage lands, the result is the true encoding: read back intact, or rebuilt."""
     synthetic.write_rocstories(tmp_path / "d", n=12, n_test=4)
-    csv_path, vocab, cache = tmp_path / "d" / data.VAL_FILE, tmp_path / "vocab.json", tmp_path / "cache"
+    csv_path, vocab, cache = tmp_path / "d" / rocstories.VAL_FILE, tmp_path / "vocab.json", tmp_path / "cache"
     vocab.write_text("{}")
-    truth = data.encode_csv(csv_path, CountingEncoder(), (vocab,), cache_dir=cache, verbose=False)
+    truth = _encode(csv_path, vocab, cache, CountingEncoder())
     cache_file, = cache.glob("*.npz")
     size = cache_file.stat().st_size
     for offset in np.random.RandomState(0).randint(0, size, 40):
         good = cache_file.read_bytes()
         _flip(int(offset))(cache_file)
-        got = data.encode_csv(csv_path, CountingEncoder(), (vocab,), cache_dir=cache, verbose=False)
-        assert got[:3] == truth[:3], offset
+        got = _encode(csv_path, vocab, cache, CountingEncoder())
+        assert got == truth, offset
         if capsys.readouterr().err == "":  # undetected: the flip hit bytes that do not carry ids
             cache_file.write_bytes(good)
+
+
+@pytest.mark.parametrize("name", ["rocstories", "sst-2", "race"])
+def test_every_dataset_has_the_one_cache_policy(tmp_path, capsys, name):
+    """Each dataset's cache files: damaged ones are named, deleted and rebuilt; the data is unchanged."""
+    from fixtures_tasks import write_fixture
+    from gpt1_fast.tasks import get_task
+
+    data, cache, enc, task = write_fixture(name, tmp_path / "d", n_rows=24, seed=1), tmp_path / "cache", CountingEncoder(), \
+        get_task(name)
+    first = task.load(data, enc, (), n_valid=8, cache_dir=cache)
+    files, calls = sorted(cache.glob("*.npz")), enc.calls
+    assert len(files) == len(task.spec.splits) and capsys.readouterr().err == ""  # one per source file
+    for f in files:
+        DAMAGES["garbage"](f)
+    again = task.load(data, enc, (), n_valid=8, cache_dir=cache)
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == len(files) and all(line.startswith(f"warning: damaged encoding cache file {f} (") and
+                                          line.endswith("); deleting it and encoding again") for line, f in zip(sorted(err), files))
+    assert enc.calls == 2 * calls and sorted(cache.glob("*.npz")) == files
+    for k, split in first.splits.items():
+        assert np.array_equal(split.tokens, again.splits[k].tokens) and split.ids == again.splits[k].ids
 
 
 # ------------------------------------------------------------------------------ --help forms
@@ -111,66 +152,71 @@ def test_help_names_the_python_m_form(name, capsys):
 # ------------------------------------------------------------------------------ text files
 def test_non_utf8_csv_names_file_line_and_column(tmp_path):
     synthetic.write_rocstories(tmp_path, n=6, n_test=2)
-    path = tmp_path / data.VAL_FILE
+    path = tmp_path / rocstories.VAL_FILE
     lines = path.read_bytes().split(b"\n")
     lines[3] = lines[3][:5] + b"\xe9" + lines[3][5:]  # Latin-1 e-acute on line 4, column 6
     path.write_bytes(b"\n".join(lines))
-    with pytest.raises(data.DataError) as e:
-        data.read_rocstories_csv(path)
+    with pytest.raises(DataError) as e:
+        rocstories.read_csv(path)
     msg = str(e.value)
     assert msg.startswith(f"{path}:4: expected UTF-8 text, found byte b'\\xe9' at column 6") and "\n" not in msg
 
 
 def test_missing_csv_is_one_line(tmp_path):
-    with pytest.raises(FileNotFoundError) as e:
-        data.read_rocstories_csv(tmp_path / data.VAL_FILE)
+    from gpt1_fast.tasks.readers import read_split
+
+    with pytest.raises(DataError) as e:
+        read_split("rocstories", tmp_path, "test")
     assert "\n" not in str(e.value) and "python -m gpt1_fast.synthetic" in str(e.value)
 
 
 # ------------------------------------------------------------------------------ argument types
-@pytest.mark.parametrize("typ, good, bad, want", [
-    (cli.positive_int, [("1", 1), ("64", 64)], ["0", "-4", "1.5", "x"], "expected an integer >= 1"),
-    (cli.int_at_least(-1), [("-1", -1), ("0", 0)], ["-2"], "expected an integer >= -1"),
-    (cli.probability, [("0", 0.0), ("0.1", 0.1)], ["1", "1.5", "-0.1", "nan", "x"], "expected a number in [0, 1)"),
-    (cli.positive_float, [("6.25e-5", 6.25e-5)], ["0", "-1", "inf"], "expected a number > 0"),
-    (cli.nonnegative_float, [("0", 0.0)], ["-0.5"], "expected a number >= 0"),
-    (cli.seed_int, [("0", 0), ("4294967295", 2 ** 32 - 1)], ["-1", "4294967296"], "expected an integer in [0, 4294967295]"),
+@pytest.mark.parametrize("kind, good, bad, want", [
+    (cli.Int(1), [("1", 1), ("64", 64)], ["0", "-4", "1.5", "x"], "expected an integer >= 1"),
+    (cli.Int(-1), [("-1", -1), ("0", 0)], ["-2"], "expected an integer >= -1"),
+    (cli.Float(0.0, 1.0, hi_open=True), [("0", 0.0), ("0.1", 0.1)], ["1", "1.5", "-0.1", "nan", "x"],
+     "expected a number in [0, 1)"),
+    (cli.Float(0.0, lo_open=True), [("6.25e-5", 6.25e-5)], ["0", "-1", "inf"], "expected a number > 0"),
+    (cli.Float(0.0), [("0", 0.0)], ["-0.5", "nan"], "expected a number >= 0"),
+    (cli.Int(0, 2 ** 32 - 1), [("0", 0), ("4294967295", 2 ** 32 - 1)], ["-1", "4294967296"],
+     "expected an integer in [0, 4294967295]"),
 ])
-def test_argument_types(typ, good, bad, want, capsys):
+def test_argument_types(kind, good, bad, want, capsys):
     p = cli.Parser(prog="python -m gpt1_fast.x")
-    p.add_argument("--v", type=typ)
+    cli.add_option(p, cli.Option("v", kind, None, "a value"), None)
     for text, value in good:
         assert p.parse_args(["--v", text]).v == value
+        assert kind.convert(value) == value  # the same check on a Python value (an estimator keyword)
     for text in bad:
         with pytest.raises(SystemExit) as e:
             p.parse_args(["--v", text])
         err = capsys.readouterr().err
         assert e.value.code == 2 and err == f"error: argument --v: {want}, got {text!r} (see python -m gpt1_fast.x --help)\n"
+        with pytest.raises(ValueError, match=want.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+            kind.convert(text)
 
 
-def test_device_and_backend_checks(capsys, monkeypatch):
+def test_device_and_backend_checks(monkeypatch):
     import torch
 
-    p = cli.Parser(prog="python -m gpt1_fast.x")
-    assert cli.check_device(p, "cpu") == torch.device("cpu")
-    for spec, want in [("tpu", "expected cpu, cuda or cuda:N, got 'tpu'"), ("nonsense", "expected cpu, cuda")]:
-        with pytest.raises(SystemExit):
-            cli.check_device(p, spec)
-        assert want in capsys.readouterr().err
+    from gpt1_fast.errors import UsageError
+
+    assert cli.check_device("cpu") == torch.device("cpu")
+    for spec, want in [("tpu", "--device: expected cpu, cuda or cuda:N, got 'tpu'"), ("nonsense", "expected cpu, cuda")]:
+        with pytest.raises(UsageError, match=want):
+            cli.check_device(spec)
+    with pytest.raises(UsageError, match="^device: expected cpu"):  # an estimator keyword's name
+        cli.check_device("tpu", name=lambda n: n)
     if not torch.cuda.is_available():
-        with pytest.raises(SystemExit):
-            cli.check_device(p, "cuda")
-        err = capsys.readouterr().err
-        assert err.startswith("error: argument --device: 'cuda' is not available (") and "--device cpu" in err
+        with pytest.raises(UsageError, match=r"^--device: 'cuda' is not available \(.*use --device cpu"):
+            cli.check_device("cuda")
     pytest.importorskip("triton")
     monkeypatch.setenv("TRITON_INTERPRET", "0")
-    with pytest.raises(SystemExit):
-        cli.check_backend(p, "triton", torch.device("cpu"))
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "TRITON_INTERPRET=1" in err and "--backend torch" in err
+    with pytest.raises(UsageError, match="TRITON_INTERPRET=1.*--backend torch"):
+        cli.check_backend("triton", torch.device("cpu"))
     monkeypatch.setenv("TRITON_INTERPRET", "1")
-    cli.check_backend(p, "triton", torch.device("cpu"))  # the interpreter runs them
-    cli.check_backend(p, "torch", torch.device("cpu"))
+    cli.check_backend("triton", torch.device("cpu"))  # the interpreter runs them
+    cli.check_backend("torch", torch.device("cpu"))
 
 
 # ------------------------------------------------------------------------------ train: bad input matrix
@@ -189,7 +235,7 @@ def work(tmp_path_factory):
 
     d = tmp_path_factory.mktemp("rel")
     synthetic.write_rocstories(d / "data", n=120, n_test=50, seed=7)
-    val = data.read_rocstories_csv(d / "data" / data.VAL_FILE)
+    val = rocstories.read_csv(d / "data" / rocstories.VAL_FILE)
     learn_bpe(val.stories + val.endings1 + val.endings2, 300, d / "vocab" / "enc.json", d / "vocab" / "merges.bpe")
     train.main(base_args(d) + ["--desc", "earlier", "--n_batch", "16", "--n_iter", "1", "--submit"])
     return d
@@ -209,11 +255,11 @@ def _bad_data(d):
     out = d / "bad_utf8"
     if not out.exists():
         out.mkdir()
-        for name in (data.VAL_FILE, data.TEST_FILE):
+        for name in (rocstories.VAL_FILE, rocstories.TEST_FILE):
             (out / name).write_bytes((d / "data" / name).read_bytes())
-        lines = (out / data.VAL_FILE).read_bytes().split(b"\n")
+        lines = (out / rocstories.VAL_FILE).read_bytes().split(b"\n")
         lines[6] = b"\xff" + lines[6]
-        (out / data.VAL_FILE).write_bytes(b"\n".join(lines))
+        (out / rocstories.VAL_FILE).write_bytes(b"\n".join(lines))
     return ["--data_dir", str(out)]
 
 
@@ -244,12 +290,13 @@ CASES = [  # id, extra args (a callable gets the work folder), exit code, what t
     ("device", ["--device", "cuda"], 2, "argument --device: 'cuda' is not available", None),
     ("device_name", ["--device", "gpu0"], 2, "argument --device: expected cpu, cuda or cuda:N, got 'gpu0'", None),
     ("backend", ["--backend", "triton"], 2, "TRITON_INTERPRET=1", None),
-    ("analysis", ["--analysis"], 2, "argument --analysis: it reads the submission file: pass --submit too", None),
+    ("analysis", ["--analysis"], 2, "argument --analysis: it reads the predictions on the test split: pass --submit too",
+     None),
     ("desc_path", ["--desc", "../elsewhere"], 2, "argument --desc: expected a plain folder name", None),
     ("desc_reuse", ["--no-overwrite"], 2, "argument --desc: 'earlier' already has results (", None),
     ("n_batch_data", ["--n_batch", "1000"], 2, "argument --n_batch: expected at most the 80 training examples, got 1000", None),
     ("non_utf8", _bad_data, 1, ":7: expected UTF-8 text, found byte b'\\xff' at column 1", None),
-    ("missing_data", lambda d: ["--data_dir", str(d / "nothing")], 1, data.VAL_FILE, None),
+    ("missing_data", lambda d: ["--data_dir", str(d / "nothing")], 1, rocstories.VAL_FILE, None),
     ("missing_vocab", lambda d: ["--encoder_path", str(d / "no_such_vocab.json")], 1, "no_such_vocab.json", None),
     ("missing_vocab_advice", lambda d: ["--encoder_path", str(d / "no_such_vocab.json")], 1,
      "`python -m gpt1_fast.vocab --data FILES --merges N --out DIR` learns one", None),
@@ -326,8 +373,10 @@ def test_run_folder_holds_every_file_and_absolute_paths(work):
     from gpt1_fast.checkpoint import load_model
 
     folder = work / "runs" / "earlier"
-    assert sorted(p.name for p in folder.iterdir()) == ["ROCStories.tsv", "ROCStories.valid.tsv", "best_params.pt",
-                                                         "config.json", "log.jsonl"]
+    assert sorted(p.name for p in folder.iterdir()) == ["best_params.pt", "config.json", "log.jsonl", "predictions",
+                                                         "submission"]
+    assert [p.name for p in (folder / "submission").iterdir()] == ["ROCStories.tsv"]  # test predictions alone
+    assert [p.name for p in (folder / "predictions").iterdir()] == ["ROCStories.valid.tsv"]
     cfg = json.loads((folder / "config.json").read_text())
     header = json.loads((folder / "log.jsonl").read_text().splitlines()[0])
     for k in ("data_dir", "encoder_path", "bpe_path", "cache_dir", "runs_dir", "model_dir"):
@@ -402,7 +451,8 @@ def test_ctrl_c_stops_cleanly_naming_the_last_checkpoint(work):
     lines = err.strip().splitlines()
     folder = work / "runs" / "sigint"
     assert "Traceback" not in err and len(lines) == 1, err
-    assert lines[0].startswith("interrupted at update ") and f"the last complete checkpoint is {folder / 'best_params.pt'}" in lines[0]
+    assert lines[0].startswith("interrupted at update ") and "no checkpoint to resume from (--save_every N" in lines[0]
+    assert f"the best parameters so far are {folder / 'best_params.pt'}" in lines[0]
     meta = assert_consistent_or_absent(folder)
     assert meta is not None  # the one named: the initial parameters, or those of an evaluation
     assert (f"update {meta['n_updates']}," if meta["n_updates"] else "(the initial parameters)") in lines[0]

@@ -21,7 +21,7 @@ import pretrain_helpers as h  # noqa: E402
 from gpt1_fast import pretrain  # noqa: E402
 from gpt1_fast.checkpoint import load_model  # noqa: E402
 from gpt1_fast.cli import UsageError  # noqa: E402
-from gpt1_fast.resume import TEST_SLEEP_ENV, CheckpointDir, ResumeError, rng_state, set_rng_state  # noqa: E402
+from gpt1_fast.resume import CheckpointDir, ResumeError, rng_state, set_rng_state  # noqa: E402
 
 STEPS = 24
 
@@ -40,7 +40,7 @@ def work(tmp_path_factory):
 
 def args(work, out, *extra, steps=STEPS, save_every=3):
     return ["--data", *work["data"], "--out", str(out), "--encoder_path", work["enc"], "--bpe_path", work["bpe"],
-            "--data_dir", work["data_dir"], "--val_fraction", "0.1", "--workers", "1", "--lr", "3e-3",
+            "--tokens_dir", work["data_dir"], "--val_fraction", "0.1", "--workers", "1", "--lr", "3e-3",
             "--max_steps", str(steps), "--save_every", str(save_every), *h.TINY, *map(str, extra)]
 
 
@@ -63,7 +63,7 @@ def test_sigkill_at_a_random_moment_then_resume_is_bit_identical(work, tmp_path)
     out = tmp_path / "run"
     ckpts = CheckpointDir(out / "checkpoints")
     # Each checkpoint write sleeps 50 ms so the run lasts long enough to be killed at a random moment.
-    proc = h.popen_pretrain(args(work, out, save_every=1), **{TEST_SLEEP_ENV: 0.05})
+    proc = h.popen_pretrain(args(work, out, save_every=1), slow_checkpoints=0.05)
     wait_for(lambda: ckpts.latest() is not None, proc)
     time.sleep(random.uniform(0, 0.6))
     proc.send_signal(signal.SIGKILL)
@@ -86,7 +86,7 @@ def test_kill_during_a_checkpoint_write_leaves_the_previous_one(work, tmp_path):
     out = tmp_path / "run"
     folder = out / "checkpoints"
     ckpts = CheckpointDir(folder)
-    proc = h.popen_pretrain(args(work, out), **{TEST_SLEEP_ENV: 1.5})
+    proc = h.popen_pretrain(args(work, out), slow_checkpoints=1.5)
     wait_for(lambda: ckpts.latest() is not None, proc)  # step 3 complete
     wait_for(lambda: any(p.name.endswith(".tmp") for p in folder.iterdir()), proc)  # step 6 being written
     proc.send_signal(signal.SIGKILL)
@@ -105,15 +105,13 @@ def test_damaged_or_mismatched_checkpoints_are_clear_errors(work, tmp_path):
     ckpts = CheckpointDir(out / "checkpoints")
     latest = ckpts.latest()
     # Without --resume: no silent restart over an existing run.
-    with pytest.raises(SystemExit, match="error: .* already holds checkpoints .*--resume"):
+    with pytest.raises(UsageError, match="holds the checkpoints of an earlier run .*--resume"):
         pretrain.main(args(work, out, steps=6))
     # Math arguments differ: named, one line.
     r = h.run_pretrain(args(work, out, "--resume", "--lr", "1e-3", steps=6))
     last = r.stderr.strip().splitlines()[-1]
     assert r.returncode == 1 and last.startswith("error: ") and "lr: checkpoint 0.003, this run 0.001" in last
     assert "Traceback" not in r.stderr
-    with pytest.raises(ResumeError, match="total_steps: checkpoint 6, this run 9"):
-        pretrain.main(args(work, out, "--resume", steps=9))
     # Runtime arguments may differ (micro-batching, logging).
     pretrain.main(args(work, out, "--resume", "--micro_batch", 4, "--log_every", 3, steps=6))
     # Damaged: truncated file.
@@ -132,6 +130,20 @@ def test_damaged_or_mismatched_checkpoints_are_clear_errors(work, tmp_path):
         ckpts.load(latest)
     with pytest.raises(ResumeError, match="no checkpoint"):
         CheckpointDir(tmp_path / "empty").load()
+
+
+def test_a_finished_run_trains_on_when_max_steps_is_raised(work, tmp_path):
+    """--max_steps raised on --resume: the updates done stay, the schedule stretches to the new total
+    from there (the run then differs from an uninterrupted one of the new length after the warm-up)."""
+    out = tmp_path / "run"
+    pretrain.main(args(work, out, steps=6))
+    r = pretrain.main(args(work, out, "--resume", steps=9))
+    assert r["steps"] == 9 and r["total_steps"] == 9
+    recs = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in recs if "loss" in x] == [2, 4, 6, 8, 9]
+    t = 8  # the lr logged at update 8 (t = 7 updates done) follows the new total: cosine over 9 - 4 updates
+    lr = next(x["lr"] for x in recs if x.get("step") == t and "lr" in x)
+    assert lr == pytest.approx(3e-3 * 0.5 * (1 + np.cos(np.pi * (t - 1 - 4) / (9 - 4))), rel=1e-9)
 
 
 def test_checkpoint_dir_keeps_the_newest_and_drops_a_replaced_future(tmp_path):
@@ -163,12 +175,13 @@ def test_rng_states_round_trip():
 # -------------------------------------------------------------------------------------- fine-tuning
 @pytest.fixture(scope="module")
 def roc(tmp_path_factory):
-    from gpt1_fast import data, synthetic
+    from gpt1_fast import synthetic
+    from gpt1_fast.tasks import rocstories
     from gpt1_fast.text import learn_bpe
 
     d = tmp_path_factory.mktemp("roc")
     synthetic.write_rocstories(d / "data", n=80, n_test=20, seed=3)
-    val = data.read_rocstories_csv(d / "data" / data.VAL_FILE)
+    val = rocstories.read_csv(d / "data" / rocstories.VAL_FILE)
     learn_bpe(val.stories + val.endings1 + val.endings2, 150, d / "enc.json", d / "merges.bpe")
     return d
 
@@ -204,11 +217,7 @@ def test_finetuning_killed_mid_epoch_resumes_to_the_same_parameters_and_submissi
     train.main(finetune_args(roc, tmp_path / "ref"))  # 60 training stories / 8 = 7 updates per epoch
     out = tmp_path / "run"
     folder = CheckpointDir(out / "save" / "rocstories" / "checkpoints")
-    cmd = [sys.executable, "-m", "gpt1_fast.train", *finetune_args(roc, out)]
-    import subprocess
-
-    proc = subprocess.Popen(cmd, cwd=h.REPO, env=h.env(**{TEST_SLEEP_ENV: 0.3}), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = h.popen_pretrain(finetune_args(roc, out), module="gpt1_fast.train", slow_checkpoints=0.3)
     wait_for(lambda: folder.latest() is not None and int(folder.latest().name[5:-3]) >= 2, proc)
     time.sleep(random.uniform(0, 0.25))  # each checkpoint write takes 0.3 s: at most one more
     proc.send_signal(signal.SIGKILL)
@@ -216,7 +225,7 @@ def test_finetuning_killed_mid_epoch_resumes_to_the_same_parameters_and_submissi
     assert proc.returncode == -signal.SIGKILL
     step = int(folder.latest().name[5:-3])
     assert 2 <= step <= 4  # mid-epoch: the first epoch has 7 updates
-    with pytest.raises(UsageError, match="already has results .*step_"):  # refused before anything is written
+    with pytest.raises(UsageError, match="has checkpoints .*step_.*--resume"):  # refused before anything is written
         train.main(finetune_args(roc, out))
     with pytest.raises(ResumeError, match="lr: checkpoint 6.25e-05, this run 0.001"):
         train.main(finetune_args(roc, out, "--resume", "--lr", "1e-3"))

@@ -7,17 +7,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gpt1_fast import data as rocdata
 from gpt1_fast.config import GPTConfig
 from gpt1_fast.layout import EmbeddingLayout
 from gpt1_fast.model import DoubleHeadModel
 from gpt1_fast.opt import OpenAIAdam
-from gpt1_fast.tasks import classification, entailment, multiple_choice, similarity
+from gpt1_fast.tasks import classification, entailment, multiple_choice, rocstories, similarity
 from gpt1_fast.tasks.readers import DATASETS
 from gpt1_fast.tasks.common import Encoded, batch_width, make_batch
 from gpt1_fast.tasks.task import DatasetTask, TaskData
 from gpt1_fast.checkpoint import load_model
-from gpt1_fast.tasks.trainer import RunPaths, TrainConfig, Trainer
+from gpt1_fast.runfolder import RunPaths  # noqa: E402
+from gpt1_fast.tasks.submission import analysis  # noqa: E402
+from gpt1_fast.tasks.trainer import TrainConfig, Trainer
+from fixtures_tasks import CountingEncoder
+from roc_helpers import transform_roc
 
 # tokens 0..9 | _start_ 10, _delimiter_ 11, _classify_ 12 | positions from 13
 LAYOUT = EmbeddingLayout(10, n_ctx=12)
@@ -60,7 +63,7 @@ def test_multiple_choice_transform():
 def test_rocstories_transform_equals_the_release_arrays():
     x1 = [[1, 2, 3, 4, 5, 6, 7, 8, 9, 1], [1, 2]]
     x2, x3 = [[1, 2], [1, 2, 3, 4, 5, 6, 7]], [[2], [2, 3]]
-    X, M = rocdata.transform_roc(x1, x2, x3, 9, 4, start=S, delimiter=D, clf_token=C, pos_offset=13)
+    X, M = transform_roc(x1, x2, x3, 9, 4, start=S, delimiter=D, clf_token=C, pos_offset=13)
     seqs = multiple_choice.transform({"context": x1, "choices": list(zip(x2, x3))}, EmbeddingLayout(10, n_ctx=12),
                                      keep_context_end=False)
     enc = Encoded.from_sequences(seqs, np.zeros(2, dtype=np.int64), ["0", "1"], 9)
@@ -177,11 +180,23 @@ def fake_task_data(n_train=32):
 
 
 def make_trainer(tmp_path, n_iter=3, submit=True, **kw):
+    """A Trainer that keeps its best parameters in best_params.pt, as the train command's (submit)."""
+    from gpt1_fast.train import BestModel
+
     task, data = fake_task_data()
     model = tiny_model(task.head_type)
     opt = OpenAIAdam(model.parameters(), lr=1e-2, t_total=n_iter * 4, max_grad_norm=1)
-    cfg = TrainConfig(n_iter=n_iter, n_batch=8, n_valid=8, submit=submit, **kw)
-    return Trainer(task, data, model, opt, cfg, RunPaths("t", tmp_path / "log", tmp_path / "save", tmp_path / "sub"))
+    cfg = TrainConfig(n_iter=n_iter, n_batch=8, n_valid=8, **kw)
+    paths = RunPaths("t", tmp_path / "runs", tmp_path / "log", tmp_path / "save", tmp_path / "sub")
+    trainer = Trainer(task, data, model, opt, cfg, on_best=BestModel(paths.best_params, {}) if submit else None)
+    trainer.paths = paths
+    return trainer
+
+
+def submit(trainer):
+    from gpt1_fast.train import submit as write_predictions
+
+    return write_predictions(trainer, trainer.paths)
 
 
 def test_kept_parameters_are_those_of_the_best_validation_score(tmp_path, capsys):
@@ -202,23 +217,24 @@ def test_kept_parameters_are_those_of_the_best_validation_score(tmp_path, capsys
     saved = load_model(trainer.paths.best_params)[1]
     assert all(torch.equal(saved[k], snapshots[1][k]) for k in saved)
     assert not all(torch.equal(saved[k], snapshots[3][k]) for k in saved)  # training did move them
-    trainer.submit()
+    submit(trainer)
     assert all(torch.equal(v, snapshots[1][k]) for k, v in trainer.model.state_dict().items())
 
 
 def test_submission_files_and_analysis(tmp_path, capsys):
     trainer = make_trainer(tmp_path, n_iter=2)
     trainer.fit()
-    written = trainer.submit()
+    written = submit(trainer)
     assert set(written) == {"dev", "test"}
-    assert written["test"].endswith("SST-2.tsv") and written["dev"].endswith("SST-2.dev.tsv")
+    assert written["test"] == str(tmp_path / "sub" / "SST-2.tsv")  # test predictions alone in the submission folder
+    assert written["dev"] == str(tmp_path / "save" / "t" / "predictions" / "SST-2.dev.tsv")
     lines = open(written["test"]).read().splitlines()
     assert lines[0] == "index\tprediction" and [l.split("\t")[0] for l in lines[1:]] == [str(i) for i in range(6)]
     assert {l.split("\t")[1] for l in lines[1:]} <= {"0", "1"}
     # the dev predictions of the kept parameters reproduce the best logged validation score
     dev = [int(l.split("\t")[1]) for l in open(written["dev"]).read().splitlines()[1:]]
     acc = 100 * np.mean(np.array(dev) == trainer.data["dev"].labels)
-    out = trainer.analysis(written)
+    out = analysis(trainer, written)
     assert out["valid_acc"] == pytest.approx(acc) == pytest.approx(max(h["va_acc"] for h in trainer.history))
     assert f"SST-2 Valid Accuracy: {acc:.2f}" in capsys.readouterr().out
 
@@ -234,7 +250,7 @@ def test_loop_state_round_trip(tmp_path):
     assert a.tokens["real"] == 2 * a.data["train"].lengths.sum() and b.tokens == a.tokens
     assert a.tokens["padded"] >= a.tokens["real"]
     assert a.rng.randint(1 << 30) == b.rng.randint(1 << 30)
-    assert math.isinf(b.best_score)
+    assert b.best_score == a.best_score == max(h["va_acc"] for h in a.history)
 
 
 def test_trainer_draws_one_permutation_per_epoch(tmp_path):
@@ -253,7 +269,7 @@ def test_train_cli_builds_the_objective_from_its_flags():
 
     args = train.build_parser().parse_args(["--lm_coef", "0.25", "--from_scratch", "--n_layer", "1", "--n_embd", "16",
                                             "--n_head", "2", "--backend", "torch"])
-    model = train.build_model(args, train.model_config(args), DatasetTask(DATASETS["sst-2"]), LAYOUT)
+    model = train.build_model(args, DatasetTask(DATASETS["sst-2"]), LAYOUT)
     assert model.lm_coef == 0.25 and model.task_head.linear.out_features == 2
     assert model.transformer.embed.weight.shape == (LAYOUT.size, 16)
 
@@ -277,17 +293,6 @@ def test_lm_head_loss_reference():
     assert got.dtype == torch.float32 and got.shape == (6,)
     torch.testing.assert_close(got, F.cross_entropy(h @ w.T, t, reduction="none") * mask)
     assert (got[mask == 0] == 0).all() and (got[mask == 1] > 0).all()
-
-
-class CountingEncoder:
-    """One id per whitespace word (ids from a growing table); counts calls."""
-
-    def __init__(self):
-        self.calls, self.table, self.n_vocab = 0, {}, 1000
-
-    def encode(self, texts, verbose=False):
-        self.calls += 1
-        return [[self.table.setdefault(w, len(self.table) + 1) for w in t.split()] for t in texts]
 
 
 def test_dataset_encoded_once_and_choices_regrouped(tmp_path):
@@ -323,7 +328,7 @@ def test_help_lists_every_dataset_and_its_files():
     for name, spec in DATASETS.items():
         line = next(x for x in text.splitlines() if x.strip().startswith(f"{name}:"))
         assert all(str(f) in line for f in spec.splits.values()) and spec.family in line
-    assert rocdata.VAL_FILE in text and rocdata.TEST_FILE in text
+    assert rocstories.VAL_FILE in text and rocstories.TEST_FILE in text
 
 
 def test_seed_import_line_and_generate_does_not_need_train():

@@ -15,7 +15,7 @@ from gpt1_fast import train  # noqa: E402
 from gpt1_fast.tasks import get_task  # noqa: E402
 from gpt1_fast.tasks.metrics import compute  # noqa: E402
 from gpt1_fast.tasks.readers import read_split  # noqa: E402
-from gpt1_fast.tasks.trainer import read_predictions  # noqa: E402
+from gpt1_fast.tasks.submission import read_predictions  # noqa: E402
 from gpt1_fast.text import learn_bpe  # noqa: E402
 
 TINY = ["--n_layer", "1", "--n_embd", "16", "--n_head", "2", "--device", "cpu", "--backend", "torch",

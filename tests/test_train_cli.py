@@ -15,8 +15,10 @@ import torch
 pytest.importorskip("spacy")
 pytest.importorskip("ftfy")
 
-from gpt1_fast import data, generate, synthetic, train  # noqa: E402
+from gpt1_fast import generate, synthetic, train  # noqa: E402
 from gpt1_fast.checkpoint import load_model  # noqa: E402
+from gpt1_fast.errors import CheckpointError, DataError  # noqa: E402
+from gpt1_fast.tasks import rocstories  # noqa: E402
 from gpt1_fast.text import learn_bpe  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,7 +30,7 @@ TINY = ["--n_layer", "1", "--n_embd", "32", "--n_head", "2", "--device", "cpu", 
 def work(tmp_path_factory):
     d = tmp_path_factory.mktemp("roc")
     synthetic.write_rocstories(d / "data", n=120, n_test=50, seed=7)
-    val = data.read_rocstories_csv(d / "data" / data.VAL_FILE)
+    val = rocstories.read_csv(d / "data" / rocstories.VAL_FILE)
     learn_bpe(val.stories + val.endings1 + val.endings2, 300, d / "vocab" / "enc.json", d / "vocab" / "merges.bpe")
     return d
 
@@ -67,7 +69,7 @@ def test_end_to_end_cli(work):
     m_te = re.search(r"^ROCStories Test Accuracy:  (\d+\.\d\d)$", r.stdout, re.M)
     assert m_va and m_te, r.stdout
     assert float(m_va.group(1)) == pytest.approx(max(x["va_acc"] for x in lines[1:]), abs=0.005)
-    labels = data.read_rocstories_csv(work / "data" / data.TEST_FILE).labels
+    labels = rocstories.read_csv(work / "data" / rocstories.TEST_FILE).labels
     preds = np.array([int(r[1]) for r in rows[1:]])
     assert float(m_te.group(1)) == pytest.approx((preds == labels).mean() * 100, abs=0.005)
     # Per-evaluation lines: the log's keys and values.
@@ -88,24 +90,24 @@ def test_cli_reports_bad_data_without_traceback(work, tmp_path):
                        cwd=REPO, capture_output=True, text=True, timeout=120)
     assert r.returncode != 0
     assert "Traceback" not in r.stderr
-    assert data.VAL_FILE in r.stderr and "rochester.edu/nlp/rocstories" in r.stderr
+    assert rocstories.VAL_FILE in r.stderr and "rochester.edu/nlp/rocstories" in r.stderr
 
 
 def broken_copy(work, tmp_path, edit):
     d = tmp_path / "bad"
     d.mkdir()
-    for name in (data.VAL_FILE, data.TEST_FILE):
+    for name in (rocstories.VAL_FILE, rocstories.TEST_FILE):
         (d / name).write_bytes((work / "data" / name).read_bytes())
-    rows = list(csv.reader(open(d / data.VAL_FILE, encoding="utf-8")))
+    rows = list(csv.reader(open(d / rocstories.VAL_FILE, encoding="utf-8")))
     edit(rows)
-    with open(d / data.VAL_FILE, "w", encoding="utf-8", newline="") as f:
+    with open(d / rocstories.VAL_FILE, "w", encoding="utf-8", newline="") as f:
         csv.writer(f, lineterminator="\n").writerows(rows)
     return d
 
 
 def test_malformed_row_in_training_file(work, tmp_path):
     d = broken_copy(work, tmp_path, lambda rows: rows[10].pop())
-    with pytest.raises(data.DataError, match=re.escape(data.VAL_FILE) + r":11: expected 8 columns"):
+    with pytest.raises(DataError, match=re.escape(rocstories.VAL_FILE) + r":11: expected 8 columns"):
         train.main(common(work, d))
 
 
@@ -114,13 +116,13 @@ def test_bad_label_in_training_file(work, tmp_path):
         rows[4][7] = "0"
 
     d = broken_copy(work, tmp_path, edit)
-    with pytest.raises(data.DataError, match=r":5: AnswerRightEnding must be 1 or 2, found '0'"):
+    with pytest.raises(DataError, match=r":5: AnswerRightEnding must be 1 or 2, found '0'"):
         train.main(common(work, d))
 
 
 def test_missing_checkpoint_says_how_to_get_one(work, tmp_path):
     args = [a for a in common(work) if a != "--from_scratch"] + ["--model_dir", str(tmp_path)]
-    with pytest.raises(SystemExit, match="finetune-transformer-lm.*--from_scratch"):
+    with pytest.raises(CheckpointError, match="finetune-transformer-lm.*--from_scratch"):
         train.main(args)
 
 
@@ -151,7 +153,7 @@ def test_real_vocabulary_from_scratch(tmp_path):
                       "--submit", "--analysis"] + TINY[:2] + TINY[6:] + ["--n_head", "2"])
     assert res["n_updates"] == 2 and 0 <= res["test_acc"] <= 100
     meta = json.loads((tmp_path / "save" / "rocstories" / "config.json").read_text())
-    assert meta["n_vocab"] == 40478 and meta["vocab"] == 40478 + 3 + res["n_ctx"]
+    assert meta["layout"]["n_vocab"] == 40478 and meta["layout"]["size"] == 40478 + 3 + res["n_ctx"]
 
 
 def test_cached_encoding_needs_no_spacy(work, tmp_path, monkeypatch):
@@ -235,7 +237,7 @@ def test_demo_pipeline_smoke(tmp_path, capsys):
                      "--n_iter", "1", "--n_valid", "20", "--n_batch", "20", "--n_layer", "1", "--n_embd", "16"])
     out = capsys.readouterr().out
     assert "DEMO FROM SCRATCH" in out and "ROCStories Test Accuracy:" in out
-    assert res["n_updates"] == 2 and (tmp_path / "demo" / "runs" / "demo" / "ROCStories.tsv").is_file()
+    assert res["n_updates"] == 2 and (tmp_path / "demo" / "runs" / "demo" / "submission" / "ROCStories.tsv").is_file()
     assert torch.get_num_threads() == threads_before
 
 

@@ -16,7 +16,7 @@
 namespace gpt1_fast {
 
 // Must match gpt1_fast/opt.py SCHEDULE_IDS.
-enum Schedule : int { kWarmupCosine = 0, kWarmupConstant = 1, kWarmupLinear = 2 };
+enum Schedule : int { kWarmupCosine = 0, kWarmupConstant = 1, kWarmupLinear = 2, kWarmupThenCosine = 3 };
 
 // Everything of a parameter group that enters the step size, in the TF release's precision (double
 // on the host; the same double arithmetic on the device, so CPU, CUDA and opt.lr_at agree).
@@ -35,6 +35,18 @@ G1F_HD double openai_adam_lrt(double t, const AdamHyper& h) {
     const double ramp = s != 0.0 ? x / h.warmup : 0.0;  // (opt.py divides unconditionally; same value)
     if (h.schedule == kWarmupLinear) {
       factor = (ramp + (1.0 - s)) * (1.0 - x);
+    } else if (h.schedule == kWarmupThenCosine) {  // cosine from the end of the warm-up (opt.warmup_then_cosine)
+      if (s != 0.0) {
+        factor = ramp;
+      } else {
+        const double w = h.warmup > 0.0 ? h.warmup : 0.0;  // warmup <= 0: none
+#if defined(__CUDA_ARCH__)
+        const double c = cospi((x - w) / (1.0 - w));
+#else
+        const double c = std::cos(3.141592653589793 * (x - w) / (1.0 - w));  // as opt.py
+#endif
+        factor = 0.5 * (1.0 + c);
+      }
     } else if (h.schedule == kWarmupCosine) {
 #if defined(__CUDA_ARCH__)
       const double c = cospi(x);  // no Payne-Hanek reduction: keeps the kernel free of a stack frame

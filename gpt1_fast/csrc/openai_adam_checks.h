@@ -45,7 +45,7 @@ inline void check_adam_lists(at::TensorList params, at::TensorList grads, at::Te
 
 inline AdamHyper make_hyper(double max_grad_norm, double lr, int64_t schedule, double warmup, double t_total, double b1,
                      double b2, double eps, double l2) {
-  TORCH_CHECK(schedule >= kWarmupCosine && schedule <= kWarmupLinear, "gpt1_fast::openai_adam_: bad schedule id ",
+  TORCH_CHECK(schedule >= kWarmupCosine && schedule <= kWarmupThenCosine, "gpt1_fast::openai_adam_: bad schedule id ",
               schedule);
   return AdamHyper{lr, warmup, t_total, b1, b2, static_cast<int>(schedule), static_cast<float>(eps),
                    static_cast<float>(l2), static_cast<float>(max_grad_norm)};

@@ -1,19 +1,14 @@
 """What every task shares: encoded splits, batches padded to their own longest sequence, the
-encoding cache, the metric scale and the submission format (SPEC §6, §8)."""
+metric scale (SPEC §6, §8). The encoding cache is tasks.cache."""
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..fileio import atomic_write, update_hash
-
 PAD_MULTIPLE = 8  # "batch" padding rounds T up to a multiple of this
 PADDINGS = ("batch", "pow2", "global")
-_CACHE_VERSION = b"gpt1_fast-task-fields-v1"
 
 
 @dataclass
@@ -79,57 +74,7 @@ def make_batch(enc: Encoded, idx, layout, device, padding: str = "batch"):
     return X.to(device), M.to(device), (None if Y is None else Y.to(device))
 
 
-# ------------------------------------------------------------------------------ encoding cache
-def _digest(h, path: Path):
-    """Hash a file's bytes, or every file of a folder (sorted relative names and bytes)."""
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for f in files:
-        h.update(str(f.relative_to(path)).encode() if path.is_dir() else b"")
-        update_hash(h, f)
-        h.update(b"\0")
-
-
-def _pack(lists):
-    lens = np.fromiter((len(x) for x in lists), dtype=np.int64, count=len(lists))
-    flat = np.fromiter((i for x in lists for i in x), dtype=np.int32, count=int(lens.sum()))
-    return flat, lens
-
-
-def _unpack(flat, lens):
-    offs = np.concatenate([[0], np.cumsum(lens)])
-    return [flat[offs[i]:offs[i + 1]].tolist() for i in range(len(lens))]
-
-
-def encode_texts(texts: dict[str, list[str]], text_encoder, sources, vocab_paths, cache_dir=None,
-                 tag: str = "task", verbose: bool = False) -> dict[str, list[list[int]]]:
-    """BPE-encode each field's texts, once: with `cache_dir` the ids are stored as
-    `<tag>-<sha256>.npz`, keyed by the bytes of `sources` (the split's file or folder) and of the
-    vocabulary files, so a later run skips encoding (and needs no spaCy/ftfy)."""
-    cache_file = None
-    if cache_dir:
-        h = hashlib.sha256(_CACHE_VERSION + tag.encode())
-        for p in (*sources, *vocab_paths):
-            _digest(h, Path(p))
-        h.update(",".join(sorted(texts)).encode())
-        cache_file = Path(cache_dir) / f"{tag}-{h.hexdigest()[:32]}.npz"
-        if cache_file.is_file():
-            try:
-                with np.load(cache_file, allow_pickle=False) as z:
-                    out = {k: _unpack(z[f"f_{k}"], z[f"l_{k}"]) for k in texts}
-                if all(len(out[k]) == len(v) for k, v in texts.items()):
-                    return out
-            except (OSError, KeyError, ValueError):
-                pass  # unreadable cache: encode again and overwrite it
-    out = {k: text_encoder.encode(v, verbose=verbose) for k, v in texts.items()}
-    if cache_file is not None:
-        arrays = {}
-        for k, ids in out.items():
-            arrays[f"f_{k}"], arrays[f"l_{k}"] = _pack(ids)
-        atomic_write(cache_file, lambda f: np.savez(f, **arrays), mode="wb")
-    return out
-
-
-# ------------------------------------------------------------------------------ metrics, files
+# ------------------------------------------------------------------------------------ metrics
 METRIC_KEYS = {"accuracy": "acc", "f1": "f1", "mcc": "mcc", "pearson": "pearson", "spearman": "spearman"}
 METRIC_TITLES = {"accuracy": "Accuracy", "f1": "F1", "mcc": "MCC", "pearson": "Pearson", "spearman": "Spearman"}
 

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .readers import describe  # noqa: F401  (--help lists datasets with their metrics: one import)
-
-__all__ = ["compute", "describe", "METRICS"]
+__all__ = ["compute", "METRICS"]
 
 
 def _accuracy(y_true, y_pred):

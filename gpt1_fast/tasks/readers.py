@@ -22,6 +22,8 @@ processors and published samples of each file):
 - DPRD (Rahman & Ng 2012, `train.c.txt` / `test.c.txt`): examples of four lines, sentence, pronoun,
   the two candidates separated by a comma, the right candidate, each followed by a blank line
   (`read_dprd`; zero-shot only, not a fine-tuning dataset).
+- Story Cloze Test 2016 CSVs (rocstories, the release's task; tasks.rocstories reads them): the val
+  file is "train", the test file "test"; "valid" is held out of "train" (`DatasetSpec.held_out`).
 
 Two things are dropped besides SNLI's "-": blank lines (they hold no row), and, in QQP's labelled
 files only, rows with fewer columns than the header: the pre-2019 GLUE `QQP.zip` has questions broken
@@ -37,7 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import DataError  # one DataError for every dataset file of the project
+from ..errors import DataError  # one DataError for every dataset file of the project
+from . import rocstories
 
 __all__ = ["Split", "DatasetSpec", "DATASETS", "DataError", "read_split", "describe", "get_spec"]
 
@@ -59,7 +62,8 @@ class Split:
 class DatasetSpec:
     name: str  # "sst-2", "mnli", ...
     family: str  # "classification" | "entailment" | "similarity" | "multiple_choice"
-    label_names: tuple[str, ...] | None  # as spelled in the files, index = class id; None for a score
+    label_names: tuple[str, ...] | None  # as spelled in the files, index = class id; None: the label is
+    # a number (STS-B: a score, a regression; rocstories: the index of the right ending)
     splits: dict[str, str]  # split name -> file (or folder) under data_dir
     eval_splits: tuple[str, ...]  # the dev splits the paper reports
     metrics: tuple[str, ...]  # names metrics.compute understands; metrics[0] is the one the paper reports
@@ -71,6 +75,10 @@ class DatasetSpec:
     folder: str = ""  # the public folder name, for --help ("SST-2", "RACE", ...)
     score_range: tuple[float, float] | None = None  # a score's range (STS-B 0-5), when label_names is None
     majority_test: bool = False  # the submission predicts the training set's majority class (WNLI)
+    source: str = ""  # where the public files are: said when one is missing
+    held_out: str | None = None  # a split of --n_valid rows carved out of "train" (rocstories' "valid",
+    # drawn as the original drew it: rocstories.split_indices)
+    transform_options: dict = field(default_factory=dict)  # keywords of the family's transform
 
     @property
     def test_splits(self) -> tuple[str, ...]:
@@ -96,6 +104,10 @@ def _race(name, levels):
 
 
 DATASETS: dict[str, DatasetSpec] = {s.name: s for s in [
+    # the release's task: story and ending each keep their first n_ctx // 2 - 2 tokens, as the original
+    DatasetSpec("rocstories", "multiple_choice", None, {"train": rocstories.VAL_FILE, "test": rocstories.TEST_FILE},
+                ("valid",), ("accuracy",), n_choices=2, format="rocstories", source=rocstories.SOURCE,
+                held_out="valid", transform_options={"keep_context_end": False}),
     # entailment
     DatasetSpec("snli", "entailment", _NLI3, {s: f"snli_1.0_{s}.jsonl" for s in ("train", "dev", "test")},
                 ("dev",), ("accuracy",), format="snli", folder="snli_1.0"),
@@ -156,8 +168,10 @@ def describe(spec) -> str:
         where = ", ".join(f"{s}/{levels}/*.txt" for s in spec.splits.values())
         return f"{spec.name}: {where} (RACE: one JSON file per article; folder {spec.folder}/)"
     kind = {"glue": "GLUE TSV with a header", "cola": "GLUE TSV; train/dev without header",
-            "snli": "SNLI 1.0 jsonl", "scitail": "SciTail TSV, no header"}[spec.format]
-    return f"{spec.name}: {', '.join(spec.splits.values())} ({kind}; folder {spec.folder}/)"
+            "snli": "SNLI 1.0 jsonl", "scitail": "SciTail TSV, no header",
+            "rocstories": "Story Cloze Test 2016 CSVs"}[spec.format]
+    files = ", ".join(f"'{f}'" if " " in f else f for f in spec.splits.values())
+    return f"{spec.name}: {files} ({kind}{f'; folder {spec.folder}/' if spec.folder else ''})"
 
 
 def read_split(spec_or_name, data_dir, split: str) -> Split:
@@ -167,9 +181,9 @@ def read_split(spec_or_name, data_dir, split: str) -> Split:
         raise DataError(f"{spec.name} has no split {split!r}; expected one of {', '.join(spec.splits)}")
     path = Path(data_dir) / spec.splits[split]
     if not path.exists():
-        raise DataError(f"{path}: not found; expected {describe(spec)}")
+        raise DataError(f"{path}: not found; expected {describe(spec)}{'. ' + spec.source if spec.source else ''}")
     reader = {"glue": _read_glue, "cola": _read_cola, "snli": _read_snli, "scitail": _read_scitail,
-              "race": _read_race}[spec.format]
+              "race": _read_race, "rocstories": _read_rocstories}[spec.format]
     return reader(spec, path, split)
 
 
@@ -369,6 +383,12 @@ def _read_race(spec, path, split):
     split = _nonempty(spec, path, fields, ids, labels)
     split.groups = groups
     return split
+
+
+def _read_rocstories(spec, path, split):
+    s = rocstories.read_csv(path)
+    return Split({"context": s.stories, "choices": [list(c) for c in zip(s.endings1, s.endings2)]}, s.labels,
+                 [str(i) for i in range(len(s.labels))])
 
 
 # ----------------------------------------------------------------------------------- zero-shot only

@@ -1,6 +1,6 @@
 """A task = a dataset + its family: how its splits are read, encoded and transformed, its head, its
-metrics, its predictions and its submission files. `ROCStories` is the release's task (reading, split
-and cache from gpt1_fast.data, unchanged); `DatasetTask` wraps a DatasetSpec of tasks.readers."""
+metrics, its predictions and its submission files. `DatasetTask` wraps a DatasetSpec of tasks.readers
+(every dataset, the release's ROCStories included); `FAMILIES` is the one table of task families."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from ..layout import PAPER_SPECIALS, EmbeddingLayout
-from . import classification, entailment, multiple_choice, similarity
-from .common import Encoded, compute_metrics, encode_texts, longest
+from . import classification, entailment, multiple_choice, readers, similarity
+from .cache import encode_texts
+from .common import Encoded, compute_metrics, longest
+from .rocstories import split_indices
 
 FAMILIES = {"classification": classification, "entailment": entailment, "similarity": similarity,
             "multiple_choice": multiple_choice}
@@ -114,36 +116,8 @@ class Task:
         return f"{self.display}.{split}.tsv"
 
 
-class ROCStories(Task):
-    """Story Cloze Test (spring 2016), as the release: the val file split 1497/374, the test file."""
-    name, family, head_type = "rocstories", "multiple_choice", "multiple_choice"
-    eval_splits, test_splits = ("valid",), ("test",)
-
-    @property
-    def files(self):
-        from .. import data as rocdata
-
-        return f"rocstories: '{rocdata.VAL_FILE}', '{rocdata.TEST_FILE}' (Story Cloze Test 2016 CSVs)"
-
-    def load(self, data_dir, text_encoder, vocab_paths, n_ctx=512, n_valid=374, cache_dir=None,
-             verbose=False) -> TaskData:
-        from .. import data as rocdata
-
-        splits = rocdata.load_rocstories(data_dir, text_encoder, vocab_paths, n_valid=n_valid,
-                                         cache_dir=cache_dir, verbose=verbose)
-        _, n_fit = rocdata.context_length(splits, n_ctx)
-        cap = EmbeddingLayout(text_encoder.n_vocab, self.specials, n_ctx)
-        out, kept, full = {}, [], []
-        for name, (x1, x2, x3, y) in zip(("train", "valid", "test"), splits):
-            fields = {"context": x1, "choices": list(zip(x2, x3))}
-            kept.append(multiple_choice.transform(fields, cap, keep_context_end=False))
-            full.append(multiple_choice.transform(fields, cap.with_n_ctx(UNCAPPED), keep_context_end=False))
-            out[name] = Encoded.from_sequences(kept[-1], y, [str(i) for i in range(len(y))], n_fit)
-        return TaskData(cap.with_n_ctx(n_fit), out, truncation(kept, full))
-
-
 class DatasetTask(Task):
-    """A dataset of tasks.readers (GLUE TSV, SNLI jsonl, SciTail TSV, RACE JSON), by its spec.
+    """A dataset of tasks.readers (Story Cloze CSV, GLUE TSV, SNLI jsonl, SciTail TSV, RACE JSON), by its spec.
 
     objective: a score's (STS-B's) training objective, "soft_labels" (default) or "regression".
     diagnostic: MNLI only, GLUE's diagnostic.tsv: read as the test split "test_ax" (AX.tsv)."""
@@ -156,7 +130,7 @@ class DatasetTask(Task):
                 raise ValueError(f"the diagnostic set (AX) is scored by the MNLI model, not by {spec.name}")
             spec = dataclasses.replace(spec, splits={**spec.splits, "test_ax": str(Path(diagnostic).resolve())})
         self.spec = spec
-        self._read_split = read_split  # default: tasks.readers.read_split
+        self._read_split = read_split or readers.read_split
         self.name, self.family = spec.name, spec.family
         self.module = FAMILIES[spec.family]
         self.score_range, self.majority_test = spec.score_range, spec.majority_test
@@ -165,30 +139,41 @@ class DatasetTask(Task):
         self.metrics, self.label_names = tuple(spec.metrics), spec.label_names
         self.eval_splits = tuple(spec.eval_splits)
         self.test_splits = tuple(spec.test_splits)
-        from .readers import describe
-
-        self.files = describe(spec)
+        self.files = readers.describe(spec)
 
     def load(self, data_dir, text_encoder, vocab_paths, n_ctx=512, n_valid=374, cache_dir=None,
              verbose=False) -> TaskData:
-        read_split = self._read_split
-        if read_split is None:
-            from .readers import read_split
-
         cap = EmbeddingLayout(text_encoder.n_vocab, self.specials, n_ctx)
-        raw, groups = {}, {}
-        for split in ("train", *self.eval_splits, *self.test_splits):
-            s = read_split(self.spec, data_dir, split)
-            ids = self._encode(s.fields, text_encoder, Path(data_dir) / self.spec.splits[split], vocab_paths,
-                               cache_dir, verbose)
-            raw[split] = (self.module.transform(ids, cap), s.labels, s.ids, self.module.transform(ids, cap.with_n_ctx(UNCAPPED)))
-            if len(s.groups) > 1:  # RACE's levels: "RACE-m" (middle), "RACE-h" (high)
-                groups[split] = {f"{self.display}-{g[0]}": np.asarray(idx, dtype=np.int64) for g, idx in s.groups.items()}
+        groups = {}
+        encoded = self._encoded_splits(data_dir, text_encoder, vocab_paths, n_valid, cache_dir, verbose, groups)
+        transform, opts, raw = self.module.transform, self.spec.transform_options, {}
+        for split, (ids, labels, row_ids) in encoded.items():
+            raw[split] = (transform(ids, cap, **opts), labels, row_ids, transform(ids, cap.with_n_ctx(UNCAPPED), **opts))
         n_fit = max(longest(seqs) for seqs, _, _, _ in raw.values())
         cut = truncation([r[0] for r in raw.values()], [r[3] for r in raw.values()])
         return TaskData(cap.with_n_ctx(n_fit),
                         {k: Encoded.from_sequences(seqs, y, ids, n_fit) for k, (seqs, y, ids, _) in raw.items()}, cut,
                         groups)
+
+    def _encoded_splits(self, data_dir, text_encoder, vocab_paths, n_valid, cache_dir, verbose, groups):
+        """{split: (ids by field, labels, row ids)} for train, the eval and the test splits; a held-out
+        split is carved out of train after encoding (one cache file per source file). Fills `groups`
+        (TaskData.groups) from the readers' groups of a split with several (RACE's levels)."""
+        out = {}
+        for split in ("train", *self.eval_splits, *self.test_splits):
+            if split == self.spec.held_out:
+                continue
+            s = self._read_split(self.spec, data_dir, split)
+            ids = self._encode(s.fields, text_encoder, Path(data_dir) / self.spec.splits[split], vocab_paths,
+                               cache_dir, verbose)
+            out[split] = (ids, s.labels, s.ids)
+            if len(s.groups) > 1:  # RACE's levels: "RACE-m" (middle), "RACE-h" (high)
+                groups[split] = {f"{self.display}-{g[0]}": np.asarray(idx, dtype=np.int64) for g, idx in s.groups.items()}
+        if self.spec.held_out:
+            ids, labels, _ = out["train"]
+            tr, va = split_indices(len(labels), n_valid)
+            out["train"], out[self.spec.held_out] = (_take(ids, labels, tr), _take(ids, labels, va))
+        return {split: out[split] for split in ("train", *self.eval_splits, *self.test_splits)}
 
     def _encode(self, fields, text_encoder, source, vocab_paths, cache_dir, verbose):
         """Every text field through the BPE (cached); multiple choice's choice lists flattened and regrouped."""
@@ -203,3 +188,8 @@ class DatasetTask(Task):
                 i += len(answers)
             ids["choices"] = grouped
         return ids
+
+
+def _take(ids: dict[str, list], labels: np.ndarray, idx) -> tuple[dict[str, list], np.ndarray, list[str]]:
+    """Rows `idx` of an encoded split, in that order, numbered 0.. (the ids a submission writes)."""
+    return {k: [v[i] for i in idx] for k, v in ids.items()}, labels[idx], [str(i) for i in range(len(idx))]

@@ -1,0 +1,54 @@
+"""Prediction files and the release's --analysis: what a run writes and prints after training.
+
+A prediction file is GLUE's `index<TAB>prediction` with a header line, labels as the dataset's files
+spell them (tasks.Task.format_prediction); one file per split, named as the benchmark's server wants
+(tasks.Task.submission_file). --analysis prints the best validation score(s) of the log and the
+metrics of every labelled test split's file against its labels.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..fileio import atomic_write_text
+from .common import METRIC_KEYS, METRIC_TITLES, compute_metrics
+
+
+def write_predictions(path, task, ids, preds) -> None:
+    atomic_write_text(path, "index\tprediction\n" + "".join(
+        f"{i}\t{task.format_prediction(p)}\n" for i, p in zip(ids, preds)))
+
+
+def read_predictions(path, task) -> np.ndarray:
+    """A prediction file (`index\\tprediction` with a header) -> predictions in the task's ids."""
+    with open(path, encoding="utf-8") as f:
+        rows = [line.rstrip("\n").split("\t") for line in f][1:]
+    return np.asarray([task.parse_prediction(r[1]) for r in rows if r and r[0] != ""])
+
+
+def analysis(trainer, written: dict[str, str]) -> dict[str, float]:
+    """Print the validation score(s) of the best evaluation and the metrics of every labelled test
+    split's prediction file (`written`: split -> path) against its labels. -> {key: score}."""
+    task = trainer.task
+    best = trainer.best_record()
+    lines, out = [], {}
+    for split, prefix in list(trainer.eval_prefixes().items())[1:]:
+        title = "Valid" if prefix == "va" else split
+        for m in task.metrics:
+            key = f"{prefix}_{METRIC_KEYS[m]}"
+            lines.append((f"{task.display} {title} {METRIC_TITLES[m]}:", best[key]))
+            out[f"valid_{METRIC_KEYS[m]}" if prefix == "va" else key] = best[key]
+    for split in task.test_splits:
+        y = trainer.data[split].labels
+        if y is None:
+            continue
+        preds = read_predictions(written[split], task)
+        if len(preds) != len(y):
+            raise ValueError(f"{written[split]}: {len(preds)} predictions for {len(y)} examples")
+        title = "Test" if split == "test" else split
+        for m, v in compute_metrics(task.metrics, y, preds).items():
+            lines.append((f"{task.display} {title} {METRIC_TITLES[m]}:", v))
+            out[f"{'test' if split == 'test' else split}_{METRIC_KEYS[m]}"] = v
+    width = max(len(label) for label, _ in lines)
+    for label, v in lines:
+        print(f"{label.ljust(width)} {v:.2f}")
+    return out
