@@ -27,7 +27,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cli import Parser, int_at_least
 
 DATASETS = ("sst-2", "cola", "race", "dprd")
 DEFAULT_SPLIT = {"sst-2": "dev", "cola": "dev", "race": "dev", "dprd": "test"}
@@ -294,56 +293,83 @@ def write_records(path, records: list[dict]) -> list[dict]:
 
 
 # --------------------------------------------------------------------------------------------- CLI
-def build_parser() -> Parser:
+def _options():
+    from .cli import Choice, Int, Option, Text
+    from .options import OPTIONS
+
+    path = Text("a path")
+    return (
+        ("model", (
+            Option("model_dir", path, None, "a pretrained folder: the release's model/, a Hugging Face openai-gpt "
+                   "folder or a gpt1_fast.pretrain --out folder"),
+            Option("checkpoints", path, None, "a gpt1_fast.pretrain --out folder: score every "
+                   "checkpoints/step_*.pt (one JSON line each)", metavar="RUN"))),
+        ("data", (
+            Option("dataset", Choice(DATASETS), None, "the heuristic and its dataset", required=True),
+            Option("data_dir", path, None, "the dataset's folder (GLUE SST-2/ or CoLA/, RACE/, or DPRD's "
+                   "train.c.txt/test.c.txt)", required=True),
+            Option("split", Text("a split name"), None, "the split scored (default: dev; dprd: test)"),
+            Option("limit", Int(1), None, "score the first N examples of each split"))),
+        ("output", (
+            Option("out", path, None, "JSONL of scores (default with --checkpoints: RUN/zeroshot.jsonl)"),
+            Option("plot", path, None, "draw Figure 2 (right) from --out's records", metavar="PNG"),
+            Option("best", Text("DATASET=SCORE"), None, "the score that normalises a dataset's curve to 1 "
+                   "(repeatable; needed by --plot)", append=True, metavar="DATASET=SCORE"))),
+        ("hardware", (Option("batch_size", Int(1), 16, "examples per forward"), OPTIONS["device"],
+                      OPTIONS["backend"])),
+    )
+
+
+def build_parser():
+    from .cli import Parser, add_option
+
     p = Parser(prog="python -m gpt1_fast.zeroshot", description=__doc__,
                formatter_class=argparse.RawDescriptionHelpFormatter)
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--model_dir", help="a pretrained folder: the release's model/, a Hugging Face openai-gpt "
-                                         "folder or a gpt1_fast.pretrain --out folder")
-    src.add_argument("--checkpoints", metavar="RUN", help="a gpt1_fast.pretrain --out folder: score every "
-                                                          "checkpoints/step_*.pt (one JSON line each)")
-    p.add_argument("--dataset", required=True, choices=DATASETS)
-    p.add_argument("--data_dir", required=True, help="the dataset's folder (GLUE SST-2/ or CoLA/, RACE/, or DPRD's "
-                                                     "train.c.txt/test.c.txt)")
-    p.add_argument("--split", default=None, help="the split scored (default dev; dprd: test)")
-    p.add_argument("--limit", type=int_at_least(1), default=None, help="score the first N examples of each split")
-    p.add_argument("--batch_size", type=int_at_least(1), default=16, help="examples per forward (default 16)")
-    p.add_argument("--out", default=None, help="JSONL of scores (default with --checkpoints: RUN/zeroshot.jsonl)")
-    p.add_argument("--plot", default=None, metavar="PNG", help="draw Figure 2 (right) from --out's records")
-    p.add_argument("--best", action="append", default=[], metavar="DATASET=SCORE",
-                   help="the score that normalises a dataset's curve to 1 (repeatable; needed by --plot)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default cuda when available)")
-    p.add_argument("--backend", default="auto", choices=["torch", "triton", "auto"])
+    for title, options in _options():
+        g = p.add_argument_group(title)
+        for opt in options:
+            add_option(g, opt, opt.default)
     return p
 
 
-def _best(p, items) -> dict[str, float]:
+def _best(items) -> dict[str, float]:
+    from .errors import UsageError
+
     best = {}
     for item in items:
         name, _, value = item.partition("=")
         try:
             best[name] = float(value)
         except ValueError:
-            p.error(f"argument --best: expected DATASET=SCORE, got {item!r}")
+            raise UsageError(f"--best: expected DATASET=SCORE, got {item!r}") from None
         if name not in DATASETS:
-            p.error(f"argument --best: expected a dataset of {', '.join(DATASETS)}, got {name!r}")
+            raise UsageError(f"--best: expected a dataset of {', '.join(DATASETS)}, got {name!r}")
     return best
 
 
-def main(argv=None) -> list[dict]:
+def _check(args):
+    """-> (split, out, best, device) once every option is checked (UsageError otherwise)."""
     from .cli import check_backend, check_device
+    from .errors import UsageError
+
+    if (args.model_dir is None) == (args.checkpoints is None):
+        raise UsageError("pass one of --model_dir (a model) and --checkpoints (a pretraining run's checkpoints)")
+    best = _best(args.best)
+    out = args.out or (str(Path(args.checkpoints) / "zeroshot.jsonl") if args.checkpoints else None)
+    if args.plot and not (out and args.dataset in best):
+        raise UsageError("--plot needs --out (or --checkpoints) and a --best for every dataset it draws")
+    device = check_device(args.device)
+    check_backend(args.backend, device)
+    return args.split or DEFAULT_SPLIT[args.dataset], out, best, device
+
+
+def main(argv=None) -> list[dict]:
     from .errors import CheckpointError, DataError, ResumeError, UsageError
 
     p = build_parser()
     args = p.parse_args(argv)
-    best = _best(p, args.best)
-    split = args.split or DEFAULT_SPLIT[args.dataset]
-    out = args.out or (str(Path(args.checkpoints) / "zeroshot.jsonl") if args.checkpoints else None)
-    if args.plot and not (out and set(best) >= {args.dataset}):
-        p.error("--plot needs --out (or --checkpoints) and a --best for every dataset it draws")
-    device = check_device(p, args.device)
-    check_backend(p, args.backend, device)
     try:
+        split, out, best, device = _check(args)
         data = read_data(args.dataset, args.data_dir, split, args.limit)
         records = _run(args, data, split, device, out)
         if args.plot:
