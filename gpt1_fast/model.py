@@ -12,12 +12,12 @@ of the table; both are allowed by the spec).
 from __future__ import annotations
 
 import collections.abc
-import copy
+
 import torch
 import torch.nn as nn
 import torch.utils.checkpoint
 
-from . import ops
+from . import ops, reference
 from .config import DEFAULT_CONFIG, GPTConfig  # noqa: F401  (DEFAULT_CONFIG re-exported)
 from .kv_cache import KVCache, LayerCache
 from .weights import load_openai_pretrained_model  # noqa: F401  (the seed's `from model import ...`)
@@ -134,8 +134,9 @@ class TransformerModel(nn.Module):
         self.vocab, self.n_ctx, self.n_embd = vocab, n_ctx, cfg.n_embd
         self.embed = nn.Embedding(vocab, cfg.n_embd)
         self.drop = nn.Dropout(cfg.embd_pdrop)
-        block = Block(n_ctx, cfg, scale=True)
-        self.h = nn.ModuleList([copy.deepcopy(block) for _ in range(cfg.n_layer)])
+        # every block drawn on its own (N(0, 0.02) weights, 0 biases, LayerNorm 1/0), as the paper and the
+        # TF release; the PyTorch port deep-copied one block, so its layers started identical
+        self.h = nn.ModuleList([Block(n_ctx, cfg, scale=True) for _ in range(cfg.n_layer)])
         self.activation_checkpointing = cfg.activation_checkpointing
         self.backend = cfg.backend
         nn.init.normal_(self.embed.weight, std=0.02)
@@ -303,24 +304,17 @@ class ScoreHead(ClfHead):
         return super().forward(h, x).view(-1)
 
 
-class SimilarityHead(nn.Module):
+class SimilarityHead(ClfHead):
     """Similarity head: x is [B, 2, T, 2] (both orderings); their classify states are summed -> linear
     C -> n_class. n_class 1 (the seed's head): one score per pair, [B] (STS-B's regression)."""
 
     def __init__(self, clf_token: int, cfg: GPTConfig, n_class: int = 1):
-        super().__init__()
-        self.n_embd = cfg.n_embd
-        self.clf_token = clf_token
+        super().__init__(clf_token, cfg, n_class)
         self.n_class = n_class
-        self.dropout = nn.Dropout(cfg.clf_pdrop)
-        self.linear = nn.Linear(cfg.n_embd, n_class)
-        nn.init.normal_(self.linear.weight, std=0.02)
-        nn.init.zeros_(self.linear.bias)
 
     def forward(self, h, x):
         sim_h = _clf_states(h, x, self.clf_token, self.n_embd).view(-1, x.size(1), self.n_embd)
-        sim_h = self.dropout(sim_h).sum(dim=1)
-        out = self.linear(sim_h)
+        out = self.linear(self.dropout(sim_h).sum(dim=1))
         return out.view(-1) if self.n_class == 1 else out
 
 
@@ -383,9 +377,11 @@ class DoubleHeadModel(nn.Module):
     `task_losses`, the per-sequence `lm_losses` (None when lm_coef is 0) and the `task_logits`.
 
     task_head_type: 'multiple_choice', 'similarity' (one score per pair: regression, squared error),
-    ('similarity', n_class), 'inference' (3 classes), ('classification', n_class), or 'regression'
-    (one score per text, squared error); the heads but the two regression ones are trained with
-    cross-entropy.
+    ('similarity', n_class), ('similarity_soft_labels', n_class) (a score y in [0, n_class - 1] as a
+    distribution over the classes 0..n_class-1, the TF release's STS-B: labels are the scores, the
+    task outputs logits over the classes), 'inference' (3 classes), ('classification', n_class), or
+    'regression' (one score per text, squared error); the heads but the two regression ones are
+    trained with cross-entropy (soft labels: against the distribution).
     """
 
     def __init__(self, cfg: GPTConfig, clf_token: int, task_head_type, vocab: int = 40990, n_ctx: int = 512,
@@ -395,12 +391,11 @@ class DoubleHeadModel(nn.Module):
         self.lm_head = LMHead(self.transformer, cfg)
         self.lm_coef = lm_coef
         self.regression = task_head_type in ("similarity", "regression")
+        self.soft_labels = _pair(task_head_type, "similarity_soft_labels")  # n_class of the score's classes
         if task_head_type == "multiple_choice":
             self.task_head = MultipleChoiceHead(clf_token, cfg)
-        elif task_head_type == "similarity":
-            self.task_head = SimilarityHead(clf_token, cfg)
-        elif _pair(task_head_type, "similarity"):
-            self.task_head = SimilarityHead(clf_token, cfg, _pair(task_head_type, "similarity"))
+        elif task_head_type == "similarity" or _pair(task_head_type, "similarity") or self.soft_labels:
+            self.task_head = SimilarityHead(clf_token, cfg, _pair(task_head_type, "similarity") or self.soft_labels or 1)
         elif task_head_type == "regression":  # one score per text
             self.task_head = ScoreHead(clf_token, cfg)
         elif task_head_type == "inference":  # entailment, contradiction, neutral
@@ -409,7 +404,8 @@ class DoubleHeadModel(nn.Module):
             self.task_head = ClfHead(clf_token, cfg, _pair(task_head_type, "classification"))
         else:
             raise ValueError("task_head_type should be 'multiple_choice', 'similarity', ('similarity', n_class), "
-                             f"'inference', ('classification', n_class) or 'regression', got {task_head_type!r}")
+                             "('similarity_soft_labels', n_class), 'inference', ('classification', n_class) or "
+                             f"'regression', got {task_head_type!r}")
 
     def forward(self, x, mask=None, labels=None):
         h = self.transformer(x)
@@ -427,6 +423,8 @@ class DoubleHeadModel(nn.Module):
         """Per-example task loss: squared error for the regression head, else cross-entropy."""
         if self.regression:
             return (task_logits.float() - labels.float()).pow(2)
+        if self.soft_labels:
+            return reference.soft_cross_entropy(task_logits, reference.soft_labels(labels.float(), self.soft_labels))
         return ops.cross_entropy(task_logits, labels)
 
     def task_logits(self, x):

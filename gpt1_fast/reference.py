@@ -73,3 +73,21 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: floa
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Per-row cross-entropy (reduction 'none'), in float32 whatever the logits' dtype."""
     return F.cross_entropy(logits.float(), targets, reduction="none")
+
+
+def soft_labels(y: torch.Tensor, n_class: int) -> torch.Tensor:
+    """Scores y in [0, n_class - 1] -> [..., n_class] distributions over the classes 0..n_class-1 (Tai,
+    Socher & Manning 2015; the TF release's `stsb_label_encoding`, its STS-B targets): mass
+    y - floor(y) on class floor(y) + 1 and floor(y) - y + 1 on class floor(y); the top score all on
+    the last class."""
+    lo = y.floor().clamp(0, n_class - 1)
+    frac = (y - lo).unsqueeze(-1)
+    out = torch.zeros(*y.shape, n_class, dtype=y.dtype, device=y.device)
+    out.scatter_(-1, lo.long().unsqueeze(-1), 1 - frac)
+    return out.scatter_add(-1, (lo.long() + 1).clamp(max=n_class - 1).unsqueeze(-1), frac)
+
+
+def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-row cross-entropy against a target distribution, -sum_k target_k log softmax(logits)_k, in
+    float32 whatever the logits' dtype."""
+    return -(target.float() * torch.log_softmax(logits.float(), dim=-1)).sum(-1)

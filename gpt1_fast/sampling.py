@@ -56,15 +56,23 @@ def filter_top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
     return logits.scatter(-1, idx, sorted_logits.masked_fill(drop, float("-inf")))
 
 
-def next_tokens(logits, *, temperature=1.0, top_k=0, top_p=1.0, greedy=False, generator=None) -> torch.Tensor:
-    """[B, vocab] logits -> [B] token ids."""
-    if greedy:
-        return logits.argmax(-1)
+def sampling_logits(logits, *, temperature=1.0, top_k=0, top_p=1.0) -> torch.Tensor:
+    """The logits sampled from, in this order (as Hugging Face's samplers): divided by the temperature,
+    then restricted to the top_k, then to the top_p nucleus of what is left (-inf elsewhere). The order
+    matters: the temperature reshapes the distribution whose mass top_p counts."""
     logits = logits.float() / temperature
     if top_k:
         logits = filter_top_k(logits, top_k)
     if top_p < 1.0:
         logits = filter_top_p(logits, top_p)
+    return logits
+
+
+def next_tokens(logits, *, temperature=1.0, top_k=0, top_p=1.0, greedy=False, generator=None) -> torch.Tensor:
+    """[B, vocab] logits -> [B] token ids."""
+    if greedy:
+        return logits.argmax(-1)
+    logits = sampling_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p)
     return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
 
 

@@ -32,14 +32,14 @@ SUBJECTS = ("the movie", "a story", "this film", "the plot", "an actor", "the mu
 VERBS = ("is playing", "is reading", "is watching", "is eating", "is holding", "is painting")
 OBJECTS = ("a guitar", "the book", "a ball", "the bread", "a flower", "the picture", "a letter")
 NLI_MARKERS = {"entailment": "indeed", "contradiction": "never", "neutral": "perhaps",
-               "not_entailment": "never", "entails": "indeed"}
+               "not_entailment": "never", "entails": "indeed", "1": "indeed", "0": "never"}  # WNLI: 1 entails
 NUMBERS = ("zero", "one", "two", "three", "four", "five")
 COLOURS = ("red", "blue", "green", "yellow", "white", "black")
 ANIMALS = ("dog", "cat", "horse", "bird", "fish", "mouse")
 
 GLUE_DIRS = {"sst-2": "SST-2", "cola": "CoLA", "mnli": "MNLI", "qnli": "QNLI", "rte": "RTE", "qqp": "QQP",
              "mrpc": "MRPC", "sts-b": "STS-B", "snli": "snli_1.0", "scitail": "SciTailV1.1/tsv_format",
-             "race": "RACE", "race-m": "RACE", "race-h": "RACE"}
+             "race": "RACE", "race-m": "RACE", "race-h": "RACE", "wnli": "WNLI"}
 
 
 # ------------------------------------------------------------------------------------------ sentences
@@ -112,9 +112,8 @@ def _mnli(folder, split, rng, n, test):
     _tsv(folder / f"{split}.tsv", head, rows)
 
 
-def _two_class_nli(columns):
+def _two_class_nli(columns, names=("entailment", "not_entailment")):
     def write(folder, split, rng, n, test):
-        names = ("entailment", "not_entailment")
         labels = [names[y] for y in _labels(rng, names, n)] if not test else [rng.choice(names) for _ in range(n)]
         rows = [[i, _premise(rng), _hypothesis(rng, y)] + ([] if test else [y]) for i, y in enumerate(labels)]
         _tsv(folder / f"{split}.tsv", ["index", *columns] + ([] if test else ["label"]), rows)
@@ -204,10 +203,22 @@ def _rocstories(folder, split, rng, n, test):
 
 _WRITERS = {"rocstories": _rocstories, "sst-2": _sst2, "cola": _cola, "mnli": _mnli, "qnli": _two_class_nli(["question", "sentence"]),
             "rte": _two_class_nli(["sentence1", "sentence2"]), "qqp": _qqp, "mrpc": _mrpc, "sts-b": _stsb,
-            "snli": _snli, "scitail": _scitail, "race": _race, "race-m": _race, "race-h": _race}
+            "snli": _snli, "scitail": _scitail, "race": _race, "race-m": _race, "race-h": _race,
+            "wnli": _two_class_nli(["sentence1", "sentence2"], ("0", "1"))}
 _SPLITS = {"mnli": ("train", "dev_matched", "dev_mismatched", "test_matched", "test_mismatched"),
            "rocstories": ("train", "test")}
 _LABELLED_TEST = {"rocstories", "snli", "scitail", "race", "race-m", "race-h"}  # their test files carry labels
+
+
+class WordEncoder:
+    """A text encoder for tests: one id per whitespace-separated word (no spaCy, no BPE)."""
+    n_vocab = 1000
+
+    def __init__(self):
+        self.table = {}
+
+    def encode(self, texts, verbose=False):
+        return [[self.table.setdefault(w, len(self.table) + 1) for w in t.split()] for t in texts]
 
 
 def write_fixture(name, folder, n_rows, seed, n_eval=None) -> Path:

@@ -16,7 +16,7 @@ VOCAB = N_VOCAB + N_SPECIAL + N_CTX
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "openai-gpt"
 
 
-def lm(n_ctx=N_CTX, seed=0, backend="torch"):
+def lm(n_ctx=N_CTX, seed=2, backend="torch"):
     torch.manual_seed(seed)
     cfg = GPTConfig(n_embd=32, n_head=4, n_layer=2, embd_pdrop=0, attn_pdrop=0, resid_pdrop=0, backend=backend)
     m = LMModel(cfg, vocab=N_VOCAB + N_SPECIAL + n_ctx, n_ctx=n_ctx).eval()

@@ -67,6 +67,6 @@ def test_each_dataset_reports_the_papers_metrics():
         "rocstories": ("accuracy",), "snli": ("accuracy",), "mnli": ("accuracy",), "qnli": ("accuracy",), "rte": ("accuracy",),
         "scitail": ("accuracy",), "qqp": ("f1", "accuracy"), "mrpc": ("f1", "accuracy"),
         "sts-b": ("pearson", "spearman"), "sst-2": ("accuracy",), "cola": ("mcc",),
-        "race": ("accuracy",), "race-m": ("accuracy",), "race-h": ("accuracy",)}
+        "race": ("accuracy",), "race-m": ("accuracy",), "race-h": ("accuracy",), "wnli": ("accuracy",)}
     assert DATASETS["mnli"].eval_splits == ("dev_matched", "dev_mismatched")
     assert all(set(s.metrics) <= set(METRICS) for s in DATASETS.values())

@@ -269,8 +269,9 @@ def test_race_articles_questions_and_levels(tmp_path):
     s = read_split("race", tmp_path, "dev")
     assert s.ids == ["middle2.txt-0", "middle10.txt-0", "middle10.txt-1", "high1.txt-0"]  # natural file order
     assert s.labels.tolist() == [3, 2, 0, 1]
-    assert s.fields["context"][1] == "Tom bought a book on Monday. What did Tom buy?"  # article + question
-    assert s.fields["article"][2] == "Tom bought a book on Monday." and s.fields["question"][2] == "When did he buy it _ ."
+    assert s.fields["context"][1] == "Tom bought a book on Monday." and s.fields["question"][1] == "What did Tom buy?"
+    assert s.fields["context"][2] == "Tom bought a book on Monday." and s.fields["question"][2] == "When did he buy it _ ."
+    assert s.groups == {"middle": [0, 1, 2], "high": [3]}  # each question keeps its level
     assert s.fields["choices"][2] == opts[1]
     m = read_split("race-m", tmp_path, "dev")
     h = read_split("race-h", tmp_path, "dev")
@@ -327,7 +328,8 @@ def test_specs_and_describe():
     assert families == {"rocstories": "multiple_choice", "snli": "entailment", "mnli": "entailment", "qnli": "entailment", "rte": "entailment",
                         "scitail": "entailment", "qqp": "similarity", "mrpc": "similarity",
                         "sts-b": "similarity", "sst-2": "classification", "cola": "classification",
-                        "race": "multiple_choice", "race-m": "multiple_choice", "race-h": "multiple_choice"}
+                        "race": "multiple_choice", "race-m": "multiple_choice", "race-h": "multiple_choice",
+                        "wnli": "entailment"}
     for spec in DATASETS.values():
         line = describe(spec)
         assert line.startswith(spec.name + ":") and "\n" not in line
@@ -353,7 +355,7 @@ def _rule(name, split):
     if name == "rocstories":  # the right ending is the one that follows the story's turn (gpt1_fast.synthetic)
         return [_right_ending(story, choices) for story, choices in zip(split.fields["context"], split.fields["choices"])]
     return [next(i for i, o in enumerate(c) if o in a.split()) for c, a in
-            zip(split.fields["choices"], split.fields["article"])]
+            zip(split.fields["choices"], split.fields["context"])]
 
 
 def _matches(text, templates):

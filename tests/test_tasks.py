@@ -50,10 +50,10 @@ def test_similarity_transform_has_both_orders():
 def test_multiple_choice_transform():
     got = multiple_choice.transform({"context": [[1, 2, 3]], "choices": [[[4], [5, 6]]]}, LAYOUT)
     assert got == [[[S, 1, 2, 3, D, 4, C], [S, 1, 2, 3, D, 5, 6, C]]]
-    # RACE: a long context keeps its end (the question), as much as fits beside each answer
+    # RACE: a long context keeps its end, as much as fits beside the longest answer: one window for all
     ctx = [1, 2, 3, 4, 5, 6, 7, 8, 9]
     got = multiple_choice.transform({"context": [ctx], "choices": [[[4, 5], [6]]]}, LAYOUT.with_n_ctx(10))
-    assert got == [[[S, 5, 6, 7, 8, 9, D, 4, 5, C], [S, 4, 5, 6, 7, 8, 9, D, 6, C]]]
+    assert got == [[[S, 5, 6, 7, 8, 9, D, 4, 5, C], [S, 5, 6, 7, 8, 9, D, 6, C]]]
     # ROCStories (the original): story and ending each cut to their first n_ctx // 2 - 2 tokens
     got = multiple_choice.transform({"context": [ctx], "choices": [[[4, 5, 6, 7, 8]]]}, LAYOUT.with_n_ctx(10),
                                     keep_context_end=False)
@@ -319,9 +319,9 @@ def test_dataset_encoded_once_and_choices_regrouped(tmp_path):
     ex = first.splits["dev"]
     ids = lambda s: [enc.table[w] for w in s.split()]  # noqa: E731
     assert ex.tokens.shape[1] == 4 and ex.ids == split.ids
-    for i, (context, answers) in enumerate(zip(split.fields["context"], split.fields["choices"])):
+    for i, (context, question, answers) in enumerate(zip(*(split.fields[k] for k in ("context", "question", "choices")))):
         for k, answer in enumerate(answers):
-            want = [L.start] + ids(context) + [L.delimiter] + ids(answer) + [L.clf]
+            want = [L.start] + ids(context) + ids(question) + [L.delimiter] + ids(answer) + [L.clf]
             assert ex.tokens[i, k, :ex.lengths[i, k]].tolist() == want
 
 

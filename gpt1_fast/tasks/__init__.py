@@ -21,10 +21,13 @@ def task_names() -> list[str]:
     return ["rocstories"] + sorted(n for n in DATASETS if n != "rocstories")
 
 
-def get_task(name: str) -> Task:
+def get_task(name: str, objective: str | None = None, diagnostic=None) -> Task:
+    """objective: STS-B's, "soft_labels" (default, the TF release's) or "regression"; diagnostic: MNLI's
+    extra test split, GLUE's diagnostic.tsv (its predictions: AX.tsv). Either raises ValueError on
+    another dataset."""
     if name not in DATASETS:
         raise KeyError(f"unknown dataset {name!r}; expected one of {task_names()}")
-    return DatasetTask(DATASETS[name])
+    return DatasetTask(DATASETS[name], objective=objective, diagnostic=diagnostic)
 
 
 def describe() -> str:

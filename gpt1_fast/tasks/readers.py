@@ -15,7 +15,13 @@ processors and published samples of each file):
   dropped, as the format defines.
 - SciTail `tsv_format`: no header, `premise  hypothesis  label`, labels `entails`/`neutral`.
 - RACE: one JSON file per article under `{train,dev,test}/{middle,high}/*.txt`, holding
-  `article`, `questions`, `options` (4 per question), `answers` (A-D) and `id`.
+  `article`, `questions`, `options` (4 per question), `answers` (A-D) and `id`; each question keeps
+  its level (`Split.groups`: the rows of "middle" and of "high").
+- GLUE's diagnostic set (AX, `diagnostic.tsv`): `index  sentence1  sentence2`, no labels; scored by
+  an MNLI model (`DIAGNOSTIC`, read as MNLI's split "test_ax").
+- DPRD (Rahman & Ng 2012, `train.c.txt` / `test.c.txt`): examples of four lines, sentence, pronoun,
+  the two candidates separated by a comma, the right candidate, each followed by a blank line
+  (`read_dprd`; zero-shot only, not a fine-tuning dataset).
 - Story Cloze Test 2016 CSVs (rocstories, the release's task; tasks.rocstories reads them): the val
   file is "train", the test file "test"; "valid" is held out of "train" (`DatasetSpec.held_out`).
 
@@ -42,10 +48,11 @@ __all__ = ["Split", "DatasetSpec", "DATASETS", "DataError", "read_split", "descr
 @dataclass
 class Split:
     fields: dict[str, list]  # classification {"text"}; entailment {"premise", "hypothesis"};
-    # similarity {"text_a", "text_b"}; multiple_choice {"context", "choices"} (+ "article", "question" for RACE)
+    # similarity {"text_a", "text_b"}; multiple_choice {"context", "choices"} (RACE: context = the article, + "question")
     labels: np.ndarray | None  # int64 class ids (float32 for STS-B); None for unlabelled test files
     ids: list[str]  # the row id a submission writes (GLUE `index` column, RACE `<id>-<question>`)
     notes: list[str] = field(default_factory=list)  # rows the format drops, counted ("file: N rows ...")
+    groups: dict[str, list[int]] = field(default_factory=dict)  # named subsets of the rows (RACE: its levels)
 
     def __len__(self):
         return len(self.ids)
@@ -66,6 +73,8 @@ class DatasetSpec:
     label_column: str | None = None  # GLUE: header name of the label (absent from test files)
     levels: tuple[str, ...] = ()  # RACE: the subfolders read ("middle", "high")
     folder: str = ""  # the public folder name, for --help ("SST-2", "RACE", ...)
+    score_range: tuple[float, float] | None = None  # a score's range (STS-B 0-5), when label_names is None
+    majority_test: bool = False  # the submission predicts the training set's majority class (WNLI)
     source: str = ""  # where the public files are: said when one is missing
     held_out: str | None = None  # a split of --n_valid rows carved out of "train" (rocstories' "valid",
     # drawn as the original drew it: rocstories.split_indices)
@@ -83,9 +92,9 @@ _GLUE_SPLITS = {"train": "train.tsv", "dev": "dev.tsv", "test": "test.tsv"}
 
 
 def _glue(name, folder, family, columns, label_column, label_names, metrics, splits=_GLUE_SPLITS,
-          eval_splits=("dev",)):
+          eval_splits=("dev",), **kw):
     return DatasetSpec(name, family, label_names, dict(splits), eval_splits, metrics, columns=columns,
-                       label_column=label_column, folder=folder)
+                       label_column=label_column, folder=folder, **kw)
 
 
 def _race(name, levels):
@@ -111,6 +120,9 @@ DATASETS: dict[str, DatasetSpec] = {s.name: s for s in [
           ("entailment", "not_entailment"), ("accuracy",)),
     _glue("rte", "RTE", "entailment", (("premise", "sentence1"), ("hypothesis", "sentence2")), "label",
           ("entailment", "not_entailment"), ("accuracy",)),
+    # WNLI: GLUE's baselines submit the training set's majority class (its dev and test sets are adversarial)
+    _glue("wnli", "WNLI", "entailment", (("premise", "sentence1"), ("hypothesis", "sentence2")), "label",
+          _BIN, ("accuracy",), majority_test=True),
     DatasetSpec("scitail", "entailment", ("entails", "neutral"),
                 {s: f"scitail_1.0_{s}.tsv" for s in ("train", "dev", "test")}, ("dev",), ("accuracy",),
                 format="scitail", folder="SciTailV1.1/tsv_format"),
@@ -120,7 +132,7 @@ DATASETS: dict[str, DatasetSpec] = {s.name: s for s in [
     _glue("mrpc", "MRPC", "similarity", (("text_a", "#1 String"), ("text_b", "#2 String")), "Quality",
           _BIN, ("f1", "accuracy")),
     _glue("sts-b", "STS-B", "similarity", (("text_a", "sentence1"), ("text_b", "sentence2")), "score",
-          None, ("pearson", "spearman")),
+          None, ("pearson", "spearman"), score_range=(0.0, 5.0)),
     # classification
     _glue("sst-2", "SST-2", "classification", (("text", "sentence"),), "label", _BIN, ("accuracy",)),
     DatasetSpec("cola", "classification", _BIN, dict(_GLUE_SPLITS), ("dev",), ("mcc",), format="cola",
@@ -131,9 +143,12 @@ DATASETS: dict[str, DatasetSpec] = {s.name: s for s in [
     _race("race-h", ("high",)),
 ]}
 
+# GLUE's diagnostic set: the MNLI model's test split "test_ax" (file AX.tsv of a submission)
+DIAGNOSTIC = DatasetSpec("ax", "entailment", _NLI3, {"test_ax": "diagnostic.tsv"}, (), ("accuracy",),
+                         columns=DATASETS["mnli"].columns, folder="diagnostic")
+
 _ID_COLUMNS = ("index", "id")  # GLUE test files: QQP calls it `id`, the others `index`
 _COLA_COLUMNS = 4  # source, label, original_label (the author's "*"), sentence
-_STSB_RANGE = (0.0, 5.0)
 
 
 def get_spec(spec_or_name) -> DatasetSpec:
@@ -202,7 +217,7 @@ def _label_id(spec, value, where):
             score = float(value)
         except ValueError:
             score = float("nan")
-        lo, hi = _STSB_RANGE
+        lo, hi = spec.score_range
         if not lo <= score <= hi:
             raise DataError(f"{where}: expected a score between {lo:g} and {hi:g}, found {value!r}")
         return score
@@ -350,24 +365,76 @@ def _race_article(spec, path):
 
 
 def _read_race(spec, path, split):
-    fields = {"context": [], "choices": [], "article": [], "question": []}
-    labels, ids = [], []
+    fields = {"context": [], "question": [], "choices": []}  # the paper: context = article + question
+    labels, ids, groups = [], [], {}
     for level in spec.levels:
         folder = path / level
         if not folder.is_dir():
             raise DataError(f"{folder}: not found; expected {describe(spec)}")
+        groups[level] = []
         for file in sorted(folder.glob("*.txt"), key=_natural_key):
             for qid, article, question, options, label in _race_article(spec, file):
-                fields["context"].append(f"{article} {question}")  # the paper: context = article + question
-                fields["article"].append(article)
+                groups[level].append(len(ids))
+                fields["context"].append(article)
                 fields["question"].append(question)
                 fields["choices"].append(options)
                 labels.append(label)
                 ids.append(qid)
-    return _nonempty(spec, path, fields, ids, labels)
+    split = _nonempty(spec, path, fields, ids, labels)
+    split.groups = groups
+    return split
 
 
 def _read_rocstories(spec, path, split):
     s = rocstories.read_csv(path)
     return Split({"context": s.stories, "choices": [list(c) for c in zip(s.endings1, s.endings2)]}, s.labels,
                  [str(i) for i in range(len(s.labels))])
+
+
+# ----------------------------------------------------------------------------------- zero-shot only
+DPRD_FILES = {"train": "train.c.txt", "test": "test.c.txt"}  # Rahman & Ng 2012, as distributed
+
+
+def read_dprd(path) -> Split:
+    """The Definite Pronoun Resolution Dataset: blocks of 4 lines (sentence, pronoun, `a,b`, the right
+    one) separated by blank lines. The pronoun resolved is its first occurrence as a word (any case);
+    fields "before" and "after" are the sentence around it, "candidates" the two; label: the right one."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: not found; expected DPRD's {' or '.join(DPRD_FILES.values())}")
+    blocks, block = [], []
+    for n, text in _lines(path):
+        if text.strip():
+            block.append((n, text.strip()))
+        elif block:
+            blocks.append(block)
+            block = []
+    blocks += [block] if block else []
+    fields = {"before": [], "after": [], "candidates": []}
+    labels = []
+    for block in blocks:
+        (n, sentence), (n_pron, pronoun), (n_cand, cands), (n_ans, answer) = _dprd_lines(path, block)
+        candidates = [c.strip() for c in cands.split(",")]
+        if len(candidates) != 2 or not all(candidates):
+            raise DataError(f"{path}:{n_cand}: expected two candidates separated by a comma, found {cands!r}")
+        if answer not in candidates:
+            raise DataError(f"{path}:{n_ans}: expected one of the candidates {candidates[0]!r} or "
+                            f"{candidates[1]!r}, found {answer!r}")
+        m = re.search(rf"(?<!\w){re.escape(pronoun)}(?!\w)", sentence, flags=re.IGNORECASE)
+        if m is None:
+            raise DataError(f"{path}:{n_pron}: expected a pronoun that is a word of the sentence on line {n}, "
+                            f"found {pronoun!r}")
+        fields["before"].append(sentence[:m.start()])
+        fields["after"].append(sentence[m.end():])
+        fields["candidates"].append(candidates)
+        labels.append(candidates.index(answer))
+    if not labels:
+        raise DataError(f"{path}: expected at least one example, found none")
+    return Split(fields, np.asarray(labels, dtype=np.int64), [str(i) for i in range(len(labels))])
+
+
+def _dprd_lines(path, block):
+    if len(block) != 4:
+        raise DataError(f"{path}:{block[0][0]}: expected an example of 4 lines (sentence, pronoun, candidates, "
+                        f"answer) then a blank line, found {len(block)} lines")
+    return block

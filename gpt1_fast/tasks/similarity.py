@@ -1,9 +1,15 @@
 """Similarity (QQP, MRPC, STS-B): no inherent order, so both orders `start a delim b extract` and
 `start b delim a extract`; their classify states are added before the linear head (SimilarityHead).
-QQP and MRPC: two classes, cross-entropy. STS-B: one score (regression on 0-5), squared error."""
+QQP and MRPC: two classes, cross-entropy. STS-B, a score on 0-5, by one of two objectives:
+- "soft_labels" (the default, the TF release's): the score y as a distribution over the 6 classes
+  0..5 (mass y - floor(y) on floor(y) + 1, the rest on floor(y); gpt1_fast.reference.soft_labels),
+  a 6-way head trained by cross-entropy against it, the prediction its expected class sum_k p_k k;
+- "regression": one output, squared error, the prediction the output itself.
+Either prediction is clipped to the score's range."""
 from __future__ import annotations
 
 FIELDS = ("text_a", "text_b")
+OBJECTIVES = ("soft_labels", "regression")  # a score's training objective; the first is the default
 
 
 def transform(fields: dict[str, list[list[int]]], layout) -> list[list[list[int]]]:
@@ -14,5 +20,16 @@ def transform(fields: dict[str, list[list[int]]], layout) -> list[list[list[int]
             for a, b in zip(fields["text_a"], fields["text_b"])]
 
 
-def head_type(spec):
-    return "similarity" if spec.label_names is None else ("similarity", len(spec.label_names))
+def head_type(spec, objective: str = OBJECTIVES[0]):
+    """Classes: ('similarity', n). A score on 0..n-1: ('similarity_soft_labels', n), or 'similarity'
+    (one output) for the regression objective."""
+    if spec.label_names is not None:
+        return ("similarity", len(spec.label_names))
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
+    if objective == "regression":
+        return "similarity"
+    lo, hi = spec.score_range
+    if lo != 0 or hi != int(hi):
+        raise ValueError(f"soft labels need scores on 0..n (classes 0, 1, ..., n), {spec.name}'s are on {lo:g}-{hi:g}")
+    return ("similarity_soft_labels", int(hi) + 1)

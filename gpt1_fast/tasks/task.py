@@ -3,7 +3,8 @@ metrics, its predictions and its submission files. `DatasetTask` wraps a Dataset
 (every dataset, the release's ROCStories included); `FAMILIES` is the one table of task families."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import numpy as np
 from ..layout import PAPER_SPECIALS, EmbeddingLayout
 from . import classification, entailment, multiple_choice, readers, similarity
 from .cache import encode_texts
-from .common import Encoded, longest
+from .common import Encoded, compute_metrics, longest
 from .rocstories import split_indices
 
 FAMILIES = {"classification": classification, "entailment": entailment, "similarity": similarity,
@@ -19,8 +20,9 @@ FAMILIES = {"classification": classification, "entailment": entailment, "similar
 # The names the GLUE server and the papers use (submission files are <display>.tsv).
 DISPLAY = {"rocstories": "ROCStories", "snli": "SNLI", "mnli": "MNLI", "qnli": "QNLI", "rte": "RTE",
            "scitail": "SciTail", "qqp": "QQP", "mrpc": "MRPC", "sts-b": "STS-B", "sst-2": "SST-2",
-           "cola": "CoLA", "race": "RACE", "race-m": "RACE-m", "race-h": "RACE-h"}
+           "cola": "CoLA", "race": "RACE", "race-m": "RACE-m", "race-h": "RACE-h", "wnli": "WNLI"}
 SHORT_SPLITS = {"matched": "m", "mismatched": "mm"}  # GLUE's MNLI-m.tsv, MNLI-mm.tsv
+GLUE_FILES = {"test_ax": "AX.tsv"}  # the diagnostic set, scored by the MNLI model
 
 
 @dataclass
@@ -28,6 +30,8 @@ class TaskData:
     layout: EmbeddingLayout             # n_ctx fitted to the longest sequence of every split
     splits: dict[str, Encoded]
     cut: tuple[int, int, int] = (0, 0, 0)  # (tokens the n_ctx cap cut, tokens in all, longest uncut sequence)
+    # split -> {group: example indices}: the named subsets a split is also scored on (RACE: "RACE-m", "RACE-h")
+    groups: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
 
 def truncation(kept: list, full: list) -> tuple[int, int, int]:
@@ -47,8 +51,11 @@ class Task:
     head_type = None
     metrics: tuple[str, ...] = ("accuracy",)
     label_names: tuple[str, ...] | None = None
+    score_range: tuple[float, float] | None = None  # the task predicts a score in this range (STS-B)
+    objective: str | None = None        # a score's training objective (tasks.similarity.OBJECTIVES)
     specials: tuple[str, ...] = PAPER_SPECIALS
     eval_splits: tuple[str, ...] = ()   # model selection: the first metric on the first of these
+    majority_test: bool = False         # test predictions: the training set's majority class (WNLI)
     test_splits: tuple[str, ...] = ()
     files: str = ""                     # one line for --help: the files --data_dir must hold
 
@@ -58,15 +65,34 @@ class Task:
 
     @property
     def regression(self) -> bool:
-        return self.head_type == "similarity"
+        """The predictions are scores (STS-B, whichever its objective), not class ids."""
+        return self.score_range is not None
 
     def load(self, data_dir, text_encoder, vocab_paths, n_ctx=512, n_valid=374, cache_dir=None,
              verbose=False) -> TaskData:
         raise NotImplementedError
 
     def predict(self, logits: np.ndarray) -> np.ndarray:
-        """Task-head outputs -> predictions: the score itself (regression) or the class id."""
-        return logits.astype(np.float64) if self.regression else logits.argmax(-1)
+        """Task-head outputs -> predictions: the class id, or a score clipped to the task's range: the
+        output itself (regression) or the expected class sum_k p_k k (soft labels)."""
+        if not self.regression:
+            return logits.argmax(-1)
+        score = logits.astype(np.float64)
+        if self.objective == "soft_labels":
+            p = np.exp(score - score.max(-1, keepdims=True))
+            score = (p / p.sum(-1, keepdims=True)) @ np.arange(score.shape[-1], dtype=np.float64)
+        return np.clip(score, *self.score_range)
+
+    def submission_predictions(self, split: str, preds: np.ndarray, train_labels: np.ndarray) -> np.ndarray:
+        """What a split's submission file holds: the model's predictions, or for a test split of a task
+        submitted by its majority class (WNLI, as GLUE's baselines) the most frequent training label."""
+        if not (self.majority_test and split.startswith("test")):
+            return preds
+        return np.full(len(preds), np.bincount(np.asarray(train_labels)).argmax())
+
+    def group_metrics(self, y: np.ndarray, preds: np.ndarray, groups: dict[str, np.ndarray]) -> dict[str, dict]:
+        """{group: {metric: value in percent}}: the task's metrics on each group's examples."""
+        return {g: compute_metrics(self.metrics, y[idx], preds[idx]) for g, idx in groups.items()}
 
     def format_prediction(self, p) -> str:
         if self.regression:
@@ -79,7 +105,9 @@ class Task:
         return self.label_names.index(s) if self.label_names else int(s)
 
     def submission_file(self, split: str) -> str:
-        """GLUE's names for test splits (SST-2.tsv, MNLI-m.tsv), <display>.<split>.tsv for the others."""
+        """GLUE's names for test splits (SST-2.tsv, MNLI-m.tsv, AX.tsv), <display>.<split>.tsv for the others."""
+        if split in GLUE_FILES:
+            return GLUE_FILES[split]
         if split == "test":
             return f"{self.display}.tsv"
         if split.startswith("test_"):
@@ -89,14 +117,25 @@ class Task:
 
 
 class DatasetTask(Task):
-    """A dataset of tasks.readers (Story Cloze CSV, GLUE TSV, SNLI jsonl, SciTail TSV, RACE JSON), by its spec."""
+    """A dataset of tasks.readers (Story Cloze CSV, GLUE TSV, SNLI jsonl, SciTail TSV, RACE JSON), by its spec.
 
-    def __init__(self, spec, read_split=None):
+    objective: a score's (STS-B's) training objective, "soft_labels" (default) or "regression".
+    diagnostic: MNLI only, GLUE's diagnostic.tsv: read as the test split "test_ax" (AX.tsv)."""
+
+    def __init__(self, spec, read_split=None, objective: str | None = None, diagnostic=None):
+        if objective is not None and spec.score_range is None:
+            raise ValueError(f"an objective applies to a score (sts-b), not to {spec.name}")
+        if diagnostic is not None:
+            if spec.name != "mnli":
+                raise ValueError(f"the diagnostic set (AX) is scored by the MNLI model, not by {spec.name}")
+            spec = dataclasses.replace(spec, splits={**spec.splits, "test_ax": str(Path(diagnostic).resolve())})
         self.spec = spec
         self._read_split = read_split or readers.read_split
         self.name, self.family = spec.name, spec.family
         self.module = FAMILIES[spec.family]
-        self.head_type = self.module.head_type(spec)
+        self.score_range, self.majority_test = spec.score_range, spec.majority_test
+        self.objective = None if spec.score_range is None else objective or similarity.OBJECTIVES[0]
+        self.head_type = self.module.head_type(spec, self.objective) if self.objective else self.module.head_type(spec)
         self.metrics, self.label_names = tuple(spec.metrics), spec.label_names
         self.eval_splits = tuple(spec.eval_splits)
         self.test_splits = tuple(spec.test_splits)
@@ -105,18 +144,21 @@ class DatasetTask(Task):
     def load(self, data_dir, text_encoder, vocab_paths, n_ctx=512, n_valid=374, cache_dir=None,
              verbose=False) -> TaskData:
         cap = EmbeddingLayout(text_encoder.n_vocab, self.specials, n_ctx)
-        encoded = self._encoded_splits(data_dir, text_encoder, vocab_paths, n_valid, cache_dir, verbose)
+        groups = {}
+        encoded = self._encoded_splits(data_dir, text_encoder, vocab_paths, n_valid, cache_dir, verbose, groups)
         transform, opts, raw = self.module.transform, self.spec.transform_options, {}
         for split, (ids, labels, row_ids) in encoded.items():
             raw[split] = (transform(ids, cap, **opts), labels, row_ids, transform(ids, cap.with_n_ctx(UNCAPPED), **opts))
         n_fit = max(longest(seqs) for seqs, _, _, _ in raw.values())
         cut = truncation([r[0] for r in raw.values()], [r[3] for r in raw.values()])
         return TaskData(cap.with_n_ctx(n_fit),
-                        {k: Encoded.from_sequences(seqs, y, ids, n_fit) for k, (seqs, y, ids, _) in raw.items()}, cut)
+                        {k: Encoded.from_sequences(seqs, y, ids, n_fit) for k, (seqs, y, ids, _) in raw.items()}, cut,
+                        groups)
 
-    def _encoded_splits(self, data_dir, text_encoder, vocab_paths, n_valid, cache_dir, verbose):
+    def _encoded_splits(self, data_dir, text_encoder, vocab_paths, n_valid, cache_dir, verbose, groups):
         """{split: (ids by field, labels, row ids)} for train, the eval and the test splits; a held-out
-        split is carved out of train after encoding (one cache file per source file)."""
+        split is carved out of train after encoding (one cache file per source file). Fills `groups`
+        (TaskData.groups) from the readers' groups of a split with several (RACE's levels)."""
         out = {}
         for split in ("train", *self.eval_splits, *self.test_splits):
             if split == self.spec.held_out:
@@ -125,6 +167,8 @@ class DatasetTask(Task):
             ids = self._encode(s.fields, text_encoder, Path(data_dir) / self.spec.splits[split], vocab_paths,
                                cache_dir, verbose)
             out[split] = (ids, s.labels, s.ids)
+            if len(s.groups) > 1:  # RACE's levels: "RACE-m" (middle), "RACE-h" (high)
+                groups[split] = {f"{self.display}-{g[0]}": np.asarray(idx, dtype=np.int64) for g, idx in s.groups.items()}
         if self.spec.held_out:
             ids, labels, _ = out["train"]
             tr, va = split_indices(len(labels), n_valid)
@@ -133,7 +177,7 @@ class DatasetTask(Task):
 
     def _encode(self, fields, text_encoder, source, vocab_paths, cache_dir, verbose):
         """Every text field through the BPE (cached); multiple choice's choice lists flattened and regrouped."""
-        texts = {k: fields[k] for k in self.module.FIELDS if k != "choices"}
+        texts = {k: fields[k] for k in self.module.FIELDS if k != "choices" and k in fields}
         if "choices" in fields:
             texts["choices"] = [a for answers in fields["choices"] for a in answers]
         ids = encode_texts(texts, text_encoder, [source], vocab_paths, cache_dir, tag=self.name, verbose=verbose)
