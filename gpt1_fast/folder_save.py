@@ -63,8 +63,10 @@ def head_spec(model, head_type=None) -> HeadSpec | None:
         return None
     n = inner.linear.out_features
     kind = type(inner).__name__
+    soft = getattr(model, "soft_labels", None)  # STS-B's n classes 0..n-1, read as a score
     found = {"MultipleChoiceHead": "multiple_choice", "ClfHead": ("classification", n), "ScoreHead": "regression",
-             "SimilarityHead": "similarity" if n == 1 and getattr(model, "regression", False) else ("similarity", n)}
+             "SimilarityHead": "similarity" if n == 1 and getattr(model, "regression", False) else
+             ("similarity_soft_labels", n) if soft else ("similarity", n)}
     if kind not in found:
         raise ValueError(f"unknown task head {kind}: expected MultipleChoiceHead, ClfHead, ScoreHead or SimilarityHead")
     spec = HeadSpec(found[kind], int(inner.clf_token), float(getattr(model, "lm_coef", 0.5)))

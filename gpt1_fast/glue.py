@@ -6,7 +6,7 @@
 A run's test predictions are its `submission/<Task>.tsv` files (a folder given without a
 `submission/` subfolder is read as one). The server takes one zip holding all of CoLA, SST-2, MRPC,
 STS-B, QQP, MNLI-m, MNLI-mm, QNLI, RTE, WNLI and AX .tsv (AX: the MNLI model's predictions on GLUE's
-diagnostic set, diagnostic.tsv; WNLI: the training set's majority class, as GLUE's own baselines,
+diagnostic set, diagnostic.tsv; WNLI: GLUE's majority-class baseline, not_entailment everywhere,
 which `gpt1_fast.train --dataset wnli` submits, or `--wnli_majority` here). Every file is checked:
 its header `index<TAB>prediction`, its labels (GLUE's spelling; STS-B a score in [0, 5]), its row
 count (GLUE's test sets; with --glue_dir the ids of the test files themselves). Each problem is one
@@ -134,15 +134,14 @@ def _labels(task) -> str:
 
 
 def wnli_majority(glue_dir) -> str:
-    """WNLI.tsv's text from GLUE's WNLI folder: every test row the training set's majority class."""
+    """WNLI.tsv's text from GLUE's WNLI folder: every test row GLUE's majority-class baseline label."""
     import numpy as np
 
     from .tasks.readers import DATASETS, read_split
 
     task, folder = _task(BY_NAME["WNLI.tsv"]), Path(glue_dir) / DATASETS["wnli"].folder
     test = read_split("wnli", folder, "test")
-    preds = task.submission_predictions("test", np.zeros(len(test), dtype=np.int64),
-                                        read_split("wnli", folder, "train").labels)
+    preds = task.submission_predictions("test", np.zeros(len(test), dtype=np.int64))
     return HEADER + "\n" + "".join(f"{i}\t{task.format_prediction(p)}\n" for i, p in zip(test.ids, preds))
 
 

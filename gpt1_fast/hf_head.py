@@ -37,6 +37,8 @@ OWN_HEAD = "gpt1_fast.task_head"          # ours, for a head transformers cannot
 PAD_LOGIT = -1e4
 _FAMILY = {"multiple_choice": "multiple_choice", "similarity": "similarity", "inference": "classification",
            "regression": "regression"}
+_SIZED = {"classification": "classification", "similarity": "similarity",  # (name, n): the family
+          "similarity_soft_labels": "similarity"}
 
 
 @dataclass(frozen=True)
@@ -52,14 +54,14 @@ class HeadSpec:
         ht = self.head_type
         if isinstance(ht, list):
             object.__setattr__(self, "head_type", ht := tuple(ht))
-        if not (ht in _FAMILY or (isinstance(ht, tuple) and len(ht) == 2 and ht[0] in ("classification", "similarity")
+        if not (ht in _FAMILY or (isinstance(ht, tuple) and len(ht) == 2 and ht[0] in _SIZED
                                   and isinstance(ht[1], int) and not isinstance(ht[1], bool) and ht[1] >= 1)):
             raise ValueError(f"head type {ht!r}: expected 'multiple_choice', 'similarity', 'inference', 'regression', "
-                             "['classification', n] or ['similarity', n] with n >= 1")
+                             "['classification', n], ['similarity', n] or ['similarity_soft_labels', n] with n >= 1")
 
     @property
     def family(self) -> str:
-        return _FAMILY.get(self.head_type) or self.head_type[0]
+        return _FAMILY.get(self.head_type) or _SIZED[self.head_type[0]]
 
     @property
     def n_outputs(self) -> int:
@@ -68,7 +70,9 @@ class HeadSpec:
 
     @property
     def regression(self) -> bool:
-        return self.head_type in ("similarity", "regression")
+        """The head predicts a score (STS-B's soft labels too: the expected class), not a label."""
+        return self.head_type in ("similarity", "regression") or (
+            isinstance(self.head_type, tuple) and self.head_type[0] == "similarity_soft_labels")
 
     def expressible(self, n_embd: int) -> bool:
         """Whether transformers' double-heads model can hold this head (n <= C, or n == 1)."""

@@ -65,6 +65,8 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
     O("stsb_objective", Choice(("soft_labels", "regression")), "soft_labels", "STS-B only: soft_labels trains "
       "6 classes 0..5 against the score's two-class encoding and predicts the expected class, as the TF release; "
       "regression: one output, squared error", math=True),
+    O("diagnostic", PATH, None, "MNLI only: GLUE's diagnostic.tsv; the model's predictions on it are the "
+      "submission's AX.tsv (with --submit)"),
     # ----------------------------------------------------------------------------- the model
     O("n_ctx", Int(6), None, "context length cap, in tokens (default: 512, or the model's positions if fewer; "
       "fine-tuning fits it to the data, a warning says how many tokens a smaller cap cuts)", math=True),
@@ -193,7 +195,7 @@ FINETUNE_OPTIM = ("seed", "n_iter", "n_batch", "lr", "lr_warmup", "lr_schedule",
 TRAIN = Entry("train", (
     ("task and run folder", ("dataset", "data_dir", "desc", "runs_dir", "overwrite", "log_dir", "save_dir",
                              "submission_dir", "cache_dir", "submit", "analysis", "n_valid", "padding",
-                             "stsb_objective")),
+                             "stsb_objective", "diagnostic")),
     ("model", FINETUNE_MODEL),
     ("optimisation (defaults: the paper's fine-tuning recipe)", FINETUNE_OPTIM + ("opt",)),
     ("hardware and speed", HARDWARE + ("cuda_graphs", "n_batch_eval")),
@@ -272,6 +274,9 @@ def validate(entry: Entry, args, name=cli_name):
         raise UsageError(f"{name('merges')}: it learns a new vocabulary, which cannot be combined with "
                          f"{name('init_from')} or {name('encoder_path')} (their weights and ids belong to another "
                          "vocabulary)")
+    if "diagnostic" in have and args.diagnostic is not None and args.dataset != "mnli":
+        raise UsageError(f"{name('diagnostic')}: GLUE's diagnostic set is scored by the MNLI model (--dataset mnli), "
+                         f"not by {args.dataset}")
     world = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's processes share each batch
     if "n_batch" in have and args.n_batch % world:
         raise UsageError(f"{name('n_batch')}: {args.n_batch} must be divisible by the {world} processes")

@@ -142,7 +142,8 @@ def absolute_args(args, vocab_paths) -> dict:
 def main(argv=None) -> dict:
     args = options.parse(options.TRAIN, build_parser(), argv)
     args.desc = args.desc or args.dataset
-    task = get_task(args.dataset)
+    task = get_task(args.dataset, objective=args.stsb_objective if args.dataset == "sts-b" else None,
+                    diagnostic=args.diagnostic)
     paths = RunPaths(args.desc, args.runs_dir, args.log_dir, args.save_dir, args.submission_dir)
     refuse_earlier_results(paths, task, args)
     src = resolve_source(args)
@@ -238,7 +239,8 @@ def submit(trainer: Trainer, paths: RunPaths) -> dict[str, str]:
     written = {}
     for split in (*trainer.task.eval_splits, *trainer.task.test_splits):
         path = paths.prediction(trainer.task, split)
-        write_predictions(path, trainer.task, trainer.data[split].ids, trainer.predict(split))
+        preds = trainer.task.submission_predictions(split, trainer.predict(split))  # WNLI: GLUE's baseline
+        write_predictions(path, trainer.task, trainer.data[split].ids, preds)
         written[split] = str(path)
     return written
 

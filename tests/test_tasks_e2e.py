@@ -83,3 +83,38 @@ def test_bad_dataset_file_is_one_line_without_traceback(tmp_path):
                        cwd=Path(__file__).resolve().parents[1])
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert re.search(r"^error: .*dev\.tsv:4: .*7", r.stderr, re.M), r.stderr
+
+
+def test_race_reports_its_levels_from_one_model(tmp_path, capsys):
+    """One RACE model, scored on RACE-m, RACE-h and RACE (the paper's three columns): in the log, the
+    printed lines and --analysis; the levels' accuracies recombine to the whole's."""
+    task, data, out, res, stdout = run(tmp_path, "race", capsys)
+    last = [json.loads(x) for x in (out / "log" / "race.jsonl").read_text().splitlines() if "n_epochs" in x][-1]
+    levels = {lv: read_split("race", data, "dev").groups[lv] for lv in ("middle", "high")}
+    n_m, n_h = len(levels["middle"]), len(levels["high"])
+    assert n_m and n_h and n_m + n_h == len(read_split("race", data, "dev").ids)
+    whole = (n_m * last["va_acc_RACE-m"] + n_h * last["va_acc_RACE-h"]) / (n_m + n_h)
+    assert whole == pytest.approx(last["va_acc"], abs=1e-9)
+    assert re.search(r"va_acc_RACE-m=\d+\.\d\d va_acc_RACE-h=\d+\.\d\d", stdout)
+    for title in ("Valid", "Test"):
+        for name in ("RACE", "RACE-m", "RACE-h"):
+            assert re.search(rf"^{name} {title} Accuracy: +\d+\.\d\d$", stdout, re.M), (name, title, stdout)
+    assert {"test_acc", "test_acc_RACE-m", "test_acc_RACE-h", "valid_acc_RACE-m"} <= set(res)
+
+
+def test_sts_b_objective_flag_picks_the_head(tmp_path, capsys):
+    from gpt1_fast import train
+
+    from gpt1_fast.layout import EmbeddingLayout
+
+    layout = EmbeddingLayout(10, n_ctx=12)
+    args = train.build_parser().parse_args(["--dataset", "sts-b", "--from_scratch", "--n_layer", "1", "--n_embd", "16",
+                                            "--n_head", "2", "--backend", "torch"])
+    src = train.model_source(args)
+    soft = train.build_model(args, get_task("sts-b", objective=args.stsb_objective), layout, src)
+    assert args.stsb_objective == "soft_labels" and soft.task_head.linear.out_features == 6  # the release's
+    reg = train.build_model(args, get_task("sts-b", objective="regression"), layout, src)
+    assert reg.task_head.linear.out_features == 1
+    with pytest.raises(SystemExit):
+        train.cli(["--dataset", "sst-2", "--diagnostic", str(tmp_path / "diagnostic.tsv"), "--from_scratch"])
+    assert "argument --diagnostic: GLUE's diagnostic set is scored by the MNLI model" in capsys.readouterr().err

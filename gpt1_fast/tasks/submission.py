@@ -27,16 +27,18 @@ def read_predictions(path, task) -> np.ndarray:
 
 def analysis(trainer, written: dict[str, str]) -> dict[str, float]:
     """Print the validation score(s) of the best evaluation and the metrics of every labelled test
-    split's prediction file (`written`: split -> path) against its labels. -> {key: score}."""
-    task = trainer.task
-    best = trainer.best_record()
+    split's prediction file (`written`: split -> path) against its labels, the whole and each group
+    of examples (RACE: RACE-m, RACE-h; the whole is RACE). -> {key: score}."""
+    task, best = trainer.task, trainer.best_record()
     lines, out = [], {}
     for split, prefix in list(trainer.eval_prefixes().items())[1:]:
         title = "Valid" if prefix == "va" else split
-        for m in task.metrics:
-            key = f"{prefix}_{METRIC_KEYS[m]}"
-            lines.append((f"{task.display} {title} {METRIC_TITLES[m]}:", best[key]))
-            out[f"valid_{METRIC_KEYS[m]}" if prefix == "va" else key] = best[key]
+        for name in [task.display, *trainer.groups.get(split, {})]:
+            suffix = "" if name == task.display else f"_{name}"
+            for m in task.metrics:
+                key = f"{prefix}_{METRIC_KEYS[m]}{suffix}"
+                lines.append((f"{name} {title} {METRIC_TITLES[m]}:", best[key]))
+                out[f"valid_{METRIC_KEYS[m]}{suffix}" if prefix == "va" else key] = best[key]
     for split in task.test_splits:
         y = trainer.data[split].labels
         if y is None:
@@ -44,10 +46,14 @@ def analysis(trainer, written: dict[str, str]) -> dict[str, float]:
         preds = read_predictions(written[split], task)
         if len(preds) != len(y):
             raise ValueError(f"{written[split]}: {len(preds)} predictions for {len(y)} examples")
-        title = "Test" if split == "test" else split
-        for m, v in compute_metrics(task.metrics, y, preds).items():
-            lines.append((f"{task.display} {title} {METRIC_TITLES[m]}:", v))
-            out[f"{'test' if split == 'test' else split}_{METRIC_KEYS[m]}"] = v
+        title, key = ("Test", "test") if split == "test" else (split, split)
+        scores = {task.display: compute_metrics(task.metrics, y, preds),
+                  **task.group_metrics(y, preds, trainer.groups.get(split, {}))}
+        for name, by_metric in scores.items():
+            suffix = "" if name == task.display else f"_{name}"
+            for m, v in by_metric.items():
+                lines.append((f"{name} {title} {METRIC_TITLES[m]}:", v))
+                out[f"{key}_{METRIC_KEYS[m]}{suffix}"] = v
     width = max(len(label) for label, _ in lines)
     for label, v in lines:
         print(f"{label.ljust(width)} {v:.2f}")

@@ -55,7 +55,7 @@ class Task:
     objective: str | None = None        # a score's training objective (tasks.similarity.OBJECTIVES)
     specials: tuple[str, ...] = PAPER_SPECIALS
     eval_splits: tuple[str, ...] = ()   # model selection: the first metric on the first of these
-    majority_test: bool = False         # test predictions: the training set's majority class (WNLI)
+    submit_label: str | None = None     # test predictions: this label for every row (WNLI)
     test_splits: tuple[str, ...] = ()
     files: str = ""                     # one line for --help: the files --data_dir must hold
 
@@ -83,12 +83,12 @@ class Task:
             score = (p / p.sum(-1, keepdims=True)) @ np.arange(score.shape[-1], dtype=np.float64)
         return np.clip(score, *self.score_range)
 
-    def submission_predictions(self, split: str, preds: np.ndarray, train_labels: np.ndarray) -> np.ndarray:
-        """What a split's submission file holds: the model's predictions, or for a test split of a task
-        submitted by its majority class (WNLI, as GLUE's baselines) the most frequent training label."""
-        if not (self.majority_test and split.startswith("test")):
+    def submission_predictions(self, split: str, preds: np.ndarray) -> np.ndarray:
+        """What a split's prediction file holds: the model's predictions, or for a test split of a task
+        submitted by one label (WNLI: GLUE's majority-class baseline) that label everywhere."""
+        if self.submit_label is None or split not in self.test_splits:
             return preds
-        return np.full(len(preds), np.bincount(np.asarray(train_labels)).argmax())
+        return np.full(len(preds), self.label_names.index(self.submit_label))
 
     def group_metrics(self, y: np.ndarray, preds: np.ndarray, groups: dict[str, np.ndarray]) -> dict[str, dict]:
         """{group: {metric: value in percent}}: the task's metrics on each group's examples."""
@@ -133,7 +133,7 @@ class DatasetTask(Task):
         self._read_split = read_split or readers.read_split
         self.name, self.family = spec.name, spec.family
         self.module = FAMILIES[spec.family]
-        self.score_range, self.majority_test = spec.score_range, spec.majority_test
+        self.score_range, self.submit_label = spec.score_range, spec.submit_label
         self.objective = None if spec.score_range is None else objective or similarity.OBJECTIVES[0]
         self.head_type = self.module.head_type(spec, self.objective) if self.objective else self.module.head_type(spec)
         self.metrics, self.label_names = tuple(spec.metrics), spec.label_names

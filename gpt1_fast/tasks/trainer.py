@@ -60,6 +60,7 @@ class Trainer:
     def __init__(self, task, data, model, optimizer, config: TrainConfig, ctx: RunContext | None = None,
                  logger=None, on_best: Callable[["Trainer"], None] | None = None):
         self.task, self.data, self.layout = task, data.splits, data.layout
+        self.groups = getattr(data, "groups", {})  # named subsets of a split's examples (RACE's levels)
         self.model, self.opt, self.config, self.logger, self.on_best = model, optimizer, config, logger, on_best
         self.ctx = ctx or RunContext.local(next(model.parameters()).device)
         self.step_model = self.ctx.wrap(model, dynamic=config.padding == "batch")
@@ -172,11 +173,17 @@ class Trainer:
         return self.task.predict(self.logits(split).numpy())
 
     def score(self, split: str, n: int | None = None) -> tuple[float, dict[str, float]]:
-        """(mean task loss, metrics in percent) of the first n examples of a labelled split."""
+        """(mean task loss, metrics in percent) of the first n examples of a labelled split; a split with
+        groups (RACE's levels) also has each group's metrics, under "<metric>_<group>"."""
         logits = self.logits(split, n)
         y = self.data[split].labels[:len(logits)]
         cost = self.model.task_loss(logits, torch.from_numpy(y)).sum().item() / len(y)
-        return cost, compute_metrics(self.task.metrics, y, self.task.predict(logits.numpy()))
+        preds = self.task.predict(logits.numpy())
+        metrics = compute_metrics(self.task.metrics, y, preds)
+        if n is None and split in self.groups:
+            for group, by_metric in self.task.group_metrics(y, preds, self.groups[split]).items():
+                metrics.update({f"{m}_{group}": v for m, v in by_metric.items()})
+        return cost, metrics
 
     def eval_prefixes(self) -> dict[str, str]:
         """Log-key prefix of each scored split: tr (first n_valid training examples), va (the one
@@ -192,8 +199,8 @@ class Trainer:
             scores = {s: self.score(s, self.config.n_valid if s == "train" else None) for s in self.eval_prefixes()}
             rec = dict(n_epochs=n_epochs, n_updates=self.n_updates)
             rec.update({f"{p}_cost": scores[s][0] for s, p in self.eval_prefixes().items()})
-            for m in self.task.metrics:
-                rec.update({f"{p}_{METRIC_KEYS[m]}": scores[s][1][m] for s, p in self.eval_prefixes().items()})
+            for s, p in self.eval_prefixes().items():
+                rec.update({f"{p}_{metric_key(m)}": v for m, v in scores[s][1].items()})
             if self.logger is not None:
                 self.logger.log(**rec)
             self.history.append(rec)
@@ -237,6 +244,12 @@ class Trainer:
         self.tokens = dict(state.get("tokens", {"real": 0, "padded": 0}))
         total, n = state.get("loss_window", [0.0, 0])
         self.loss_window = [torch.tensor(total, device=self.device), n]
+
+
+def metric_key(name: str) -> str:
+    """A metric's log key: acc, f1, ...; a group's metric keeps the group: acc_RACE-m."""
+    base, _, group = name.partition("_")
+    return METRIC_KEYS[base] + (f"_{group}" if group else "")
 
 
 def format_record(rec: dict) -> str:
