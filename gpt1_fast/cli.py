@@ -161,7 +161,6 @@ class Option:
     nargs: str | None = None      # "+" (one or more), "?" (an optional value, `const` when absent)
     const: Any = None
     append: bool = False          # repeatable flag, a list of values
-    required: bool = False
     metavar: str | None = None
 
     def convert(self, value, default=None):
@@ -198,7 +197,7 @@ def _default_text(value) -> str:
     return f" (default {value:g})" if isinstance(value, float) else f" (default {value})"
 
 
-def add_option(group, opt: Option, default) -> None:
+def add_option(group, opt: Option, default, required: bool = False) -> None:
     """One argparse argument for `opt` with this entry point's default."""
     kw: dict[str, Any] = dict(dest=opt.name, default=default, help=opt.help + _default_text(default))
     if isinstance(opt.kind, Toggle):
@@ -213,7 +212,7 @@ def add_option(group, opt: Option, default) -> None:
             kw.update(action="append", default=list(default or []))
         if opt.nargs:
             kw.update(nargs=opt.nargs, const=opt.const)
-        if opt.required:
+        if required:
             kw.update(required=True)
     group.add_argument(opt.flag(), *opt.aliases, **kw)
 

@@ -12,6 +12,7 @@ entry point reads or writes anything.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from dataclasses import dataclass, field
 
@@ -141,9 +142,8 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
     # ------------------------------------------------------------------------- pretraining data
     O("data", PATH, None, "text files, folders of them, or JSONL files with a 'text' field (a document each "
       "file or line; a single text file: its paragraphs, split at blank lines, or without a blank line its last "
-      "--val_fraction of tokens is the validation text)", nargs="+", required=True, metavar="PATH"),
-    O("out", PATH, None, "output folder: the model folder, log.jsonl, loss.png, checkpoints/", required=True,
-      metavar="DIR"),
+      "--val_fraction of tokens is the validation text)", nargs="+", metavar="PATH"),
+    O("out", PATH, None, "output folder: the model folder, log.jsonl, loss.png, checkpoints/", metavar="DIR"),
     O("tokens_dir", PATH, None, "where the encoded token files go (default <out>/data)"),
     O("val_fraction", Float(0.0, 1.0, lo_open=True, hi_open=True), 0.01, "share of documents held out for "
       "validation", math=True),
@@ -163,16 +163,33 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
       "matched on its BPE tokens, not included)", append=True),
     O("sliding", Flag(), False, "at n_ctx, continue on the last n_ctx/2 tokens re-encoded from position 0 (not "
       "what the model was trained for); default: stop there"),
+    # ------------------------------------------------------------------- evaluation of a model
+    O("split", Text("a split name"), None, "the dataset's split (default: its validation split)"),
+    O("limit", Int(1), None, "score the first N examples only"),
+    O("predictions", PATH, None, "where the predictions go (index<TAB>prediction, the dataset's label names; "
+      "default: standard output)"),
+    O("checkpoints", PATH, None, "a pretraining run's folder: score every one of its checkpoints "
+      "(checkpoints/step_<N>.pt), one JSON line each", metavar="RUN"),
+    O("scores", PATH, None, "a JSONL file of the scores, one line per model or checkpoint (default with "
+      "--checkpoints: RUN/zeroshot.jsonl)"),
+    O("plot", PATH, None, "draw Figure 2 (right) from the scores: each dataset's score over updates, from chance "
+      "(0) to --best (1)", metavar="PNG"),
+    O("best", Text("DATASET=SCORE"), None, "the score that is 1 on a dataset's curve, e.g. sst-2=91.3 "
+      "(repeatable; --plot needs one per dataset drawn)", append=True, metavar="DATASET=SCORE"),
 ]}
 
 
 # ------------------------------------------------------------------------------------ entry points
 @dataclass(frozen=True)
 class Entry:
-    """An entry point: its options by --help group, and the defaults that differ from the table's."""
+    """An entry point: its options by --help group, the defaults that differ from the table's, the
+    options it requires, and the options whose accepted values it narrows (same meaning, fewer values:
+    zero-shot evaluation takes four of the datasets)."""
     name: str
     groups: tuple[tuple[str, tuple[str, ...]], ...]
     defaults: dict = field(default_factory=dict)
+    required: tuple[str, ...] = ()
+    kinds: dict = field(default_factory=dict)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -180,6 +197,10 @@ class Entry:
 
     def default(self, name: str):
         return self.defaults.get(name, OPTIONS[name].default)
+
+    def option(self, name: str) -> Option:
+        opt = OPTIONS[name]
+        return dataclasses.replace(opt, kind=self.kinds[name]) if name in self.kinds else opt
 
     def math_names(self) -> tuple[str, ...]:
         """The options whose values a resume checkpoint must match."""
@@ -209,7 +230,7 @@ PRETRAIN = Entry("pretrain", (
                                                                   "max_steps", "lr", "warmup_steps") + ADAM),
     ("evaluation, logs, checkpoints", ("eval_every", "eval_windows", "log_every", "save_every", "keep", "resume")),
     ("hardware and speed", HARDWARE + ("cuda_graphs",)),
-), defaults=dict(lr=2.5e-4, seed=0, save_every=1000))
+), defaults=dict(lr=2.5e-4, seed=0, save_every=1000), required=("data", "out"))
 GENERATE = Entry("generate", (
     ("prompts and sampling", ("prompt", "prompt_file", "num_samples", "max_new_tokens", "top_k", "top_p",
                               "temperature", "greedy", "stop", "sliding", "seed")),
@@ -217,6 +238,13 @@ GENERATE = Entry("generate", (
                "n_head", "n_layer", "afn")),
     ("hardware", ("device", "backend")),
 ), defaults=dict(seed=0))
+ZEROSHOT = Entry("zeroshot", (
+    ("model", ("model_dir", "checkpoints")),
+    ("data", ("dataset", "data_dir", "split", "limit")),
+    ("output", ("scores", "plot", "best")),
+    ("hardware", ("device", "backend", "n_batch_eval")),
+), defaults=dict(model_dir=None, dataset=None), required=("dataset", "data_dir"),
+    kinds=dict(dataset=Choice(("sst-2", "cola", "race", "dprd"))))
 ESTIMATOR = Entry("estimator", (
     ("model", FINETUNE_MODEL),
     ("optimisation", FINETUNE_OPTIM + ("n_valid", "padding")),
@@ -231,7 +259,7 @@ def build_parser(entry: Entry, prog: str, description: str = "", epilog: str = "
     for title, names in entry.groups:
         g = p.add_argument_group(title)
         for n in names:
-            add_option(g, OPTIONS[n], entry.default(n))
+            add_option(g, entry.option(n), entry.default(n), required=n in entry.required)
     return p
 
 
@@ -253,7 +281,7 @@ def check(entry: Entry, values: dict) -> argparse.Namespace:
     for n in entry.names:
         v = values.get(n, entry.default(n))
         try:
-            out[n] = OPTIONS[n].convert(v, entry.default(n))
+            out[n] = entry.option(n).convert(v, entry.default(n))
         except ValueError as e:
             raise UsageError(f"{n}: {e}") from None
     args = argparse.Namespace(**out)

@@ -20,7 +20,6 @@ prefix (key/value cache). --checkpoints evaluates every checkpoints/step_*.pt of
 """
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -35,43 +34,22 @@ CHANCE = {"sst-2": 50.0, "cola": 0.0, "race": 25.0, "dprd": 50.0}  # a random gu
 
 
 # ------------------------------------------------------------------------------------------- models
-def load_lm(model_dir, device="cpu", backend="auto", weights: bool = True):
-    """-> (LMModel in eval mode, text encoder, n_vocab) from a pretrained folder: the release's model/,
-    a Hugging Face openai-gpt folder, or a `gpt1_fast.pretrain --out` folder (its config.json's
-    "gpt1_fast" section gives the shapes; else GPT-1's). weights=False: the shapes and vocabulary
-    only (the parameters come from a checkpoint next). The one place zero-shot evaluation loads a model."""
-    from .config import GPTConfig
-    from .generate import _pretrain_config
-    from .model import LMModel
-    from .pretrained import checkpoint_present, missing_checkpoint_message, resolve_vocab
+def load_lm(path, device="cpu", backend="auto"):
+    """-> (LMModel in eval mode, text encoder, n_vocab): any model gpt1_fast.folder reads (the release's
+    model/, a transformers openai-gpt folder, a model folder, a pretraining run, a checkpoint file),
+    without its task head. The one place zero-shot evaluation loads a model."""
+    from .folder import load_pretrained
     from .text import TextEncoder
-    from .weights import load_openai_pretrained_model
 
-    md = Path(model_dir)
-    if weights and not checkpoint_present(md):
-        raise FileNotFoundError(missing_checkpoint_message(md))
-    run = _pretrain_config(md)
-    if not weights and run is None:
-        raise FileNotFoundError(f"{md / 'config.json'}: expected a gpt1_fast.pretrain output folder (its "
-                                "config.json, with a \"gpt1_fast\" section, is written when pretraining ends)")
-    encoder = TextEncoder(*resolve_vocab(md))
-    n_vocab = len(encoder.encoder)
-    cfg = GPTConfig(**dict(run["cfg"], backend=backend)) if run else GPTConfig(backend=backend)
-    n_ctx = run["layout"]["n_ctx"] if run else 512
-    lm = LMModel(cfg, n_vocab + n_ctx, n_ctx)
-    if weights:
-        load_openai_pretrained_model(lm.transformer, n_ctx=n_ctx, n_special=0, n_transfer=cfg.n_layer,
-                                     n_embd=cfg.n_embd, path=md)
-    return lm.to(device).eval(), encoder, n_vocab
+    lm, info = load_pretrained(path, head=False, backend=backend, device=device)
+    return lm, TextEncoder(*info.require_vocab()), info.layout.n_vocab
 
 
-def load_step(lm, path) -> int:
-    """Load a pretraining checkpoint (checkpoints/step_<N>.pt) into `lm`; -> its update N."""
+def checkpoint_step(path) -> int:
+    """The update a pretraining checkpoint (checkpoints/step_<N>.pt) was written at."""
     from .resume import CheckpointDir
 
-    ckpt = CheckpointDir(Path(path).parent).load(path)
-    lm.load_state_dict(ckpt["model"])
-    return int(ckpt["step"])
+    return int(CheckpointDir(Path(path).parent).load(path)["step"])
 
 
 # ------------------------------------------------------------------------------------------ scoring
@@ -293,43 +271,10 @@ def write_records(path, records: list[dict]) -> list[dict]:
 
 
 # --------------------------------------------------------------------------------------------- CLI
-def _options():
-    from .cli import Choice, Int, Option, Text
-    from .options import OPTIONS
-
-    path = Text("a path")
-    return (
-        ("model", (
-            Option("model_dir", path, None, "a pretrained folder: the release's model/, a Hugging Face openai-gpt "
-                   "folder or a gpt1_fast.pretrain --out folder"),
-            Option("checkpoints", path, None, "a gpt1_fast.pretrain --out folder: score every "
-                   "checkpoints/step_*.pt (one JSON line each)", metavar="RUN"))),
-        ("data", (
-            Option("dataset", Choice(DATASETS), None, "the heuristic and its dataset", required=True),
-            Option("data_dir", path, None, "the dataset's folder (GLUE SST-2/ or CoLA/, RACE/, or DPRD's "
-                   "train.c.txt/test.c.txt)", required=True),
-            Option("split", Text("a split name"), None, "the split scored (default: dev; dprd: test)"),
-            Option("limit", Int(1), None, "score the first N examples of each split"))),
-        ("output", (
-            Option("out", path, None, "JSONL of scores (default with --checkpoints: RUN/zeroshot.jsonl)"),
-            Option("plot", path, None, "draw Figure 2 (right) from --out's records", metavar="PNG"),
-            Option("best", Text("DATASET=SCORE"), None, "the score that normalises a dataset's curve to 1 "
-                   "(repeatable; needed by --plot)", append=True, metavar="DATASET=SCORE"))),
-        ("hardware", (Option("batch_size", Int(1), 16, "examples per forward"), OPTIONS["device"],
-                      OPTIONS["backend"])),
-    )
-
-
 def build_parser():
-    from .cli import Parser, add_option
+    from . import options
 
-    p = Parser(prog="python -m gpt1_fast.zeroshot", description=__doc__,
-               formatter_class=argparse.RawDescriptionHelpFormatter)
-    for title, options in _options():
-        g = p.add_argument_group(title)
-        for opt in options:
-            add_option(g, opt, opt.default)
-    return p
+    return options.build_parser(options.ZEROSHOT, "python -m gpt1_fast.zeroshot", __doc__)
 
 
 def _best(items) -> dict[str, float]:
@@ -349,25 +294,26 @@ def _best(items) -> dict[str, float]:
 
 def _check(args):
     """-> (split, out, best, device) once every option is checked (UsageError otherwise)."""
-    from .cli import check_backend, check_device
+    from .cli import check_device
     from .errors import UsageError
 
     if (args.model_dir is None) == (args.checkpoints is None):
-        raise UsageError("pass one of --model_dir (a model) and --checkpoints (a pretraining run's checkpoints)")
+        raise UsageError("argument --model_dir: pass one of --model_dir (a model) and --checkpoints (a pretraining "
+                         "run's checkpoints)")
     best = _best(args.best)
-    out = args.out or (str(Path(args.checkpoints) / "zeroshot.jsonl") if args.checkpoints else None)
+    out = args.scores or (str(Path(args.checkpoints) / "zeroshot.jsonl") if args.checkpoints else None)
     if args.plot and not (out and args.dataset in best):
-        raise UsageError("--plot needs --out (or --checkpoints) and a --best for every dataset it draws")
-    device = check_device(args.device)
-    check_backend(args.backend, device)
-    return args.split or DEFAULT_SPLIT[args.dataset], out, best, device
+        raise UsageError("argument --plot: it needs --scores (or --checkpoints) and a --best for every dataset it draws")
+    return args.split or DEFAULT_SPLIT[args.dataset], out, best, check_device(args.device)
 
 
 def main(argv=None) -> list[dict]:
     from .errors import CheckpointError, DataError, ResumeError, UsageError
 
+    from . import options
+
     p = build_parser()
-    args = p.parse_args(argv)
+    args = options.parse(options.ZEROSHOT, p, argv)
     try:
         split, out, best, device = _check(args)
         data = read_data(args.dataset, args.data_dir, split, args.limit)
@@ -391,23 +337,20 @@ def _run(args, data, split, device, out) -> list[dict]:
 
     base = {"dataset": args.dataset, "split": split, "metric": METRIC[args.dataset], "chance": CHANCE[args.dataset],
             "n": len(data["eval"].labels)}
-    lm, encoder, n_vocab = load_lm(args.model_dir or args.checkpoints, device, args.backend,
-                                   weights=bool(args.model_dir))
-    encode = memo_encoder(encoder)
     if args.model_dir:
-        steps = [(None, None)]
+        steps = [(None, args.model_dir)]
     else:
         steps = CheckpointDir(Path(args.checkpoints) / "checkpoints").list()
         if not steps:
             raise FileNotFoundError(f"{Path(args.checkpoints) / 'checkpoints'}: no step_<N>.pt checkpoints")
-    records = []
-    for _, path in steps:
-        rec = dict(base)
-        if path is not None:
-            rec["step"] = load_step(lm, path)
-        rec["score"] = evaluate(lm, encode, n_vocab, args.dataset, data, args.batch_size)
+    records, encode = [], None
+    for step, path in steps:
+        lm, encoder, n_vocab = load_lm(path, device, args.backend)
+        encode = encode or memo_encoder(encoder)
+        rec = dict(base, **({} if step is None else {"step": step}))
+        rec["score"] = evaluate(lm, encode, n_vocab, args.dataset, data, args.n_batch_eval or 16)
         records = write_records(out, [rec]) if out else records + [rec]
-        where = "" if path is None else f" step {rec['step']}"
+        where = "" if step is None else f" step {rec['step']}"
         print(f"{args.dataset} {split}{where} {rec['metric']}: {rec['score']:.2f} ({rec['n']} examples; "
               f"chance {rec['chance']:g})", flush=True)
     return records

@@ -224,10 +224,11 @@ def _train(encoder, n_vocab, n_ctx, steps):
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """A gpt1_fast.pretrain-like output folder: vocabulary, model, config.json, two checkpoints."""
+    """A gpt1_fast.pretrain-like output folder: the vocabulary, model/ (a model folder), two checkpoints
+    that describe their model as pretrain's do."""
     pytest.importorskip("spacy")
+    from gpt1_fast.folder import model_section, save_pretrained
     from gpt1_fast.layout import EmbeddingLayout
-    from gpt1_fast.pretrain import write_model_folder
     from gpt1_fast.resume import CheckpointDir
     from gpt1_fast.text import TextEncoder, learn_bpe
 
@@ -238,10 +239,12 @@ def run(tmp_path_factory):
     n_vocab = len(encoder.encoder)
     lm, cfg, initial, loss = train_lm(encoder, n_vocab)
     assert loss < 1.0, loss
-    write_model_folder(out, lm, cfg, EmbeddingLayout(n_vocab, (), 32), (out / "vocab.json", out / "merges.txt"), {})
+    layout, vocab = EmbeddingLayout(n_vocab, (), 32), (out / "vocab.json", out / "merges.txt")
+    save_pretrained(lm, out / "model", layout=layout, vocab_paths=vocab)
+    described = model_section(lm, layout=layout, vocab_paths=vocab)
     ckpts = CheckpointDir(out / "checkpoints", keep=5)
-    ckpts.save(0, {"model": initial}, {})
-    ckpts.save(200, {"model": lm.state_dict()}, {})
+    ckpts.save(0, {"model": initial, "model_config": described}, {})
+    ckpts.save(200, {"model": lm.state_dict(), "model_config": described}, {})
     return out
 
 
@@ -283,7 +286,7 @@ def data(tmp_path_factory):
 @pytest.mark.parametrize("dataset,folder", [("sst-2", "SST-2"), ("cola", "CoLA"), ("race", "RACE"), ("dprd", "DPRD")])
 def test_each_heuristic_finds_the_planted_preference(run, data, dataset, folder, capsys):
     recs = zs.main(["--model_dir", str(run), "--dataset", dataset, "--data_dir", str(data / folder),
-                    "--device", "cpu", "--backend", "torch", "--batch_size", "3"])
+                    "--device", "cpu", "--backend", "torch", "--n_batch_eval", "3"])
     assert len(recs) == 1 and recs[0]["score"] == 100.0, recs
     assert recs[0]["metric"] == zs.METRIC[dataset] and "step" not in recs[0]
     assert f"{dataset} {zs.DEFAULT_SPLIT[dataset]} {zs.METRIC[dataset]}: 100.00" in capsys.readouterr().out
@@ -292,7 +295,7 @@ def test_each_heuristic_finds_the_planted_preference(run, data, dataset, folder,
 def test_checkpoints_are_scored_per_update_and_drawn(run, data, tmp_path):
     out, png = tmp_path / "zs.jsonl", tmp_path / "fig2.png"
     for dataset, folder in (("sst-2", "SST-2"), ("dprd", "DPRD")):
-        zs.main(["--checkpoints", str(run), "--dataset", dataset, "--data_dir", str(data / folder), "--out", str(out),
+        zs.main(["--checkpoints", str(run), "--dataset", dataset, "--data_dir", str(data / folder), "--scores", str(out),
                  "--device", "cpu", "--backend", "torch", "--plot", str(png), "--best", "sst-2=100",
                  "--best", "dprd=100"])
     recs = [json.loads(line) for line in out.read_text().splitlines()]
@@ -321,7 +324,7 @@ def test_bad_inputs_are_one_line(run, data, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         zs.main(base + ["--dataset", "sst-2", "--data_dir", str(tmp_path / "SST-2"), "--split", "test"])
     assert e.value.code == 2 and "has no labels to score against" in capsys.readouterr().err
-    with pytest.raises(SystemExit, match=r"^error: .*no pretrained checkpoint in"):
+    with pytest.raises(SystemExit, match=r"^error: .*no model here"):
         zs.main(["--model_dir", str(tmp_path), "--dataset", "dprd", "--data_dir", str(data / "DPRD")])
     with pytest.raises(SystemExit) as e:
         zs.main(base + ["--dataset", "dprd", "--data_dir", str(data / "DPRD"), "--best", "dprd:3"])
