@@ -214,7 +214,7 @@ def test_every_training_option_of_the_cli_is_a_keyword_with_its_default():
 
     cli_only = {"dataset", "desc", "data_dir", "log_dir", "save_dir", "submission_dir", "cache_dir", "submit",
                 "analysis", "opt", "runs_dir", "overwrite", "save_every", "keep", "resume", "stsb_objective",
-                "log_every"}
+                "log_every", "diagnostic", "cuda_graphs"}
     defaults = {k: v.default for k, v in inspect.signature(Classifier.__init__).parameters.items() if k != "self"}
     cli = vars(train.build_parser().parse_args([]))
     assert {k: v for k, v in cli.items() if k not in cli_only} == {k: defaults[k] for k in cli if k not in cli_only}

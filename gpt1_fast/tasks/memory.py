@@ -20,14 +20,12 @@ class InMemoryTask(Task):
         self.module = FAMILIES[family]
         self.metrics, self.label_names = tuple(metrics), label_names
         self.eval_splits, self.test_splits = (("valid",) if has_valid else ()), ()
+        if head_type in ("similarity", "regression"):
+            self.score_range = (-np.inf, np.inf)  # predictions: the score itself, unclipped
 
     @property
     def display(self) -> str:
         return self.name
-
-    @property
-    def regression(self) -> bool:
-        return self.head_type in ("similarity", "regression")
 
     def tokenize(self, fields: dict[str, list], text_encoder) -> dict[str, list]:
         """Every text field through the BPE (multiple choice's answer lists flattened, then regrouped)."""
@@ -48,27 +46,29 @@ class InMemoryTask(Task):
         still needs more positions than the model has is cut to fit them (the family's rule on the
         layout's n_ctx). -> (the split, how many examples were cut)."""
         ids = self.tokenize(fields, text_encoder)
-        seqs = fit_transform(self.module, ids, layout, cap)
-        n_cut = sum(a != b for a, b in zip(seqs, self.module.transform(ids, layout.with_n_ctx(UNCAPPED))))
-        return Encoded.from_sequences(seqs, labels, [str(i) for i in range(len(seqs))], layout.n_ctx), n_cut
+        n = len(next(iter(ids.values())))
+        return encode_new(self, ids, labels, [str(i) for i in range(n)], layout, cap)
 
     def data(self, splits: dict[str, tuple[dict, np.ndarray | None]], text_encoder, cap: EmbeddingLayout) -> TaskData:
         """Splits {name: (fields, labels)} encoded under the cap, n_ctx fitted to the longest example."""
         ids = {k: self.tokenize(fields, text_encoder) for k, (fields, _) in splits.items()}
-        seqs = {k: self.module.transform(v, cap) for k, v in ids.items()}
+        seqs = {k: self.transform(v, cap) for k, v in ids.items()}
         n_fit = max(longest(s) for s in seqs.values())
         enc = {k: Encoded.from_sequences(s, splits[k][1], [str(i) for i in range(len(s))], n_fit)
                for k, s in seqs.items()}
         return TaskData(cap.with_n_ctx(n_fit), enc)
 
 
-def fit_transform(module, ids: dict[str, list], layout: EmbeddingLayout, cap: int) -> list:
-    """The family's transform under the cap, then the examples longer than the layout's n_ctx again
-    on the layout itself (cut harder: they fit the model's positions)."""
-    seqs = module.transform(ids, layout.with_n_ctx(cap))
+def encode_new(task, ids: dict[str, list], labels, row_ids, layout: EmbeddingLayout, cap: int) -> tuple[Encoded, int]:
+    """Examples a model fitted on `layout` has not seen (its n_ctx fitted to its training data under the
+    context cap `cap`): transformed as in training (the cap's cutting rule); an example that still needs
+    more positions than the model has is cut to fit them (the family's rule on the layout's n_ctx).
+    -> (the split, how many examples were cut)."""
+    seqs = task.transform(ids, layout.with_n_ctx(cap))
     long = [i for i, example in enumerate(seqs) if max(map(len, example)) > layout.n_ctx]
     if long:
-        again = module.transform({k: [v[i] for i in long] for k, v in ids.items()}, layout)
+        again = task.transform({k: [v[i] for i in long] for k, v in ids.items()}, layout)
         for i, example in zip(long, again):
             seqs[i] = example
-    return seqs
+    n_cut = sum(a != b for a, b in zip(seqs, task.transform(ids, layout.with_n_ctx(UNCAPPED))))
+    return Encoded.from_sequences(seqs, labels, row_ids, layout.n_ctx), n_cut

@@ -72,6 +72,12 @@ class Task:
              verbose=False) -> TaskData:
         raise NotImplementedError
 
+    transform_options: dict = {}  # the family transform's options (ROCStories: keep the story's start)
+
+    def transform(self, ids: dict[str, list], layout) -> list:
+        """The family's input transform (Figure 1 of the paper) of tokenised fields on a layout."""
+        return self.module.transform(ids, layout, **self.transform_options)
+
     def predict(self, logits: np.ndarray) -> np.ndarray:
         """Task-head outputs -> predictions: the class id, or a score clipped to the task's range: the
         output itself (regression) or the expected class sum_k p_k k (soft labels)."""
@@ -133,6 +139,7 @@ class DatasetTask(Task):
         self._read_split = read_split or readers.read_split
         self.name, self.family = spec.name, spec.family
         self.module = FAMILIES[spec.family]
+        self.transform_options = dict(spec.transform_options)
         self.score_range, self.submit_label = spec.score_range, spec.submit_label
         self.objective = None if spec.score_range is None else objective or similarity.OBJECTIVES[0]
         self.head_type = self.module.head_type(spec, self.objective) if self.objective else self.module.head_type(spec)
@@ -146,9 +153,9 @@ class DatasetTask(Task):
         cap = EmbeddingLayout(text_encoder.n_vocab, self.specials, n_ctx)
         groups = {}
         encoded = self._encoded_splits(data_dir, text_encoder, vocab_paths, n_valid, cache_dir, verbose, groups)
-        transform, opts, raw = self.module.transform, self.spec.transform_options, {}
+        raw = {}
         for split, (ids, labels, row_ids) in encoded.items():
-            raw[split] = (transform(ids, cap, **opts), labels, row_ids, transform(ids, cap.with_n_ctx(UNCAPPED), **opts))
+            raw[split] = (self.transform(ids, cap), labels, row_ids, self.transform(ids, cap.with_n_ctx(UNCAPPED)))
         n_fit = max(longest(seqs) for seqs, _, _, _ in raw.values())
         cut = truncation([r[0] for r in raw.values()], [r[3] for r in raw.values()])
         return TaskData(cap.with_n_ctx(n_fit),
