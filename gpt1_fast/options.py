@@ -238,6 +238,12 @@ GENERATE = Entry("generate", (
                "n_head", "n_layer", "afn")),
     ("hardware", ("device", "backend")),
 ), defaults=dict(seed=0))
+PREDICT = Entry("predict", (
+    ("model", ("model_dir",)),
+    ("data: a file, or a dataset's split", ("data", "dataset", "data_dir", "split", "limit")),
+    ("output", ("predictions",)),
+    ("hardware and speed", ("device", "backend", "dtype", "compile", "n_batch_eval")),
+), defaults=dict(dataset=None, data_dir=None))
 ZEROSHOT = Entry("zeroshot", (
     ("model", ("model_dir", "checkpoints")),
     ("data", ("dataset", "data_dir", "split", "limit")),

@@ -28,16 +28,7 @@ class InMemoryTask(Task):
         return self.name
 
     def tokenize(self, fields: dict[str, list], text_encoder) -> dict[str, list]:
-        """Every text field through the BPE (multiple choice's answer lists flattened, then regrouped)."""
-        ids = {}
-        for k, texts in fields.items():
-            flat = [t for row in texts for t in row] if k == "choices" else texts
-            enc = text_encoder.encode(flat)
-            if k == "choices":
-                it = iter(enc)
-                enc = [[next(it) for _ in row] for row in texts]
-            ids[k] = enc
-        return ids
+        return tokenize(fields, text_encoder)
 
     def encode(self, fields: dict[str, list], labels, text_encoder, layout: EmbeddingLayout,
                cap: int) -> tuple[Encoded, int]:
@@ -57,6 +48,19 @@ class InMemoryTask(Task):
         enc = {k: Encoded.from_sequences(s, splits[k][1], [str(i) for i in range(len(s))], n_fit)
                for k, s in seqs.items()}
         return TaskData(cap.with_n_ctx(n_fit), enc)
+
+
+def tokenize(fields: dict[str, list], text_encoder) -> dict[str, list]:
+    """Every text field through the BPE (multiple choice's answer lists flattened, then regrouped)."""
+    ids = {}
+    for k, texts in fields.items():
+        flat = [t for row in texts for t in row] if k == "choices" else texts
+        enc = text_encoder.encode(flat)
+        if k == "choices":
+            it = iter(enc)
+            enc = [[next(it) for _ in row] for row in texts]
+        ids[k] = enc
+    return ids
 
 
 def encode_new(task, ids: dict[str, list], labels, row_ids, layout: EmbeddingLayout, cap: int) -> tuple[Encoded, int]:

@@ -183,9 +183,7 @@ def read_split(spec_or_name, data_dir, split: str) -> Split:
     path = Path(data_dir) / spec.splits[split]
     if not path.exists():
         raise DataError(f"{path}: not found; expected {describe(spec)}{'. ' + spec.source if spec.source else ''}")
-    reader = {"glue": _read_glue, "cola": _read_cola, "snli": _read_snli, "scitail": _read_scitail,
-              "race": _read_race, "rocstories": _read_rocstories}[spec.format]
-    return reader(spec, path, split)
+    return READERS[spec.format](spec, path, split)
 
 
 # ----------------------------------------------------------------------------------------- text lines
@@ -394,6 +392,10 @@ def _read_rocstories(spec, path, split):
 
 # ----------------------------------------------------------------------------------- zero-shot only
 DPRD_FILES = {"train": "train.c.txt", "test": "test.c.txt"}  # Rahman & Ng 2012, as distributed
+
+
+READERS = {"glue": _read_glue, "cola": _read_cola, "snli": _read_snli, "scitail": _read_scitail,
+           "race": _read_race, "rocstories": _read_rocstories}  # format -> reader(spec, path, split)
 
 
 def read_dprd(path) -> Split:
