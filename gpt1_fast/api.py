@@ -161,7 +161,7 @@ class GPTEstimator(EstimatorIO, BaseEstimator):
         ctx = RunContext(args, distributed=False)
         self.model_.to(ctx.device)
         logits = task_logits(self.model_, enc, self.layout_, batch_size=args.n_batch_eval or 2 * args.n_batch,
-                             padding="batch", autocast=ctx.autocast)
+                             padding="batch", settings=ctx.inference)
         return logits.numpy()
 
     def predict(self, X) -> np.ndarray:

@@ -10,7 +10,9 @@
 a model folder (pretrain's output, a fine-tuning run's model/), a run's checkpoints/step_<N>.pt.
 
 All prompts (times --num_samples) are generated together, one forward per new token with a
-key/value cache; the text is streamed to the terminal as it is produced (one sample after another).
+key/value cache (in bf16, as the matrix products, where --dtype auto finds native bf16: a GPU, a CPU
+with AVX-512-BF16, AMX or Arm BF16; --dtype fp32 for the reference path); the text is streamed to
+the terminal as it is produced (one sample after another).
 As the original: the position rows (and the special tokens) are masked with -1e12 before the
 softmax, and each step samples from the top-k (default 10) of the last position's distribution.
 A sample stops at --max_new_tokens, at a --stop string, or when the context (n_ctx tokens, prompt
@@ -133,6 +135,13 @@ def read_prompts(args) -> list[str]:
     return prompts
 
 
+def compute_dtype(model, args) -> torch.dtype:
+    """--dtype for the model's device, by the inference rule (bf16 where the hardware has it natively)."""
+    from .context import inference_settings
+
+    return inference_settings(model.transformer.embed.weight.device, args.dtype).dtype
+
+
 def run(model, text_encoder, n_vocab, prompts: list[str], args, generator, out=None) -> list[str]:
     """Generate for every prompt (x num_samples) at once, streaming; -> the continuations' texts."""
     ids = text_encoder.encode(prompts)
@@ -146,7 +155,8 @@ def run(model, text_encoder, n_vocab, prompts: list[str], args, generator, out=N
     try:
         g = model.generate(rows, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                            top_p=args.top_p, greedy=args.greedy, stop=stops, n_vocab=n_vocab, generator=generator,
-                           sliding=args.sliding, on_tokens=stream.on_tokens, on_finish=stream.on_finish)
+                           sliding=args.sliding, on_tokens=stream.on_tokens, on_finish=stream.on_finish,
+                           dtype=compute_dtype(model, args))
     except ValueError as e:  # a prompt longer than n_ctx
         raise UsageError(f"argument --prompt: {e}") from None
     return [text_encoder.decode(t, skip_special=True) for t in g.tokens]

@@ -120,9 +120,13 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
     O("device", Text("cpu, cuda or cuda:N"), None, "cpu, cuda or cuda:N (default: cuda when available)"),
     O("backend", Choice(("torch", "triton", "auto")), "auto", "op implementation: torch (the reference math), "
       "triton (the fused kernels), auto (triton on CUDA)"),
-    O("dtype", Choice(("auto", "fp32", "bf16")), "auto", "compute precision: bf16 autocast or fp32 (auto: bf16 "
-      "on CUDA, fp32 on CPU); parameters and optimizer state stay fp32"),
-    O("compile", Toggle(), None, "torch.compile the training step's forward and loss (default: on for CUDA)"),
+    O("dtype", Choice(("auto", "fp32", "bf16")), "auto", "compute precision: bf16 autocast or fp32 (parameters "
+      "and optimizer state stay fp32). auto: training in bf16 on CUDA, fp32 on a CPU (exact); evaluation, "
+      "prediction and generation in bf16 on CUDA and on a CPU with native bf16 (AVX-512-BF16, AMX or Arm "
+      "BF16), else fp32; fp32: the reference path everywhere"),
+    O("compile", Toggle(), None, "torch.compile the training step's forward and loss (default: on for CUDA) and "
+      "the evaluation/prediction forward (default: on a CPU when the evaluation repays the compilation, about "
+      "85k tokens at GPT-1 size; padded to power-of-two widths, compiled once per process); --no-compile: eager"),
     O("activation_checkpointing", Flag(), False, "recompute each block's forward in backward instead of keeping "
       "its activations: much less memory for about a third more compute"),
     O("cuda_graphs", Flag(), False, "capture the whole training step (forward, backward, optimizer) in a CUDA "
@@ -236,7 +240,7 @@ GENERATE = Entry("generate", (
                               "temperature", "greedy", "stop", "sliding", "seed")),
     ("model", ("model_dir", "from_scratch", "encoder_path", "bpe_path", "n_ctx", "n_embd",
                "n_head", "n_layer", "afn")),
-    ("hardware", ("device", "backend")),
+    ("hardware", ("device", "backend", "dtype")),
 ), defaults=dict(seed=0))
 PREDICT = Entry("predict", (
     ("model", ("model_dir",)),

@@ -120,7 +120,8 @@ def predict(args, task, split, where, model, info, ctx) -> dict:
     if n_cut:
         print(f"note: {n_cut} of {len(enc)} examples are longer than the model's context ({info.layout.n_ctx} "
               "positions): cut as in training", file=sys.stderr)
-    logits = task_logits(model, enc, info.layout, batch_size=args.n_batch_eval or 32, autocast=ctx.autocast)
+    logits = task_logits(model, enc, info.layout, batch_size=args.n_batch_eval or 32,
+                         settings=ctx.inference)
     preds = task.predict(logits.numpy())
     write_predictions(args.predictions, task, split.ids, preds)
     scores = {}

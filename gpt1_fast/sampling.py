@@ -13,6 +13,8 @@ rebuilt exactly from the rows' tokens whenever it fills up while a shorter row s
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 from dataclasses import dataclass, field
 
 import torch
@@ -102,11 +104,98 @@ class _Stream:
         self.sent[row] = upto
 
 
+class _Rows:
+    """Each row's tokens (`hist`: prompt and new), its new tokens, why it finished, its scores."""
+
+    def __init__(self, hist, on_tokens, on_finish, stops, eos):
+        self.hist, self.new = hist, [[] for _ in hist]
+        self.reasons: list[str | None] = [None] * len(hist)
+        self.scores = [[] for _ in hist]
+        self.stops, self.eos, self.on_finish = stops, eos, on_finish
+        self.stream = _Stream(on_tokens, len(hist), max((len(s) for s in stops), default=1) - 1)
+
+    def done(self) -> bool:
+        return all(r is not None for r in self.reasons)
+
+    def finish(self, i, why):
+        self.reasons[i] = why
+        self.stream.push(i, self.new[i], final=True)
+        if self.on_finish is not None:
+            self.on_finish(i, why)
+
+    def at_n_ctx(self, n_ctx: int, sliding: bool) -> None:
+        """Rows whose context is full stop ('n_ctx'), or with sliding keep their last n_ctx // 2 tokens."""
+        for i, r in enumerate(self.hist):
+            if self.reasons[i] is None and len(r) >= n_ctx:
+                if sliding:
+                    self.hist[i] = r[-max(n_ctx // 2, 1):]  # the full cache is rebuilt after this
+                else:
+                    self.finish(i, "n_ctx")
+
+    def accept(self, batch, tokens, logits, output_scores: bool) -> None:
+        """Append each unfinished row's next token; end rows at an eos token or a stop sequence."""
+        for j, (i, t) in enumerate(zip(batch, tokens)):
+            if self.reasons[i] is not None:
+                continue
+            if output_scores:
+                self.scores[i].append(logits[j])
+            self.hist[i].append(t)
+            self.new[i].append(t)
+            if t in self.eos:
+                self.new[i].pop()
+                self.finish(i, "eos")
+                continue
+            hit = next((s for s in self.stops if self.new[i][-len(s):] == s), None)
+            if hit is not None:
+                del self.new[i][-len(hit):]
+                self.finish(i, "stop")
+            else:
+                self.stream.push(i, self.new[i])
+
+
+def _prompts(input_ids, attention_mask, n_ctx: int, sliding: bool) -> list[list[int]]:
+    hist = _as_rows(input_ids, attention_mask)
+    for i, r in enumerate(hist):
+        if not r:
+            raise ValueError(f"prompt {i + 1} has no tokens")
+        if len(r) > n_ctx:
+            if not sliding:
+                raise ValueError(f"prompt {i + 1} has {len(r)} tokens, more than n_ctx {n_ctx} (sliding=True, "
+                                 "or --sliding, keeps its last n_ctx // 2)")
+            hist[i] = r[-max(n_ctx // 2, 1):]
+    return hist
+
+
+def prefill(transformer, rows: list[list[int]], capacity: int | None = None, dtype: torch.dtype | None = None):
+    """Encode the rows (left-padded to the longest) into a new cache of `capacity` columns (default
+    n_ctx) in `dtype` (default the weights'): -> (cache, the last position's hidden states [B, C])."""
+    dev = transformer.embed.weight.device
+    L = max(len(r) for r in rows)
+    ids = torch.zeros(len(rows), L, dtype=torch.long, device=dev)
+    real = torch.zeros(len(rows), L, dtype=torch.bool, device=dev)
+    for j, r in enumerate(rows):
+        ids[j, L - len(r):] = torch.tensor(r, device=dev)
+        real[j, L - len(r):] = True
+    kv = transformer.new_kv_cache(len(rows), dtype=dtype, capacity=capacity)
+    h, kv = transformer(input_ids=ids, attention_mask=real, kv_cache=kv)
+    return kv, h[:, -1]
+
+
+def compute_context(device: torch.device, dtype: torch.dtype | None, weights_dtype: torch.dtype):
+    """bf16 autocast for the whole generation when `dtype` asks for a lower precision than the weights':
+    autocast casts each parameter once and reuses the copy at every step (its cache keeps the casts of
+    parameters that require grad, as a model's do), so a step reads bf16 weights."""
+    if dtype is None or dtype == weights_dtype:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
 @torch.no_grad()
 def generate(transformer, input_ids, max_new_tokens: int = 20, *, temperature: float = 1.0, top_k: int = 0,
              top_p: float = 1.0, greedy: bool = False, eos_token_id=None, stop=None, n_vocab: int | None = None,
              generator: torch.Generator | None = None, attention_mask=None, use_cache: bool = True,
-             sliding: bool = False, on_tokens=None, on_finish=None, output_scores: bool = False) -> Generation:
+             sliding: bool = False, on_tokens=None, on_finish=None, output_scores: bool = False,
+             dtype: torch.dtype | None = None) -> Generation:
     """Continue each prompt by up to max_new_tokens tokens.
 
     input_ids: a list of token-id lists (lengths may differ), or a [B, T] tensor (with attention_mask,
@@ -116,88 +205,49 @@ def generate(transformer, input_ids, max_new_tokens: int = 20, *, temperature: f
     RNG (same generator state -> same text). use_cache=False recomputes the whole prefix every step
     (the slow reference). on_tokens(row, ids): streaming callback (a row's tokens in order, held back
     while they could still be the start of a stop sequence); on_finish(row, reason) when a row ends.
+    dtype: the compute dtype (torch.bfloat16: bf16 autocast for the whole generation, the weights cast
+    once and the key/value cache in bf16; default: the weights' dtype, under the caller's autocast).
     """
     if temperature <= 0 and not greedy:
         raise ValueError(f"temperature must be > 0 (or greedy=True), got {temperature}")
     if top_k < 0 or not 0 < top_p <= 1:
         raise ValueError(f"top_k must be >= 0 and top_p in (0, 1], got top_k={top_k}, top_p={top_p}")
-    n_ctx, window = transformer.n_ctx, max(transformer.n_ctx // 2, 1)
-    hist = _as_rows(input_ids, attention_mask)
-    for i, r in enumerate(hist):
-        if not r:
-            raise ValueError(f"prompt {i + 1} has no tokens")
-        if len(r) > n_ctx:
-            if not sliding:
-                raise ValueError(f"prompt {i + 1} has {len(r)} tokens, more than n_ctx {n_ctx} (sliding=True, "
-                                 "or --sliding, keeps its last n_ctx // 2)")
-            hist[i] = r[-window:]
+    n_ctx, we = transformer.n_ctx, transformer.embed.weight
     eos = {eos_token_id} if isinstance(eos_token_id, int) else set(eos_token_id or ())
-    stops = [list(s) for s in (stop or ()) if len(s)]
-    we = transformer.embed.weight
+    rows = _Rows(_prompts(input_ids, attention_mask, n_ctx, sliding), on_tokens, on_finish,
+                 [list(s) for s in (stop or ()) if len(s)], eos)
     mask = vocab_mask(we.size(0), transformer.pos_offset, n_vocab, we.device)
-    new = [[] for _ in hist]
-    reasons: list[str | None] = [None] * len(hist)
-    stream = _Stream(on_tokens, len(hist), max((len(s) for s in stops), default=1) - 1)
-    scores = [[] for _ in hist]
-    out = Generation(new, reasons)
+    pick = functools.partial(next_tokens, temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
+                             generator=generator)
+    with compute_context(we.device, dtype, we.dtype):
+        _decode(transformer, rows, max_new_tokens, pick, mask, use_cache=use_cache, sliding=sliding,
+                dtype=dtype, output_scores=output_scores)
+    for i, r in enumerate(rows.reasons):
+        if r is None:
+            rows.finish(i, "length")
+    out = Generation(rows.new, rows.reasons)
+    if output_scores:
+        out.scores = [torch.stack(s) if s else we.new_zeros(0, we.size(0)) for s in rows.scores]
+    return out
+
+
+def _decode(transformer, rows: _Rows, max_new_tokens: int, pick, mask, *, use_cache: bool, sliding: bool,
+            dtype, output_scores: bool) -> None:
+    """The decoding loop: one forward of one token per row and step, the cache rebuilt from the rows'
+    tokens when it is full while a shorter row still has room (or every step without the cache)."""
+    n_ctx, we = transformer.n_ctx, transformer.embed.weight
     batch, cache, last = [], None, None  # rows in the cache's batch (finished ones ride along until a rebuild)
-
-    def finish(i, why):
-        reasons[i] = why
-        stream.push(i, new[i], final=True)
-        if on_finish is not None:
-            on_finish(i, why)
-
-    def rebuild():
-        rows = [i for i in range(len(hist)) if reasons[i] is None]
-        L = max(len(hist[i]) for i in rows)
-        ids = torch.zeros(len(rows), L, dtype=torch.long, device=we.device)
-        pad = torch.zeros(len(rows), L, dtype=torch.bool, device=we.device)
-        for j, i in enumerate(rows):
-            ids[j, L - len(hist[i]):] = torch.tensor(hist[i], device=we.device)
-            pad[j, L - len(hist[i]):] = True
-        kv = transformer.new_kv_cache(len(rows), capacity=None if use_cache else L)
-        h, kv = transformer(input_ids=ids, attention_mask=pad, kv_cache=kv)
-        return rows, kv, h[:, -1]
-
     for step in range(max_new_tokens):
-        for i in range(len(hist)):
-            if reasons[i] is None and len(hist[i]) >= n_ctx:
-                if not sliding:
-                    finish(i, "n_ctx")
-                else:
-                    hist[i] = hist[i][-window:]  # the full cache is rebuilt below
-        if all(r is not None for r in reasons):
+        rows.at_n_ctx(n_ctx, sliding)
+        if rows.done():
             break
         if cache is None or not use_cache or cache.length >= n_ctx:
-            batch, cache, last = rebuild()
-        logits = tied_logits(last, we) + mask
-        nxt = next_tokens(logits, temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
-                          generator=generator)
-        for j, (i, t) in enumerate(zip(batch, nxt.tolist())):
-            if reasons[i] is not None:
-                continue
-            if output_scores:
-                scores[i].append(logits[j])
-            hist[i].append(t)
-            new[i].append(t)
-            if t in eos:
-                new[i].pop()
-                finish(i, "eos")
-                continue
-            hit = next((s for s in stops if new[i][-len(s):] == s), None)
-            if hit is not None:
-                del new[i][-len(hit):]
-                finish(i, "stop")
-            else:
-                stream.push(i, new[i])
-        done = all(r is not None for r in reasons)
-        if use_cache and not done and step + 1 < max_new_tokens and cache.length < n_ctx:
+            batch = [i for i, r in enumerate(rows.reasons) if r is None]
+            todo = [rows.hist[i] for i in batch]
+            cache, last = prefill(transformer, todo, None if use_cache else max(map(len, todo)), dtype)
+        logits = tied_logits(last, we).float() + mask
+        nxt = pick(logits)
+        rows.accept(batch, nxt.tolist(), logits, output_scores)
+        if use_cache and not rows.done() and step + 1 < max_new_tokens and cache.length < n_ctx:
             h, cache = transformer(input_ids=nxt[:, None], kv_cache=cache)
             last = h[:, -1]
-    for i, r in enumerate(reasons):
-        if r is None:
-            finish(i, "length")
-    if output_scores:
-        out.scores = [torch.stack(s) if s else we.new_zeros(0, we.size(0)) for s in scores]
-    return out

@@ -176,7 +176,7 @@ class KnownLogits(nn.Module):
     def pos_offset(self):
         return self.vocab - self.n_ctx
 
-    def new_kv_cache(self, batch, capacity=None):
+    def new_kv_cache(self, batch, dtype=None, capacity=None):
         return KVCache(0, batch, 1, capacity or self.n_ctx, 1)
 
     def forward(self, input_ids, attention_mask=None, kv_cache=None):
@@ -352,3 +352,63 @@ def test_cli_rejects_out_of_range_flags_in_one_line(flag, value, capsys):
         gen_cli.build_parser().parse_args([flag, value])
     err = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 2 and len(err) == 1 and err[0].startswith(f"error: argument {flag}") and value in err[0]
+
+
+# ------------------------------------------------------------------------------------------ bf16
+def greedy_prefix_where_the_margin_allows(g, n_vocab, margin):
+    """Each row's tokens up to the first step whose top-two logits are closer than `margin`."""
+    out = []
+    for toks, s in zip(g.tokens, g.scores):
+        top = s[:, :n_vocab].topk(2, -1).values
+        close = ((top[:, 0] - top[:, 1]) < margin).nonzero()
+        out.append(toks[:int(close[0]) if len(close) else len(toks)])
+    return out
+
+
+def test_bf16_greedy_equals_fp32_where_the_margins_allow_and_cached_equals_recomputed():
+    m = lm()
+    g32 = m.generate(PROMPTS, 40, greedy=True, n_vocab=N_VOCAB, output_scores=True)
+    g16 = m.generate(PROMPTS, 40, greedy=True, n_vocab=N_VOCAB, output_scores=True, dtype=torch.bfloat16)
+    scale = max(s[:, :N_VOCAB].abs().max().item() for s in g32.scores)
+    # bf16 moves these logits by up to ~2 % of their scale: a lead of 3 % of it decides the same token
+    sure = greedy_prefix_where_the_margin_allows(g32, N_VOCAB, 0.03 * scale)
+    assert sum(map(len, sure)) >= 8, sure  # a real comparison
+    assert all(t[:len(s)] == s for t, s in zip(g16.tokens, sure))
+    for a, b, s in zip(g16.scores, g32.scores, sure):
+        torch.testing.assert_close(a[:len(s), :N_VOCAB], b[:len(s), :N_VOCAB], rtol=0, atol=0.05 * scale)
+    full = m.generate(PROMPTS, 40, greedy=True, n_vocab=N_VOCAB, output_scores=True, dtype=torch.bfloat16,
+                      use_cache=False)  # the whole prefix recomputed in bf16 every step
+    assert full.tokens == g16.tokens
+    for a, b in zip(g16.scores, full.scores):
+        torch.testing.assert_close(a[:, :N_VOCAB], b[:, :N_VOCAB], rtol=0, atol=1e-2 * scale)
+
+
+class CastCounter(torch.utils._python_dispatch.TorchDispatchMode):
+    """Counts the copies to bf16 made of the given tensors (by storage)."""
+
+    def __init__(self, tensors):
+        super().__init__()
+        self.ptrs, self.casts = {t.data_ptr() for t in tensors}, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.ops.aten._to_copy.default and kwargs.get("dtype") == torch.bfloat16 and \
+                args[0].data_ptr() in self.ptrs:
+            self.casts += 1
+        return func(*args, **kwargs)
+
+
+def test_bf16_generation_casts_each_weight_once_and_keeps_its_cache_in_bf16(monkeypatch):
+    """A decoding step reads bf16 weights (cast once for the whole generation, not at every step) and
+    a bf16 cache (not an fp32 one cast at every step)."""
+    m = lm()
+    tr = m.transformer
+    matrices = [p for name, p in m.named_parameters() if p.dim() == 2]  # what the products read
+    caches, new_cache = [], tr.new_kv_cache
+    monkeypatch.setattr(tr, "new_kv_cache", lambda *a, **kw: caches.append(new_cache(*a, **kw)) or caches[-1])
+    with CastCounter(matrices) as counter:
+        g = m.generate(PROMPTS, 6, greedy=True, n_vocab=N_VOCAB, dtype=torch.bfloat16)
+    assert [len(t) for t in g.tokens] == [6] * 4  # 6 steps (5 of them decoding steps)
+    assert 0 < counter.casts <= len(matrices)
+    assert caches and all(k.dtype == torch.bfloat16 for c in caches for k in c.k + c.v)
+    assert tr.embed.weight.dtype == torch.float32  # the model itself is left as it was

@@ -166,7 +166,7 @@ class Trainer:
         if n is not None and n < len(enc):
             enc = Encoded(enc.tokens[:n], enc.lengths[:n], None if enc.labels is None else enc.labels[:n], enc.ids[:n])
         return task_logits(self.model, enc, self.layout, batch_size=self.n_batch_eval, padding=self.config.padding,
-                           autocast=self.ctx.autocast, progress=lambda r: self._bar(len(r), f"eval {split}"))
+                           settings=self.ctx.inference, progress=lambda r: self._bar(len(r), f"eval {split}"))
 
     def predict(self, split: str) -> np.ndarray:
         """The task's predictions (class ids, or scores) for every example of a split."""
