@@ -1,4 +1,4 @@
-"""Entry point: python -m benchmarks {layernorm_gelu,attention,adam,train_step,encode,pretrain,generate,finetune_padding,memory,lm_head,all,env} [--quick] [--core] [--data FILE ...].
+"""Entry point: python -m benchmarks {layernorm_gelu,attention,adam,train_step,encode,pretrain,generate,finetune_padding,memory,lm_head,cpu,all,env} [--quick] [--core] [--data FILE ...].
 
 `env` prints the environment every result records (versions, device, clocks, commit) as one JSON line.
 """
@@ -18,6 +18,7 @@ BENCHES = {
     "finetune_padding": "benchmarks.bench_finetune_padding",
     "memory": "benchmarks.bench_memory",
     "lm_head": "benchmarks.bench_lm_head",
+    "cpu": "benchmarks.bench_cpu",
 }
 
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from . import cpu_decode
+
 NEG = -1e12  # the original's mask value for the position columns
 
 
@@ -181,13 +183,23 @@ def prefill(transformer, rows: list[list[int]], capacity: int | None = None, dty
     return kv, h[:, -1]
 
 
-def compute_context(device: torch.device, dtype: torch.dtype | None, weights_dtype: torch.dtype):
-    """bf16 autocast for the whole generation when `dtype` asks for a lower precision than the weights':
-    autocast casts each parameter once and reuses the copy at every step (its cache keeps the casts of
-    parameters that require grad, as a model's do), so a step reads bf16 weights."""
-    if dtype is None or dtype == weights_dtype:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
+@contextlib.contextmanager
+def computing_in(transformer, dtype: torch.dtype | None, rows: int):
+    """The generation's precision; yields the LM head to call, hidden states [B, C] -> logits [B, vocab].
+    dtype None or the weights' dtype: as the caller's context. Lower (bf16): bf16 autocast for the whole
+    generation, so each parameter is cast once (autocast's cache keeps the casts of parameters that
+    require grad, as a model's do), and on a CPU with oneDNN the weight matrices packed once
+    (gpt1_fast.cpu_decode): a step reads bf16 weights."""
+    we = transformer.embed.weight
+    if dtype is None or dtype == we.dtype:
+        yield lambda h: tied_logits(h, we)
+        return
+    with torch.autocast(we.device.type, dtype=dtype):
+        if not cpu_decode.packable(we.device, dtype):
+            yield lambda h: tied_logits(h, we)
+            return
+        with cpu_decode.packed_linears(transformer, rows) as packed:
+            yield packed.logits
 
 
 @torch.no_grad()
@@ -206,7 +218,8 @@ def generate(transformer, input_ids, max_new_tokens: int = 20, *, temperature: f
     (the slow reference). on_tokens(row, ids): streaming callback (a row's tokens in order, held back
     while they could still be the start of a stop sequence); on_finish(row, reason) when a row ends.
     dtype: the compute dtype (torch.bfloat16: bf16 autocast for the whole generation, the weights cast
-    once and the key/value cache in bf16; default: the weights' dtype, under the caller's autocast).
+    once (on a CPU, packed once for oneDNN) and the key/value cache in bf16; default: the weights'
+    dtype, under the caller's autocast).
     """
     if temperature <= 0 and not greedy:
         raise ValueError(f"temperature must be > 0 (or greedy=True), got {temperature}")
@@ -219,8 +232,8 @@ def generate(transformer, input_ids, max_new_tokens: int = 20, *, temperature: f
     mask = vocab_mask(we.size(0), transformer.pos_offset, n_vocab, we.device)
     pick = functools.partial(next_tokens, temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
                              generator=generator)
-    with compute_context(we.device, dtype, we.dtype):
-        _decode(transformer, rows, max_new_tokens, pick, mask, use_cache=use_cache, sliding=sliding,
+    with computing_in(transformer, dtype, len(rows.hist)) as lm_head:
+        _decode(transformer, rows, max_new_tokens, pick, mask, lm_head, use_cache=use_cache, sliding=sliding,
                 dtype=dtype, output_scores=output_scores)
     for i, r in enumerate(rows.reasons):
         if r is None:
@@ -231,11 +244,11 @@ def generate(transformer, input_ids, max_new_tokens: int = 20, *, temperature: f
     return out
 
 
-def _decode(transformer, rows: _Rows, max_new_tokens: int, pick, mask, *, use_cache: bool, sliding: bool,
+def _decode(transformer, rows: _Rows, max_new_tokens: int, pick, mask, lm_head, *, use_cache: bool, sliding: bool,
             dtype, output_scores: bool) -> None:
     """The decoding loop: one forward of one token per row and step, the cache rebuilt from the rows'
     tokens when it is full while a shorter row still has room (or every step without the cache)."""
-    n_ctx, we = transformer.n_ctx, transformer.embed.weight
+    n_ctx = transformer.n_ctx
     batch, cache, last = [], None, None  # rows in the cache's batch (finished ones ride along until a rebuild)
     for step in range(max_new_tokens):
         rows.at_n_ctx(n_ctx, sliding)
@@ -245,7 +258,7 @@ def _decode(transformer, rows: _Rows, max_new_tokens: int, pick, mask, *, use_ca
             batch = [i for i, r in enumerate(rows.reasons) if r is None]
             todo = [rows.hist[i] for i in batch]
             cache, last = prefill(transformer, todo, None if use_cache else max(map(len, todo)), dtype)
-        logits = tied_logits(last, we).float() + mask
+        logits = lm_head(last).float() + mask
         nxt = pick(logits)
         rows.accept(batch, nxt.tolist(), logits, output_scores)
         if use_cache and not rows.done() and step + 1 < max_new_tokens and cache.length < n_ctx:

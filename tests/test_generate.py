@@ -412,3 +412,26 @@ def test_bf16_generation_casts_each_weight_once_and_keeps_its_cache_in_bf16(monk
     assert 0 < counter.casts <= len(matrices)
     assert caches and all(k.dtype == torch.bfloat16 for c in caches for k in c.k + c.v)
     assert tr.embed.weight.dtype == torch.float32  # the model itself is left as it was
+
+
+def test_bf16_decoding_on_a_cpu_multiplies_by_weights_packed_once(monkeypatch):
+    """With oneDNN, every product of a step (4 a block, the LM head) runs on the copies packed when the
+    generation started, giving the bits plain bf16 autocast gives."""
+    from gpt1_fast import cpu_decode
+
+    if not cpu_decode.packable(torch.device("cpu"), torch.bfloat16):
+        pytest.skip("this PyTorch has no oneDNN packed linear")
+    m = lm()
+    calls, packs = [], []
+    linear, pack = cpu_decode.PackedLinears.linear, cpu_decode._pack
+    monkeypatch.setattr(cpu_decode.PackedLinears, "linear", lambda self, *a: calls.append(1) or linear(self, *a))
+    monkeypatch.setattr(cpu_decode, "_pack", lambda *a: packs.append(1) or pack(*a))
+    g = m.generate(PROMPTS, 6, greedy=True, n_vocab=N_VOCAB, output_scores=True, dtype=torch.bfloat16)
+    n_layer = len(m.transformer.h)
+    assert len(packs) == 4 * n_layer + 1  # once each, for the whole generation
+    assert len(calls) == 6 * (4 * n_layer + 1)  # the prefill and 5 decoding steps, the LM head of each of the 6
+    monkeypatch.setattr(cpu_decode, "packable", lambda device, dtype: False)  # plain autocast
+    plain = m.generate(PROMPTS, 6, greedy=True, n_vocab=N_VOCAB, output_scores=True, dtype=torch.bfloat16)
+    assert plain.tokens == g.tokens
+    for a, b in zip(plain.scores, g.scores):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-2 * b[:, :N_VOCAB].abs().max().item())
