@@ -1,4 +1,4 @@
-"""Entry point: python -m benchmarks {layernorm_gelu,attention,adam,train_step,encode,pretrain,generate,finetune_padding,memory,lm_head,cpu,all,env} [--quick] [--core] [--data FILE ...].
+"""Entry point: python -m benchmarks {layernorm_gelu,attention,adam,train_step,encode,pretrain,generate,finetune_padding,memory,lm_head,cpu,cpu_agreement,all,env} [--quick] [--core] [--data FILE ...].
 
 `env` prints the environment every result records (versions, device, clocks, commit) as one JSON line.
 """
@@ -19,6 +19,7 @@ BENCHES = {
     "memory": "benchmarks.bench_memory",
     "lm_head": "benchmarks.bench_lm_head",
     "cpu": "benchmarks.bench_cpu",
+    "cpu_agreement": "benchmarks.cpu_agreement",
 }
 
 
@@ -30,10 +31,11 @@ def main(argv=None):
                     help="only the rows that decide the benchmark's goal (the GPU suite's first call); "
                          "benchmarks without such a subset run whole")
     ap.add_argument("--data", nargs="+", metavar="FILE",
-                    help="encode only: real texts (Story Cloze CSVs, or files of one text per line)")
+                    help="encode: real texts (Story Cloze CSVs, or files of one text per line); cpu_agreement: "
+                         "Story Cloze 2018 CSVs (the first with labels fine-tunes a small model)")
     args = ap.parse_args(argv)
-    if args.data and args.name != "encode":
-        ap.error("--data is for the encode benchmark")
+    if args.data and args.name not in ("encode", "cpu_agreement"):
+        ap.error("--data is for the encode and cpu_agreement benchmarks")
     if args.name == "env":
         from benchmarks.common import environment
 

@@ -24,6 +24,8 @@ import torch
 from .context import InferenceSettings
 from .tasks.common import make_batch
 
+MAX_GRAPHS = 64  # compiled shapes and model structures kept per process
+
 
 def head_outputs(model, X: torch.Tensor) -> torch.Tensor:
     """model.task_logits(X) with the task head in float32 whatever the autocast: the transformer's
@@ -37,8 +39,18 @@ def head_outputs(model, X: torch.Tensor) -> torch.Tensor:
 @functools.cache
 def compiled_head_outputs():
     """head_outputs compiled for static shapes (one torch.compile wrapper for the process: its graphs are
-    kept with the function's code and guarded on the shapes and the model's structure)."""
-    return torch.compile(head_outputs, dynamic=False)
+    kept with the function's code and guarded on the shapes and the model's structure). Up to
+    MAX_GRAPHS of them: past torch's default of 8, a process that evaluates several models (an estimator
+    refitted, other vocabularies) would silently run the rest eager."""
+    import torch._dynamo
+
+    compiled = torch.compile(head_outputs, dynamic=False)
+
+    def run(model, X):
+        with torch._dynamo.config.patch(recompile_limit=MAX_GRAPHS):
+            return compiled(model, X)
+
+    return run
 
 
 def graphs_compiled() -> int:
