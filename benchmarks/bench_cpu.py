@@ -39,8 +39,9 @@ CPU = torch.device("cpu")
 def sizes(quick: bool) -> dict:
     if quick:
         return dict(cfg=GPTConfig(n_embd=128, n_head=4, n_layer=2), n_vocab=1000, infer=(4, 32), train=(2, 32),
-                    gen=(2, 8, 16), rounds=2)
-    return dict(cfg=GPTConfig(), n_vocab=40478, infer=(16, 64), train=(8, 77), gen=(8, 16, 256), rounds=5)
+                    gen=(2, 8, 16), rounds=(2, 2, 2))
+    # rounds of inference, fine-tuning, generation (a fine-tuning step takes seconds here, HF's generation minutes)
+    return dict(cfg=GPTConfig(), n_vocab=40478, infer=(16, 64), train=(8, 77), gen=(8, 16, 256), rounds=(5, 3, 3))
 
 
 def amp(bf16: bool):
@@ -101,7 +102,7 @@ def warm(impls: dict, label: str) -> dict:
     return first
 
 
-def inference_rows(cfg, n_vocab, B, T, rounds, ceilings) -> list[dict]:
+def inference_rows(cfg, n_vocab, B, T, rounds) -> list[dict]:
     impls, dtypes, tokens = inference_impls(cfg, n_vocab, B, T)
     first = warm(impls, "inference")
     ref = impls["ours: fp32 eager"]().float()
@@ -163,7 +164,7 @@ def hf_train_step(cfg, vocab, T, bf16: bool):
     return step
 
 
-def train_rows(cfg, n_vocab, B, T, rounds, ceilings) -> list[dict]:
+def train_rows(cfg, n_vocab, B, T, rounds) -> list[dict]:
     vocab = n_vocab + N_SPECIAL + T
     gen = torch.Generator().manual_seed(0)
     batches = [batch(B, T, n_vocab, CPU, gen) for _ in range(2)]
@@ -173,7 +174,7 @@ def train_rows(cfg, n_vocab, B, T, rounds, ceilings) -> list[dict]:
               "ours: bf16 compiled": lambda: ours_train_step(cfg, vocab, T, True, True),
               "HF transformers fp32": lambda: hf_train_step(cfg, vocab, T, False),
               "HF transformers bf16 autocast": lambda: hf_train_step(cfg, vocab, T, True)}
-    impls, loss = {}, {}
+    impls = {}
     for name, make in makers.items():  # built one after another: each holds its model and optimizer state
         step, it = make(), iter(range(10 ** 9))
         impls[name] = (lambda step, it: lambda: step(*batches[next(it) % len(batches)]))(step, it)
@@ -186,7 +187,6 @@ def train_rows(cfg, n_vocab, B, T, rounds, ceilings) -> list[dict]:
                         baseline=hf if hf in t else None, baseline_ms=t.get(hf),
                         speedup_vs_hf=round(t[hf] / ms, 2) if hf in t else None,
                         tokens_per_s=round(B * 2 * T / ms * 1e3), first_call_s=round(first[name], 1)))
-    del loss
     return rows
 
 
@@ -232,7 +232,7 @@ def generation_rows(cfg, n_vocab, n_prompts, prompt_len, n_new, rounds, ceilings
 # ----------------------------------------------------------------------------------------------- main
 def main(quick: bool = False):
     s = sizes(quick)
-    cfg, n_vocab, rounds = s["cfg"], s["n_vocab"], s["rounds"]
+    cfg, n_vocab, (r_infer, r_train, r_gen) = s["cfg"], s["n_vocab"], s["rounds"]
     ceilings = measure_ceilings(CPU, quick)
     facts = cpu.describe()
     notes = (f"{facts['processor']}, {facts['threads']} threads, PyTorch CPU capability {facts['capability']}, "
@@ -245,9 +245,9 @@ def main(quick: bool = False):
     def write():
         write_results("cpu" + ("-quick" if quick else ""), rows, {**ceilings, **facts}, CPU, notes=notes)
 
-    for part in (lambda: inference_rows(cfg, n_vocab, *s["infer"], rounds, ceilings),
-                 lambda: train_rows(cfg, n_vocab, *s["train"], rounds, ceilings),
-                 lambda: generation_rows(cfg, n_vocab, *s["gen"], 2 if quick else 3, ceilings)):
+    for part in (lambda: inference_rows(cfg, n_vocab, *s["infer"], r_infer),
+                 lambda: train_rows(cfg, n_vocab, *s["train"], r_train),
+                 lambda: generation_rows(cfg, n_vocab, *s["gen"], r_gen, ceilings)):
         rows += part()
         write()  # each part's rows as soon as they exist: a long run cut short keeps them
     return rows
