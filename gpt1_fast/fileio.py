@@ -58,11 +58,13 @@ def atomic_write(path, write_fn: Callable[[IO], None], mode: str = "w") -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(e, RuntimeError) and isinstance(e.__context__, KeyboardInterrupt):
+            raise KeyboardInterrupt from None  # Ctrl-C inside torch.save's writer comes out as a RuntimeError
         raise
     _fsync_dir(path.parent)
     return path

@@ -32,8 +32,9 @@ import time
 from pathlib import Path
 
 from . import options
+from .cli import resume_command
 from .context import RunContext
-from .errors import CheckpointError, DataError, ResumeError, UsageError
+from .errors import CheckpointError, DataError, MissingPackage, ResumeError, UsageError
 from .fileio import atomic_write_text
 from .logs import JsonlLog
 from .folder import init_from, load_pretrained, model_section, save_pretrained
@@ -59,7 +60,9 @@ def load_data(args, task, ctx: RunContext, vocab_paths, verbose: bool):
     """Read, encode (cached) and transform every split; rank 0 first, so the others read its cache."""
     try:
         text_encoder = LazyTextEncoder(*vocab_paths)
-    except ValueError as e:  # bad JSON, a malformed merge, bytes that are not UTF-8: name both files
+    except DataError:  # names the file (and line)
+        raise
+    except ValueError as e:  # anything else the two files hold: name both
         raise DataError(f"the vocabulary ({vocab_paths[0]}, {vocab_paths[1]}) cannot be read: {e}") from None
 
     def load():
@@ -140,18 +143,35 @@ def absolute_args(args, vocab_paths) -> dict:
 
 # ------------------------------------------------------------------------------------------ recipe
 def main(argv=None) -> dict:
+    from .deps import require
+
     args = options.parse(options.TRAIN, build_parser(), argv)
     args.desc = args.desc or args.dataset
     task = get_task(args.dataset, objective=args.stsb_objective if args.dataset == "sts-b" else None,
                     diagnostic=args.diagnostic)
     paths = RunPaths(args.desc, args.runs_dir, args.log_dir, args.save_dir, args.submission_dir)
     refuse_earlier_results(paths, task, args)
+    require("metrics", f"scoring {task.display}")  # spaCy and ftfy: when text is encoded (not cached)
     src = resolve_source(args)
     ctx = RunContext(args)
+    command = resume_command(PROG, argv)
     try:
-        return run(args, task, ctx, src, paths)
+        return run(args, task, ctx, src, paths, command)
+    except KeyboardInterrupt:  # before training started (run() reports one during training)
+        if ctx.main:
+            print("interrupted before training started; " + way_out(paths.checkpoint_files(), command,
+                                                                   "run the command again to start over"),
+                  file=sys.stderr, flush=True)
+        raise SystemExit(130) from None
     finally:
         ctx.close()
+
+
+def way_out(checkpoints: list, command: str, again: str = "pass --overwrite to start again") -> str:
+    """How to go on after an interrupt: the last complete checkpoint and the --resume command, or none."""
+    if checkpoints:
+        return f"the last complete checkpoint is {checkpoints[-1]}; continue with: {command}"
+    return f"no checkpoint to resume from (--save_every N writes them); {again}"
 
 
 def resolve_source(args) -> Source:
@@ -165,7 +185,7 @@ def resolve_source(args) -> Source:
     return src
 
 
-def run(args, task, ctx: RunContext, src: Source, paths: RunPaths) -> dict:
+def run(args, task, ctx: RunContext, src: Source, paths: RunPaths, command: str = "") -> dict:
     """Read and check everything, then claim the run's files, then train. Nothing is written (but the
     encoding cache) before every input has been read and checked."""
     verbose = ctx.main  # progress: a bar on a terminal, else a line every 30 s
@@ -195,7 +215,7 @@ def run(args, task, ctx: RunContext, src: Source, paths: RunPaths) -> dict:
         return train_and_report(args, trainer, paths, best, ctx)
     except KeyboardInterrupt:
         if ctx.main:
-            print(interrupted_message(trainer, paths, best, ckpts), file=sys.stderr, flush=True)
+            print(interrupted_message(trainer, paths, best, ckpts, command), file=sys.stderr, flush=True)
         raise SystemExit(130) from None
 
 
@@ -258,13 +278,10 @@ def refuse_earlier_results(paths: RunPaths, task, args) -> None:
                          "replace them, or choose another --desc")
 
 
-def interrupted_message(trainer: Trainer, paths: RunPaths, best: BestModel, ckpts: Checkpointing) -> str:
-    msg = f"interrupted at update {trainer.n_updates}"
+def interrupted_message(trainer: Trainer, paths: RunPaths, best: BestModel, ckpts: Checkpointing,
+                        command: str) -> str:
     latest = ckpts.latest()
-    if latest is not None:
-        msg += f": the last complete checkpoint is {latest}; continue with the same command and --resume"
-    else:
-        msg += ": no checkpoint to resume from (--save_every N writes them)"
+    msg = f"interrupted at update {trainer.n_updates}: " + way_out([latest] if latest else [], command)
     if best.saved is not None:
         n, score = best.saved
         at = "the initial parameters" if n == 0 else f"update {n}, {trainer.selection_key} {score:.2f}"
@@ -280,7 +297,7 @@ def cli(argv=None):
     except UsageError as e:
         print(f"error: {e} (see {PROG} --help)", file=sys.stderr)
         raise SystemExit(2) from None
-    except (FileNotFoundError, DataError, CheckpointError, ResumeError) as e:
+    except (FileNotFoundError, DataError, CheckpointError, ResumeError, MissingPackage) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(1) from None
     except KeyboardInterrupt:
