@@ -191,7 +191,7 @@ def convert(src, dst, *, vocab_paths=None, **flags) -> Path:
 
 # ---------------------------------------------------------------------------------- command line
 def main(argv=None) -> Path:
-    from .cli import Parser, add_option
+    from .cli import OutFolder, Parser, add_option
     from .options import OPTIONS
 
     p = Parser(prog="python -m gpt1_fast.folder", description="Write a model (" + KINDS + ") as a model folder "
@@ -204,6 +204,10 @@ def main(argv=None) -> Path:
     a = p.parse_args(argv)
     if (a.encoder_path is None) != (a.bpe_path is None):
         p.error("argument --encoder_path: give both --encoder_path and --bpe_path, or neither")
+    try:
+        OutFolder.convert(a.dst)
+    except ValueError as e:
+        p.error(f"argument dst: {e}")
     if (Path(a.dst) / CONFIG).exists() and not a.overwrite:
         p.error(f"argument dst: {a.dst} already holds a model (config.json): pass --overwrite or choose another folder")
     vocab = (a.encoder_path, a.bpe_path) if a.encoder_path else None

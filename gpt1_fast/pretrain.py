@@ -87,6 +87,8 @@ def check_inputs(args, ctx: RunContext, out: Path, vocab, data_digest: str) -> N
 
     read_vocab(*vocab)  # a DataError naming the file
     if not encoded_already(Path(args.tokens_dir or out / "data"), data_digest):
+        if not any(doc.strip() for doc in corpus.read_documents(args.data)):  # stops at the first text
+            raise DataError(f"{', '.join(args.data)}: no text to pretrain on (empty, or only blank lines)")
         require("text", "encoding the corpus")
     why = message("plot", "the loss plot (loss.png)")
     if why and ctx.main:
@@ -123,9 +125,7 @@ def build_lm(args, src: Source, n_vocab: int) -> tuple[LMModel, EmbeddingLayout]
 
 # ------------------------------------------------------------------------------------------ recipe
 def main(argv=None) -> dict:
-    args = options.parse(options.PRETRAIN, build_parser(), argv)
-    if Path(args.out).exists() and not Path(args.out).is_dir():
-        raise UsageError(f"argument --out: {args.out} is a file; expected a folder (new or of an earlier run)")
+    args = options.parse(options.PRETRAIN, build_parser(), argv)  # --out and --tokens_dir: folders, or new
     ctx = RunContext(args)
     command = resume_command(PROG, argv)
     try:
@@ -219,13 +219,16 @@ def start_log(args, out: Path, trainer: LMTrainer, lm, n_train: int, n_val: int)
 
 
 def draw_loss(out: Path) -> str | None:
-    """loss.png from the log (a missing matplotlib or an empty log is a warning: the model is written)."""
+    """loss.png from the log (without matplotlib, warned about at the start, or from an empty log
+    there is none: the model is written)."""
+    from .deps import missing
+
+    if missing("plot"):
+        return None
     try:
         from .plot import plot_log
 
         return str(plot_log(out / "log.jsonl", out / "loss.png"))
-    except ImportError as e:
-        print(f"warning: no loss plot ({e}); pip install matplotlib", file=sys.stderr)
     except ValueError as e:
         print(f"warning: no loss plot ({e})", file=sys.stderr)
     return None
