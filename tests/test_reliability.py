@@ -148,6 +148,7 @@ def test_help_names_the_python_m_form(name, capsys):
     assert e.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith(f"usage: python -m {name} "), out[:200]
+    assert "SPEC" not in out and "§" not in out  # no document the user does not have
 
 
 # ------------------------------------------------------------------------------ text files
