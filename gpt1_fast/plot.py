@@ -176,16 +176,13 @@ def draw_panel(ax, panel: Panel) -> None:
         ax.legend(fontsize="small")
 
 
-def plot_log(path, out=None) -> Path:
-    """Write the PNG (default: the log's path with .png) and return its path."""
+def figure(path):
+    """The log's figure (matplotlib, not saved): one panel per quantity, titled with the run's name."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .fileio import atomic_write
-
-    path = Path(path)
     records = read_log(path)
     kind = log_kind(records, path)
     panels = pretrain_panels(records) if kind == "pretrain" else finetune_panels(records)
@@ -195,10 +192,20 @@ def plot_log(path, out=None) -> Path:
     for ax, panel in zip(axes.flat, panels):
         draw_panel(ax, panel)
     for ax in list(axes.flat)[len(panels):]:
-        ax.set_visible(False)
+        ax.remove()
     fig.suptitle(f"{run_name(path, records)}\n{subtitle(kind, records)}", fontsize="large")
     fig.tight_layout()
-    out = Path(out) if out else path.with_suffix(".png")
+    return fig
+
+
+def plot_log(path, out=None) -> Path:
+    """Write the PNG (default: the log's path with .png) and return its path."""
+    import matplotlib.pyplot as plt
+
+    from .fileio import atomic_write
+
+    fig = figure(path)
+    out = Path(out) if out else Path(path).with_suffix(".png")
     atomic_write(out, lambda f: fig.savefig(f, format="png", dpi=100), mode="wb")
     plt.close(fig)
     return out
