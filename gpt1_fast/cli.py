@@ -305,3 +305,26 @@ def resume_command(prog: str, argv=None) -> str:
         elif a != "--overwrite" and not a.startswith("--resume="):
             out.append(a)
     return " ".join(shlex.quote(a) for a in [*prog.split(), *out, "--resume"])
+
+
+# ------------------------------------------------------------------------------------ entry points
+def run_cli(main: Callable, argv, prog: str, file_errors: tuple = (), interrupted: str = "interrupted") -> None:
+    """An entry point's command line: main(argv), every mistake one `error:` line on stderr, no
+    traceback. Exit codes: 2 a flag (UsageError), 1 a file, a folder or a missing package (DataError,
+    CheckpointError, ResumeError, FileNotFoundError, MissingPackage, and `file_errors`), 130 Ctrl-C
+    (`interrupted` says what was kept; an entry point that knows more says it and exits itself)."""
+    import sys
+
+    from .errors import CheckpointError, DataError, MissingPackage, ResumeError
+
+    try:
+        main(argv)
+    except UsageError as e:
+        print(f"error: {e} (see {prog} --help)", file=sys.stderr)
+        raise SystemExit(2) from None
+    except (DataError, CheckpointError, ResumeError, FileNotFoundError, MissingPackage, *file_errors) as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        print(interrupted, file=sys.stderr)
+        raise SystemExit(130) from None

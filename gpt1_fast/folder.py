@@ -217,14 +217,10 @@ def main(argv=None) -> Path:
 
 
 def cli(argv=None) -> None:
-    try:
-        main(argv)
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except (CheckpointError, FileNotFoundError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(1) from None
+    """Command-line entry: one `error:` line, no traceback (2: a flag, 1: a file, a folder)."""
+    from .cli import run_cli
+
+    run_cli(main, argv, "python -m gpt1_fast.folder", file_errors=(ValueError, OSError))
 
 
 if __name__ == "__main__":

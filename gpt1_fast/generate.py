@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 
 from . import options
-from .cli import check_device
-from .errors import CheckpointError, DataError, MissingPackage, UsageError
+from .cli import check_device, run_cli
+from .errors import DataError, UsageError
 from .folder import load_pretrained
 from .layout import EmbeddingLayout
 from .model import LMModel
@@ -188,21 +188,9 @@ def main(argv=None):
 
 
 def cli(argv=None):
-    """Command-line entry: bad input is one `error:` line on stderr, no traceback (2: a flag, 1: a file)."""
-    try:
-        main(argv)
-    except UsageError as e:
-        print(f"error: {e} (see {PROG} --help)", file=sys.stderr)
-        raise SystemExit(2) from None
-    except (FileNotFoundError, CheckpointError, DataError, MissingPackage) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(1) from None
-    except ValueError as e:  # anything else the vocabulary's files hold
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(1) from None
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        raise SystemExit(130) from None
+    """Command-line entry: bad input is one `error:` line on stderr, no traceback (2: a flag, 1: a file
+    or a missing package; any other ValueError comes from the vocabulary's files)."""
+    run_cli(main, argv, PROG, file_errors=(ValueError,))
 
 
 if __name__ == "__main__":

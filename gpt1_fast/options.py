@@ -1,8 +1,8 @@
 """Every option of every entry point, declared once: kind (type and accepted range), default, help,
 and whether it changes the math (then a resume checkpoint must match it).
 
-The command lines (`train`, `pretrain`, `generate`, `predict`, `zeroshot`) and the estimators'
-keywords are generated from this table: an `Entry` lists the options an entry point takes, grouped
+The command lines (`train`, `pretrain`, `generate`, `predict`, `zeroshot`, `vocab`, `plot`,
+`synthetic`) and the estimators' keywords are generated from this table: an `Entry` lists the options an entry point takes, grouped
 for --help, with its own defaults where they differ (pretraining's learning rate is the paper's
 2.5e-4, fine-tuning's 6.25e-5: one declaration, two defaults). `build_parser(entry)` makes the
 argparse parser; `check(entry, values)` makes the same checks on estimator keywords (a ValueError

@@ -20,7 +20,8 @@ import sys
 
 from . import options
 from .context import RunContext
-from .errors import CheckpointError, DataError, MissingPackage, UsageError
+from .cli import run_cli
+from .errors import UsageError
 
 PROG = "python -m gpt1_fast.predict"
 ESTIMATOR_FAMILIES = {"Classifier": "classification", "Entailment": "entailment", "Similarity": "similarity",
@@ -170,18 +171,9 @@ def show(scores: dict, where, out) -> None:
 
 
 def cli(argv=None):
-    """Command-line entry: bad input is one `error:` line, no traceback (2: a flag, 1: a file)."""
-    try:
-        main(argv)
-    except UsageError as e:
-        print(f"error: {e} (see {PROG} --help)", file=sys.stderr)
-        raise SystemExit(2) from None
-    except (FileNotFoundError, DataError, CheckpointError, MissingPackage) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(1) from None
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        raise SystemExit(130) from None
+    """Command-line entry: bad input is one `error:` line, no traceback (2: a flag, 1: a file or a
+    missing package)."""
+    run_cli(main, argv, PROG)
 
 
 if __name__ == "__main__":

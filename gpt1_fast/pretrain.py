@@ -28,9 +28,9 @@ import sys
 from pathlib import Path
 
 from . import corpus, options
-from .cli import resume_command
+from .cli import resume_command, run_cli
 from .context import RunContext
-from .errors import CheckpointError, DataError, MissingPackage, ResumeError, UsageError
+from .errors import DataError, UsageError
 from .folder import init_from, model_section, save_pretrained
 from .layout import EmbeddingLayout
 from .logs import JsonlLog
@@ -235,18 +235,10 @@ def draw_loss(out: Path) -> str | None:
 
 
 def cli(argv=None):
-    """Command-line entry: bad input is one `error:` line, no traceback (2: a flag, 1: a file)."""
-    try:
-        main(argv)
-    except UsageError as e:
-        print(f"error: {e} (see {PROG} --help)", file=sys.stderr)
-        raise SystemExit(2) from None
-    except (FileNotFoundError, DataError, ResumeError, CheckpointError, MissingPackage, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(1) from None
-    except KeyboardInterrupt:
-        print("interrupted before training started: no checkpoint of this run was written", file=sys.stderr)
-        raise SystemExit(130) from None
+    """Command-line entry: bad input is one `error:` line, no traceback (2: a flag, 1: a file or a
+    missing package, 130: Ctrl-C)."""
+    run_cli(main, argv, PROG, file_errors=(ValueError,),
+            interrupted="interrupted before training started: no checkpoint of this run was written")
 
 
 if __name__ == "__main__":

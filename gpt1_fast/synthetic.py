@@ -14,7 +14,6 @@ the released one); CSVs already there are refused unless --overwrite.
 from __future__ import annotations
 
 import csv
-import sys
 import io
 import random
 import uuid
@@ -121,11 +120,9 @@ def main(argv=None) -> Path:
 
 def cli(argv=None) -> None:
     """Command-line entry: a bad flag is one `error:` line (exit code 2)."""
-    try:
-        main(argv)
-    except UsageError as e:
-        print(f"error: {e} (see {PROG} --help)", file=sys.stderr)
-        raise SystemExit(2) from None
+    from .cli import run_cli
+
+    run_cli(main, argv, PROG)
 
 
 if __name__ == "__main__":

@@ -32,9 +32,9 @@ import time
 from pathlib import Path
 
 from . import options
-from .cli import resume_command
+from .cli import resume_command, run_cli
 from .context import RunContext
-from .errors import CheckpointError, DataError, MissingPackage, ResumeError, UsageError
+from .errors import DataError, UsageError
 from .fileio import atomic_write_text
 from .logs import JsonlLog
 from .folder import init_from, load_pretrained, model_section, save_pretrained
@@ -291,18 +291,8 @@ def interrupted_message(trainer: Trainer, paths: RunPaths, best: BestModel, ckpt
 
 def cli(argv=None):
     """Command-line entry: bad input is one `error:` line, no traceback. Exit codes: 2 a bad flag,
-    1 a bad file, 130 Ctrl-C."""
-    try:
-        main(argv)
-    except UsageError as e:
-        print(f"error: {e} (see {PROG} --help)", file=sys.stderr)
-        raise SystemExit(2) from None
-    except (FileNotFoundError, DataError, CheckpointError, ResumeError, MissingPackage) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(1) from None
-    except KeyboardInterrupt:
-        print("interrupted before training started: nothing of this run was written", file=sys.stderr)
-        raise SystemExit(130) from None
+    1 a bad file or a missing package, 130 Ctrl-C."""
+    run_cli(main, argv, PROG, interrupted="interrupted before training started: nothing of this run was written")
 
 
 if __name__ == "__main__":

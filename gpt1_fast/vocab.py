@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 from . import options
-from .errors import DataError, MissingPackage, UsageError
+from .cli import run_cli
+from .errors import DataError, UsageError
 
 PROG = "python -m gpt1_fast.vocab"
 ENCODER_NAME, BPE_NAME = "encoder_bpe_40000.json", "vocab_40000.bpe"  # the release's names
@@ -61,17 +62,7 @@ def main(argv=None) -> dict:
 def cli(argv=None) -> None:
     """Command-line entry: bad input is one `error:` line, no traceback (2: a flag, 1: a file or a
     missing package, 130: Ctrl-C, nothing written)."""
-    try:
-        main(argv)
-    except UsageError as e:
-        print(f"error: {e} (see {PROG} --help)", file=sys.stderr)
-        raise SystemExit(2) from None
-    except (DataError, MissingPackage, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(1) from None
-    except KeyboardInterrupt:
-        print("interrupted: no vocabulary written", file=sys.stderr)
-        raise SystemExit(130) from None
+    run_cli(main, argv, PROG, interrupted="interrupted: no vocabulary written")
 
 
 if __name__ == "__main__":
