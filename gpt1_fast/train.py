@@ -36,7 +36,7 @@ from .context import RunContext
 from .errors import CheckpointError, DataError, ResumeError, UsageError
 from .fileio import atomic_write_text
 from .logs import JsonlLog
-from .folder import init_from, load_pretrained, model_section, save_pretrained
+from .folder import init_from, load_pretrained, model_section, read_config, save_pretrained
 from .model import DoubleHeadModel
 from .pretrained import LazyTextEncoder, resolve_cache_dir
 from .resume import Checkpointing
@@ -108,9 +108,14 @@ class BestModel:
                              extra=extra)
 
     def __call__(self, trainer: Trainer) -> None:
-        save_pretrained(trainer.model, self.folder, layout=self.layout, vocab_paths=self.src.vocab,
-                        task=self.task.name, head_type=self.task.head_type, label_names=self.task.label_names,
-                        options=self.options, extra=dict(n_updates=trainer.n_updates, score=trainer.best_score))
+        try:
+            save_pretrained(trainer.model, self.folder, layout=self.layout, vocab_paths=self.src.vocab,
+                            task=self.task.name, head_type=self.task.head_type, label_names=self.task.label_names,
+                            options=self.options, extra=dict(n_updates=trainer.n_updates, score=trainer.best_score))
+        except KeyboardInterrupt:  # Ctrl-C waits for a started save to end: the folder holds one model, whole
+            extra = read_config(self.folder).extra if (self.folder / "config.json").exists() else None
+            self.saved = None if extra is None else (extra["n_updates"], extra["score"])
+            raise
         self.saved = (trainer.n_updates, trainer.best_score)
 
 
