@@ -113,10 +113,14 @@ class BestModel:
                             task=self.task.name, head_type=self.task.head_type, label_names=self.task.label_names,
                             options=self.options, extra=dict(n_updates=trainer.n_updates, score=trainer.best_score))
         except KeyboardInterrupt:  # Ctrl-C waits for a started save to end: the folder holds one model, whole
-            extra = read_config(self.folder).extra if (self.folder / "config.json").exists() else None
-            self.saved = None if extra is None else (extra["n_updates"], extra["score"])
+            self.read_saved()
             raise
         self.saved = (trainer.n_updates, trainer.best_score)
+
+    def read_saved(self) -> None:
+        """What the folder holds now (a resumed run's earlier best model, or none)."""
+        extra = read_config(self.folder).extra if (self.folder / "config.json").exists() else None
+        self.saved = None if extra is None else (extra["n_updates"], extra["score"])
 
 
 def check_batch(args, n_train: int, world: int) -> None:
@@ -190,6 +194,7 @@ def run(args, task, ctx: RunContext, src: Source, paths: RunPaths) -> dict:
                           describe=lambda t: best.describe(t.model, n_updates=t.n_updates))
     if args.resume is not None:  # read and checked before anything is written
         ckpts.restore(trainer, args.resume)
+        best.read_saved()
     trainer.after_update.append(ckpts.every(args.save_every))
     if ctx.main:
         start_files(args, paths, task, trainer, meta, src.vocab)
