@@ -9,9 +9,12 @@ new one, never half of one. Temporary names start with `.` and end with `.tmp`, 
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import signal
 import tempfile
+import threading
 from pathlib import Path
 from typing import Callable, IO
 
@@ -102,3 +105,21 @@ def sha256_file(path) -> str:
     h = hashlib.sha256()
     update_hash(h, path)
     return h.hexdigest()
+
+
+@contextlib.contextmanager
+def interrupts_deferred():
+    """Ctrl-C (SIGINT) during the block waits until it ends, then raises KeyboardInterrupt: for writes
+    of several files that are only consistent together (a model folder's weights and config). In the
+    main thread only (signals are delivered there); elsewhere the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt

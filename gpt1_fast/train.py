@@ -37,7 +37,7 @@ from .context import RunContext
 from .errors import DataError, UsageError
 from .fileio import atomic_write_text
 from .logs import JsonlLog
-from .folder import init_from, load_pretrained, model_section, save_pretrained
+from .folder import init_from, load_pretrained, model_section, read_config, save_pretrained
 from .model import DoubleHeadModel
 from .pretrained import LazyTextEncoder, resolve_cache_dir
 from .resume import Checkpointing
@@ -111,10 +111,19 @@ class BestModel:
                              extra=extra)
 
     def __call__(self, trainer: Trainer) -> None:
-        save_pretrained(trainer.model, self.folder, layout=self.layout, vocab_paths=self.src.vocab,
-                        task=self.task.name, head_type=self.task.head_type, label_names=self.task.label_names,
-                        options=self.options, extra=dict(n_updates=trainer.n_updates, score=trainer.best_score))
+        try:
+            save_pretrained(trainer.model, self.folder, layout=self.layout, vocab_paths=self.src.vocab,
+                            task=self.task.name, head_type=self.task.head_type, label_names=self.task.label_names,
+                            options=self.options, extra=dict(n_updates=trainer.n_updates, score=trainer.best_score))
+        except KeyboardInterrupt:  # Ctrl-C waits for a started save to end: the folder holds one model, whole
+            self.read_saved()
+            raise
         self.saved = (trainer.n_updates, trainer.best_score)
+
+    def read_saved(self) -> None:
+        """What the folder holds now (a resumed run's earlier best model, or none)."""
+        extra = read_config(self.folder).extra if (self.folder / "config.json").exists() else None
+        self.saved = None if extra is None else (extra["n_updates"], extra["score"])
 
 
 def check_batch(args, n_train: int, world: int) -> None:
@@ -205,6 +214,7 @@ def run(args, task, ctx: RunContext, src: Source, paths: RunPaths, command: str 
                           describe=lambda t: best.describe(t.model, n_updates=t.n_updates))
     if args.resume is not None:  # read and checked before anything is written
         ckpts.restore(trainer, args.resume)
+        best.read_saved()
     trainer.after_update.append(ckpts.every(args.save_every))
     if ctx.main:
         start_files(args, paths, task, trainer, meta, src.vocab)
