@@ -240,5 +240,49 @@ def cli(argv=None) -> None:
     run_cli(main, argv, PROG, file_errors=(ValueError,))
 
 
+# ------------------------------------------------------------------- zero-shot (Figure 2, right)
+def zero_shot_curves(records, best: dict[str, float]) -> dict[str, tuple[list, list]]:
+    """{"<dataset> <split>": (updates, normalised scores)} of gpt1_fast.zeroshot's JSON lines (those
+    with a "step"): (score - chance) / (best - chance), 0 at a random guess, 1 at `best[dataset]`."""
+    curves_ = {}
+    for r in sorted((r for r in records if "step" in r), key=lambda r: r["step"]):
+        if r["dataset"] not in best:
+            raise ValueError(f"no best score for {r['dataset']} (--best {r['dataset']}=SCORE): its curve "
+                             "is normalised between chance and it")
+        b, c = best[r["dataset"]], r["chance"]
+        if b == c:
+            raise ValueError(f"the best score of {r['dataset']} equals its chance score {c:g}")
+        xs, ys = curves_.setdefault(f"{r['dataset']} {r['split']}", ([], []))
+        xs.append(r["step"])
+        ys.append((r["score"] - c) / (b - c))
+    return curves_
+
+
+def plot_zero_shot(records, best: dict[str, float], out) -> Path:
+    """Figure 2 (right) of the paper: each task's zero-shot score over pretraining updates, normalised
+    between chance and `best` (the paper: the state of the art of a single model). -> the PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .fileio import atomic_write
+
+    curves_ = zero_shot_curves(records, best)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, (xs, ys) in sorted(curves_.items()):
+        ax.plot(xs, ys, label=label, marker="o" if len(xs) < 30 else None, markersize=3)
+    ax.axhline(0.0, color="grey", linewidth=0.8)
+    ax.set(xlabel="pretraining updates", ylabel="zero-shot score, normalised\n(0: chance, 1: the best score given)",
+           title="zero-shot performance over pretraining")
+    ax.grid(alpha=0.3)
+    if curves_:
+        ax.legend()
+    fig.tight_layout()
+    atomic_write(out, lambda f: fig.savefig(f, format="png", dpi=100), mode="wb")
+    plt.close(fig)
+    return Path(out)
+
+
 if __name__ == "__main__":
     cli()
