@@ -56,6 +56,17 @@ def _extension_build():
 
 ext_modules, cmdclass = _extension_build()
 
+# Optional packages, by what they bring (gpt1_fast/deps.py checks them before a run writes anything and
+# names the extra that is missing). `.[all]`: everything fine-tuning, pretraining and plotting use.
+EXTRAS = {
+    "text": ["ftfy", "spacy>=3.5"],            # encoding text (TextEncoder): every command that reads text
+    "tasks": ["scikit-learn", "scipy"],        # the tasks' metrics (fine-tuning, predict, zeroshot), the estimators
+    "plot": ["matplotlib"],                    # python -m gpt1_fast.plot, pretraining's loss.png, zeroshot --plot
+    "triton": ["triton>=3.1"],                 # the fused kernels (CUDA; on a CPU through TRITON_INTERPRET=1)
+}
+EXTRAS["all"] = EXTRAS["text"] + EXTRAS["tasks"] + EXTRAS["plot"]
+EXTRAS["test"] = EXTRAS["all"] + EXTRAS["triton"] + ["pytest", "pytest-timeout", "transformers==4.57.6", "pandas"]
+
 setup(
     name="gpt1_fast",
     version="0.1.0",
@@ -64,27 +75,7 @@ setup(
     python_requires=">=3.10",
     # ninja: the just-in-time extension build
     install_requires=["torch>=2.4", "numpy", "tqdm", "safetensors>=0.4", "ninja"],
-    extras_require={
-        # Text pipeline (TextEncoder): ftfy + spaCy's rule-based English tokenizer.
-        "text": ["ftfy", "spacy>=3.5"],
-        "triton": ["triton>=3.1"],
-        # Loss curves (gpt1_fast.plot, the PNG gpt1_fast.pretrain draws at the end).
-        "plot": ["matplotlib"],
-        # The paper's fine-tuning tasks: their metrics (gpt1_fast.tasks.metrics).
-        "tasks": ["scikit-learn", "scipy"],
-        "test": [
-            "pytest",
-            "pytest-timeout",
-            "transformers==4.57.6",
-            "triton>=3.1",
-            "ftfy",
-            "spacy>=3.5",
-            "matplotlib",
-            "scikit-learn",
-            "scipy",
-            "pandas",
-        ],
-    },
+    extras_require=EXTRAS,
     package_data={"gpt1_fast": ["py.typed", "csrc/*.cpp", "csrc/*.h", "csrc/*.cu"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,

@@ -33,7 +33,6 @@ from benchmarks.common import default_device, interleaved, measure_ceilings, med
 from gpt1_fast.config import GPTConfig
 from gpt1_fast.model import LMModel
 from gpt1_fast.opt import OpenAIAdam
-from gpt1_fast.pretrain import LMObjective
 
 
 def flops_per_update(cfg: GPTConfig, vocab: int, B: int, T: int) -> float:
@@ -91,23 +90,26 @@ def amp(device):
 
 
 def ours_step(cfg, backend, compile_, n_vocab, T, device, capturable=False):
-    """Our pretraining update, (step(x, y) -> loss, optimizer): the ONE function every "ours" row calls."""
+    """Our pretraining update, (step(x, y) -> loss, optimizer): the ONE function every "ours" row calls,
+    and it is the product's: gpt1_fast.pretraining.LMTrainer's own device step (the LM loss inside
+    LMModel, backward, OpenAI-Adam with the paper's schedule, gradients released), built by the
+    RunContext as `gpt1_fast.pretrain` builds it (bf16 autocast on CUDA, torch.compile where asked)."""
+    import argparse
+
+    import numpy as np
+
+    from gpt1_fast.context import RunContext
+    from gpt1_fast.pretraining import LMConfig, LMTrainer
+
     torch.manual_seed(0)
     lm = LMModel(cfg.replace(backend=backend), n_vocab + T, T).to(device).train()
-    opt = OpenAIAdam(lm.parameters(), lr=2.5e-4, schedule="warmup_constant", warmup=0, t_total=-1, l2=0.01,
-                     max_grad_norm=1, fused=None if not capturable else True, capturable=capturable)
-    objective = LMObjective(lm)
-    fwd = torch.compile(objective) if compile_ else objective
-
-    def step(x, y):
-        with amp(device):
-            loss = fwd(x, y)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return loss.detach()
-
-    return step, opt
+    ctx = RunContext(argparse.Namespace(device=str(device), dtype="auto", compile=compile_, seed=0), distributed=False)
+    opt = OpenAIAdam(lm.parameters(), lr=2.5e-4, l2=0.01, max_grad_norm=1, fused=True if capturable else None,
+                     capturable=capturable)
+    tokens = np.zeros(4 * (T + 1), dtype=np.uint16)  # the trainer's sampler needs a split; the batches are given
+    trainer = LMTrainer(lm, opt, tokens, tokens, LMConfig(n_ctx=T, n_batch=1, total_steps=1000, warmup_steps=20),
+                        ctx)
+    return trainer._device_step, opt
 
 
 def nanogpt_step(cfg, compile_, n_vocab, T, device):

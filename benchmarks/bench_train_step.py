@@ -78,25 +78,32 @@ def flops_per_step(cfg, B, T, vocab):
 
 def ours_step(cfg, backend, fused, compile_, vocab, T, device, lm_coef=0.5, capturable=False):
     """Our training step, (step(X, M, Y, lengths) -> loss, optimizer): the ONE function every "ours" row
-    calls. What Trainer.train_step runs: the model's objective (LM loss from hidden states through
-    ops.lm_head_loss), backward, OpenAI-Adam, gradients released."""
+    calls, and it is the product's: gpt1_fast.tasks.trainer.Trainer's own device step (the model's
+    objective with the fused LM-head loss, backward, OpenAI-Adam, gradients released), built by the
+    RunContext as `gpt1_fast.train` builds it (bf16 autocast on CUDA, torch.compile where asked); the
+    batch itself is given (Trainer.train_step makes it from the encoded split first)."""
+    import argparse
+
+    import numpy as np
+
+    from gpt1_fast.context import RunContext
+    from gpt1_fast.layout import EmbeddingLayout
+    from gpt1_fast.tasks import get_task
+    from gpt1_fast.tasks.common import Encoded
+    from gpt1_fast.tasks.task import TaskData
+    from gpt1_fast.tasks.trainer import TrainConfig, Trainer
+
     torch.manual_seed(0)
-    model = DoubleHeadModel(cfg.replace(backend=backend), vocab - N_SPECIAL - T + 2, "multiple_choice", vocab, T)
+    layout = EmbeddingLayout(vocab - N_SPECIAL - T, n_ctx=T)
+    model = DoubleHeadModel(cfg.replace(backend=backend), layout.clf, "multiple_choice", vocab, T, lm_coef=lm_coef)
     model.to(device).train()
     opt = OpenAIAdam(model.parameters(), lr=6.25e-5, schedule="warmup_linear", warmup=0.002, t_total=1000,
                      l2=0.01, max_grad_norm=1, fused=fused, capturable=capturable)
-    fwd = torch.compile(model) if compile_ else model
-    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-    def step(X, M, Y, _lengths=None):
-        with amp:
-            loss = fwd(X, M, Y)["loss"]
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return loss.detach()
-
-    return step, opt
+    ctx = RunContext(argparse.Namespace(device=str(device), dtype="auto", compile=compile_, seed=0), distributed=False)
+    one = Encoded.from_sequences([[[layout.start, layout.clf]] * 2], np.zeros(1, dtype=np.int64), ["0"], T)
+    trainer = Trainer(get_task("rocstories"), TaskData(layout, {"train": one}), model, opt,
+                      TrainConfig(n_batch=1, padding="global"), ctx)
+    return (lambda X, M, Y, _lengths=None: trainer._device_step(X, M, Y)), opt
 
 
 def captured(step_and_opt):

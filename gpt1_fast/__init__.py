@@ -23,5 +23,10 @@ def __getattr__(name):  # imported when first used: their dependencies (scikit-l
     if name in _LAZY:
         import importlib
 
+        from .deps import require
+
+        if _LAZY[name] == "api":
+            require("metrics", f"{name} (a scikit-learn estimator)")  # MissingPackage naming the extra
+
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'gpt1_fast' has no attribute {name!r}")

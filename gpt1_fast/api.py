@@ -86,6 +86,8 @@ class GPTEstimator(EstimatorIO, BaseEstimator):
 
     def _classes(self, X, y: list) -> list:
         classes = sorted(set(y), key=lambda v: (type(v).__name__, v))
+        if not classes:
+            raise ValueError("y is empty: fit needs labelled examples")
         if len(classes) < 2:
             raise ValueError(f"y has one class ({classes[0]!r}): a classifier needs at least two")
         return classes

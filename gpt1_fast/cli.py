@@ -147,6 +147,37 @@ def _plain_name(text: str) -> str | None:
 RunName = Text("a plain folder name", _plain_name)
 
 
+def _first_existing(path: str) -> tuple[str, bool]:
+    """(the path itself or its nearest existing ancestor, whether that is the path itself)."""
+    p = os.path.abspath(path)
+    here = True
+    while not os.path.exists(p) and os.path.dirname(p) != p:
+        p, here = os.path.dirname(p), False
+    return p, here
+
+
+def _folder_to_write(text: str) -> str | None:
+    """A folder the run writes into: it, or the ancestor that will hold it, must be a folder."""
+    p, here = _first_existing(text)
+    if not os.path.isdir(p):
+        return f"{text} is a file" if here else f"{os.path.relpath(p)} is a file, not a folder"
+    return None
+
+
+def _file_to_write(text: str) -> str | None:
+    """A file the run writes: not a folder, and its nearest existing ancestor is a folder."""
+    if text.endswith(("/", os.sep)) or os.path.isdir(text):
+        return f"{text} is a folder; give the file's name"
+    p, here = _first_existing(text)
+    if not here and not os.path.isdir(p):
+        return f"{os.path.relpath(p)} is a file, not a folder"
+    return None
+
+
+OutFolder = Text("a folder to write into", _folder_to_write)
+OutFile = Text("a file to write", _file_to_write)
+
+
 # ----------------------------------------------------------------------------------------- options
 @dataclass(frozen=True)
 class Option:
@@ -254,3 +285,46 @@ def check_backend(backend: str, device, name: Callable[[str], str] = lambda n: f
         raise UsageError(f"{name('backend')}: 'triton' on {device} needs a CUDA GPU; to run the kernels on the "
                          f"CPU through Triton's interpreter (slow, for testing) set TRITON_INTERPRET=1, or use "
                          f"{name('backend')} torch")
+
+
+# ------------------------------------------------------------------------------------- interrupts
+def resume_command(prog: str, argv=None) -> str:
+    """The command that continues an interrupted run: its arguments (sys.argv's when argv is None),
+    without --overwrite (which would delete the checkpoints) or a --resume CKPT, then --resume (the
+    latest checkpoint)."""
+    import shlex
+    import sys
+
+    args, out = [str(a) for a in (sys.argv[1:] if argv is None else argv)], []
+    skip = False
+    for i, a in enumerate(args):
+        if skip:
+            skip = False
+        elif a == "--resume":
+            skip = i + 1 < len(args) and not args[i + 1].startswith("-")
+        elif a != "--overwrite" and not a.startswith("--resume="):
+            out.append(a)
+    return " ".join(shlex.quote(a) for a in [*prog.split(), *out, "--resume"])
+
+
+# ------------------------------------------------------------------------------------ entry points
+def run_cli(main: Callable, argv, prog: str, file_errors: tuple = (), interrupted: str = "interrupted") -> None:
+    """An entry point's command line: main(argv), every mistake one `error:` line on stderr, no
+    traceback. Exit codes: 2 a flag (UsageError), 1 a file, a folder or a missing package (DataError,
+    CheckpointError, ResumeError, FileNotFoundError, MissingPackage, and `file_errors`), 130 Ctrl-C
+    (`interrupted` says what was kept; an entry point that knows more says it and exits itself)."""
+    import sys
+
+    from .errors import CheckpointError, DataError, MissingPackage, ResumeError
+
+    try:
+        main(argv)
+    except UsageError as e:
+        print(f"error: {e} (see {prog} --help)", file=sys.stderr)
+        raise SystemExit(2) from None
+    except (DataError, CheckpointError, ResumeError, FileNotFoundError, MissingPackage, *file_errors) as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        print(interrupted, file=sys.stderr)
+        raise SystemExit(130) from None

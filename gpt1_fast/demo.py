@@ -116,7 +116,8 @@ def main(argv=None):
     banner(f"Demo finished in {time.time() - t:.0f}s ({mode}{', synthetic data' if mode == 'scratch' else ''}):\n"
            f"  ROCStories Valid Accuracy: {result['valid_acc']:.2f}\n"
            f"  ROCStories Test Accuracy:  {result['test_acc']:.2f}\n"
-           f"  run folder {out / 'runs' / 'demo'} (log.jsonl, best_params.pt, predictions)")
+           f"  run folder {out / 'runs' / 'demo'}: log.jsonl, config.json, model/ (the best model), submission/,\n"
+           f"  predictions/; curves: python -m gpt1_fast.plot {out / 'runs' / 'demo' / 'log.jsonl'}")
     return result
 
 

@@ -18,3 +18,8 @@ class CheckpointError(ValueError):
 
 class ResumeError(ValueError):
     """A resume checkpoint that is missing, damaged, or belongs to another configuration."""
+
+
+class MissingPackage(ImportError):
+    """An optional package that this run needs is not installed; the message names it and the pip extra
+    that brings it (gpt1_fast.deps). Command lines: one `error:` line, exit code 1."""

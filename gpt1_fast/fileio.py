@@ -9,9 +9,12 @@ new one, never half of one. Temporary names start with `.` and end with `.tmp`, 
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import signal
 import tempfile
+import threading
 from pathlib import Path
 from typing import Callable, IO
 
@@ -58,11 +61,13 @@ def atomic_write(path, write_fn: Callable[[IO], None], mode: str = "w") -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(e, RuntimeError) and isinstance(e.__context__, KeyboardInterrupt):
+            raise KeyboardInterrupt from None  # Ctrl-C inside torch.save's writer comes out as a RuntimeError
         raise
     _fsync_dir(path.parent)
     return path
@@ -100,3 +105,21 @@ def sha256_file(path) -> str:
     h = hashlib.sha256()
     update_hash(h, path)
     return h.hexdigest()
+
+
+@contextlib.contextmanager
+def interrupts_deferred():
+    """Ctrl-C (SIGINT) during the block waits until it ends, then raises KeyboardInterrupt: for writes
+    of several files that are only consistent together (a model folder's weights and config). In the
+    main thread only (signals are delivered there); elsewhere the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt

@@ -191,7 +191,7 @@ def convert(src, dst, *, vocab_paths=None, **flags) -> Path:
 
 # ---------------------------------------------------------------------------------- command line
 def main(argv=None) -> Path:
-    from .cli import Parser, add_option
+    from .cli import OutFolder, Parser, add_option
     from .options import OPTIONS
 
     p = Parser(prog="python -m gpt1_fast.folder", description="Write a model (" + KINDS + ") as a model folder "
@@ -204,6 +204,10 @@ def main(argv=None) -> Path:
     a = p.parse_args(argv)
     if (a.encoder_path is None) != (a.bpe_path is None):
         p.error("argument --encoder_path: give both --encoder_path and --bpe_path, or neither")
+    try:
+        OutFolder.convert(a.dst)
+    except ValueError as e:
+        p.error(f"argument dst: {e}")
     if (Path(a.dst) / CONFIG).exists() and not a.overwrite:
         p.error(f"argument dst: {a.dst} already holds a model (config.json): pass --overwrite or choose another folder")
     vocab = (a.encoder_path, a.bpe_path) if a.encoder_path else None
@@ -213,14 +217,10 @@ def main(argv=None) -> Path:
 
 
 def cli(argv=None) -> None:
-    try:
-        main(argv)
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except (CheckpointError, FileNotFoundError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(1) from None
+    """Command-line entry: one `error:` line, no traceback (2: a flag, 1: a file, a folder)."""
+    from .cli import run_cli
+
+    run_cli(main, argv, "python -m gpt1_fast.folder", file_errors=(ValueError, OSError))
 
 
 if __name__ == "__main__":

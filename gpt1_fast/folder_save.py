@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from .config import GPTConfig
-from .fileio import atomic_write_bytes, atomic_write_text, remove_stale_temporaries, sha256_file
+from .fileio import atomic_write_bytes, atomic_write_text, interrupts_deferred, remove_stale_temporaries, sha256_file
 from .hf_head import HeadSpec, hf_config, to_file
 from .hf_io import TransformerWeights, safetensors_bytes, transformer_to_hf
 from .layout import EmbeddingLayout
@@ -170,15 +170,16 @@ def _write(model, folder, layout, vocab_paths, task, head_type, label_names, opt
     files = {WEIGHTS: hashlib.sha256(blob).hexdigest(), **{n: hashlib.sha256(b).hexdigest() for n, b in vocab.items()}}
     section["files"] = files
     text = json.dumps(_config(model, layout, spec, section), indent=2, default=_json_default) + "\n"
-    # ---- everything checked and serialised: write, config.json last
+    # ---- everything checked and serialised: write, config.json last, Ctrl-C held until all is written
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(folder)
-    for name, data in vocab.items():
-        if not ((folder / name).is_file() and sha256_file(folder / name) == files[name]):
-            atomic_write_bytes(folder / name, data)
-    atomic_write_bytes(folder / WEIGHTS, blob)
-    atomic_write_text(folder / CONFIG, text)
+    with interrupts_deferred():
+        for name, data in vocab.items():
+            if not ((folder / name).is_file() and sha256_file(folder / name) == files[name]):
+                atomic_write_bytes(folder / name, data)
+        atomic_write_bytes(folder / WEIGHTS, blob)
+        atomic_write_text(folder / CONFIG, text)
     return folder
 
 

@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 
 from . import options
-from .cli import check_device
-from .errors import CheckpointError, DataError, UsageError
+from .cli import check_device, run_cli
+from .errors import DataError, UsageError
 from .folder import load_pretrained
 from .layout import EmbeddingLayout
 from .model import LMModel
@@ -101,8 +101,10 @@ class TerminalStream:
             self._end()
 
     def _end(self):
+        self._write("\n")
         note = self.STOPS.get(self.reasons[self.cur], "")
-        self._write("\n" + (note.format(n_ctx=self.n_ctx) + "\n" if note else ""))
+        if note:  # a status line: on standard error, so that standard output holds the texts alone
+            print(note.format(n_ctx=self.n_ctx), file=sys.stderr, flush=True)
 
     def on_tokens(self, row, ids):
         self.tokens[row].extend(ids)
@@ -145,10 +147,19 @@ def compute_dtype(model, args) -> torch.dtype:
 def run(model, text_encoder, n_vocab, prompts: list[str], args, generator, out=None) -> list[str]:
     """Generate for every prompt (x num_samples) at once, streaming; -> the continuations' texts."""
     ids = text_encoder.encode(prompts)
+    n_ctx = model.transformer.n_ctx
     for i, row in enumerate(ids):
         if not row:
             raise UsageError(f"argument --prompt: prompt {i + 1} encodes to no tokens ({prompts[i]!r})")
-    stops = [s for s in (text_encoder.encode([t])[0] for t in args.stop) if s]
+        if n_ctx - len(row) < min(1, args.max_new_tokens) and not args.sliding:  # before anything is shown
+            raise UsageError(f"argument --prompt: prompt {i + 1} has {len(row)} tokens, the model's context "
+                             f"{n_ctx}: no room for a new token; shorten it, or pass --sliding (keeps its last "
+                             f"{n_ctx // 2} tokens)")
+    stops = text_encoder.encode(list(args.stop))
+    for text, row in zip(args.stop, stops):
+        if not row:
+            raise UsageError(f"argument --stop: {text!r} encodes to no tokens (whitespace alone is no token); "
+                             "give a word or a punctuation mark")
     rows = [r for r in ids for _ in range(args.num_samples)]
     shown = [p for p in prompts for _ in range(args.num_samples)]
     stream = TerminalStream(text_encoder, shown, model.transformer.n_ctx, out)
@@ -163,7 +174,10 @@ def run(model, text_encoder, n_vocab, prompts: list[str], args, generator, out=N
 
 
 def main(argv=None):
+    from .deps import require
+
     args = options.parse(options.GENERATE, build_parser(), argv)
+    require("text", "encoding the prompts")
     torch.manual_seed(args.seed)  # --from_scratch weights depend on it
     prompts = read_prompts(args)
     model, text_encoder, n_vocab = load(args)
@@ -184,21 +198,9 @@ def main(argv=None):
 
 
 def cli(argv=None):
-    """Command-line entry: bad input is one `error:` line on stderr, no traceback (2: a flag, 1: a file)."""
-    try:
-        main(argv)
-    except UsageError as e:
-        print(f"error: {e} (see {PROG} --help)", file=sys.stderr)
-        raise SystemExit(2) from None
-    except (FileNotFoundError, CheckpointError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(1) from None
-    except ValueError as e:  # the vocabulary's files (bad JSON, a malformed merge)
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(1) from None
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        raise SystemExit(130) from None
+    """Command-line entry: bad input is one `error:` line on stderr, no traceback (2: a flag, 1: a file
+    or a missing package; any other ValueError comes from the vocabulary's files)."""
+    run_cli(main, argv, PROG, file_errors=(ValueError,))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Every option of every entry point, declared once: kind (type and accepted range), default, help,
 and whether it changes the math (then a resume checkpoint must match it).
 
-The command lines (`train`, `pretrain`, `generate`, `predict`, `zeroshot`) and the estimators'
-keywords are generated from this table: an `Entry` lists the options an entry point takes, grouped
+The command lines (`train`, `pretrain`, `generate`, `predict`, `zeroshot`, `vocab`, `plot`,
+`synthetic`) and the estimators' keywords are generated from this table: an `Entry` lists the options an entry point takes, grouped
 for --help, with its own defaults where they differ (pretraining's learning rate is the paper's
 2.5e-4, fine-tuning's 6.25e-5: one declaration, two defaults). `build_parser(entry)` makes the
 argparse parser; `check(entry, values)` makes the same checks on estimator keywords (a ValueError
@@ -16,8 +16,8 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 
-from .cli import Choice, Flag, Float, Int, Option, Parser, RunName, Text, Toggle, add_option, check_backend, \
-    check_device
+from .cli import Choice, Flag, Float, Int, Option, OutFile, OutFolder, Parser, RunName, Text, Toggle, add_option, \
+    check_backend, check_device
 from .errors import UsageError
 
 
@@ -43,16 +43,16 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
     O("data_dir", PATH, "data/", "folder holding the dataset's files", math=True),
     O("desc", RunName, None, "run name: every file of the run goes to <runs_dir>/<desc>/ (default: the dataset's "
       "name)"),
-    O("runs_dir", PATH, "runs/", "where run folders live: <desc>/ holds log.jsonl, config.json, model/ (the best "
+    O("runs_dir", OutFolder, "runs/", "where run folders live: <desc>/ holds log.jsonl, config.json, model/ (the best "
       "model), checkpoints/ and the predictions"),
     O("overwrite", Flag(), False, "reuse a run folder whose files exist: they are deleted once every input has been "
       "checked (without it such a run is refused before anything is written)"),
-    O("log_dir", PATH, None, "the seed's layout: the log at <log_dir>/<desc>.jsonl instead of the run folder"),
-    O("save_dir", PATH, None, "the seed's layout: config.json and the model in <save_dir>/<desc>/ instead of the "
+    O("log_dir", OutFolder, None, "the seed's layout: the log at <log_dir>/<desc>.jsonl instead of the run folder"),
+    O("save_dir", OutFolder, None, "the seed's layout: config.json and the model in <save_dir>/<desc>/ instead of the "
       "run folder"),
-    O("submission_dir", PATH, None, "the seed's layout: the test predictions in this folder instead of "
+    O("submission_dir", OutFolder, None, "the seed's layout: the test predictions in this folder instead of "
       "<run>/submission/ (shared by runs: an existing file there needs --overwrite)"),
-    O("cache_dir", PATH, None, "cache of encoded datasets, keyed by the bytes of the data and vocabulary files "
+    O("cache_dir", OutFolder, None, "cache of encoded datasets, keyed by the bytes of the data and vocabulary files "
       "(default $XDG_CACHE_HOME/gpt1_fast or ~/.cache/gpt1_fast; 'none' disables it)"),
     O("submit", Flag(), False, "write the predictions of the best model for the test split(s) (the files a "
       "benchmark's server takes) and the validation split(s)"),
@@ -147,11 +147,15 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
     O("data", PATH, None, "text files, folders of them, or JSONL files with a 'text' field (a document each "
       "file or line; a single text file: its paragraphs, split at blank lines, or without a blank line its last "
       "--val_fraction of tokens is the validation text)", nargs="+", metavar="PATH"),
-    O("out", PATH, None, "output folder: the model folder, log.jsonl, loss.png, checkpoints/", metavar="DIR"),
-    O("tokens_dir", PATH, None, "where the encoded token files go (default <out>/data)"),
+    O("out", OutFolder, None, "output folder: the model folder, log.jsonl, loss.png, checkpoints/", metavar="DIR"),
+    O("tokens_dir", OutFolder, None, "where the encoded token files go (default <out>/data)"),
     O("val_fraction", Float(0.0, 1.0, lo_open=True, hi_open=True), 0.01, "share of documents held out for "
       "validation", math=True),
     O("workers", Int(1), None, "encoding processes (default: one per CPU core)"),
+    O("quiet", Flag(), False, "no progress bars"),
+    # ------------------------------------------------------------------------- synthetic data
+    O("n", Int(1), 1871, "stories in the val file (the real one has 1871)"),
+    O("n_test", Int(1), None, "stories in the test file (default: --n)"),
     # ------------------------------------------------------------------------------- generation
     O("prompt", Text("a non-empty prompt"), None, "beginning words (repeatable: prompts are generated together)",
       append=True),
@@ -170,13 +174,13 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
     # ------------------------------------------------------------------- evaluation of a model
     O("split", Text("a split name"), None, "the dataset's split (default: its validation split)"),
     O("limit", Int(1), None, "score the first N examples only"),
-    O("predictions", PATH, None, "where the predictions go (index<TAB>prediction, the dataset's label names; "
+    O("predictions", OutFile, None, "where the predictions go (index<TAB>prediction, the dataset's label names; "
       "default: standard output)"),
     O("checkpoints", PATH, None, "a pretraining run's folder: score every one of its checkpoints "
       "(checkpoints/step_<N>.pt), one JSON line each", metavar="RUN"),
-    O("scores", PATH, None, "a JSONL file of the scores, one line per model or checkpoint (default with "
+    O("scores", OutFile, None, "a JSONL file of the scores, one line per model or checkpoint (default with "
       "--checkpoints: RUN/zeroshot.jsonl)"),
-    O("plot", PATH, None, "draw Figure 2 (right) from the scores: each dataset's score over updates, from chance "
+    O("plot", OutFile, None, "draw Figure 2 (right) from the scores: each dataset's score over updates, from chance "
       "(0) to --best (1)", metavar="PNG"),
     O("best", Text("DATASET=SCORE"), None, "the score that is 1 on a dataset's curve, e.g. sst-2=91.3 "
       "(repeatable; --plot needs one per dataset drawn)", append=True, metavar="DATASET=SCORE"),
@@ -187,13 +191,16 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
 @dataclass(frozen=True)
 class Entry:
     """An entry point: its options by --help group, the defaults that differ from the table's, the
-    options it requires, and the options whose accepted values it narrows (same meaning, fewer values:
-    zero-shot evaluation takes four of the datasets)."""
+    options it requires, the options whose accepted values it narrows (same meaning, fewer values:
+    zero-shot evaluation takes four of the datasets; `plot --out` is a file, not a folder), and the
+    help texts that say what an option holds for this entry point (`--out`: pretraining's folder, the
+    vocabulary's, the synthetic data's)."""
     name: str
     groups: tuple[tuple[str, tuple[str, ...]], ...]
     defaults: dict = field(default_factory=dict)
     required: tuple[str, ...] = ()
     kinds: dict = field(default_factory=dict)
+    helps: dict = field(default_factory=dict)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -204,7 +211,7 @@ class Entry:
 
     def option(self, name: str) -> Option:
         opt = OPTIONS[name]
-        return dataclasses.replace(opt, kind=self.kinds[name]) if name in self.kinds else opt
+        return dataclasses.replace(opt, kind=self.kinds.get(name, opt.kind), help=self.helps.get(name, opt.help))
 
     def math_names(self) -> tuple[str, ...]:
         """The options whose values a resume checkpoint must match."""
@@ -255,6 +262,24 @@ ZEROSHOT = Entry("zeroshot", (
     ("hardware", ("device", "backend", "n_batch_eval")),
 ), defaults=dict(model_dir=None, dataset=None), required=("dataset", "data_dir"),
     kinds=dict(dataset=Choice(("sst-2", "cola", "race", "dprd"))))
+VOCAB = Entry("vocab", (
+    ("inputs and output", ("data", "merges", "out", "overwrite", "quiet")),
+), defaults=dict(merges=40000), required=("data", "out"), helps=dict(
+    data="text files (one document each), folders (every *.txt and *.jsonl under them, sorted) or JSONL files "
+         "(one document per line, a JSON object with a \"text\" field)",
+    merges="BPE merges to learn (the paper: 40000); fewer are written when the texts run out of pairs. The "
+           "vocabulary has about 2 x characters + N + 2 entries and must stay below 65,536 ids for pretraining's "
+           "uint16 token files",
+    out="folder for encoder_bpe_40000.json and vocab_40000.bpe (created if missing; use it as --model_dir)",
+    overwrite="replace a vocabulary already in --out (refused otherwise: encoded data and models made with it "
+              "would no longer match)"))
+PLOT = Entry("plot", (("output", ("out",)),), kinds=dict(out=OutFile),
+             helps=dict(out="the PNG to write (default: the log's path with .png)"))
+SYNTHETIC = Entry("synthetic", (("output", ("out", "n", "n_test", "seed", "overwrite")),),
+                  defaults=dict(seed=0), required=("out",), helps=dict(
+    out="folder for the two Story Cloze CSVs (created if missing)",
+    seed="generator seed (the files are a function of it and of --n, --n_test)",
+    overwrite="replace the CSVs already in --out (refused otherwise)"))
 ESTIMATOR = Entry("estimator", (
     ("model", FINETUNE_MODEL),
     ("optimisation", FINETUNE_OPTIM + ("n_valid", "padding")),
@@ -308,7 +333,7 @@ def validate(entry: Entry, args, name=cli_name):
                          "is split evenly over the heads)")
     if "analysis" in have and args.analysis and not args.submit:
         raise UsageError(f"{name('analysis')}: it reads the predictions on the test split: pass {name('submit')} too")
-    if "merges" in have and args.merges is not None and (args.init_from or args.encoder_path):
+    if {"merges", "init_from"} <= have and args.merges is not None and (args.init_from or args.encoder_path):
         raise UsageError(f"{name('merges')}: it learns a new vocabulary, which cannot be combined with "
                          f"{name('init_from')} or {name('encoder_path')} (their weights and ids belong to another "
                          "vocabulary)")

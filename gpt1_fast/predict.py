@@ -20,7 +20,8 @@ import sys
 
 from . import options
 from .context import RunContext
-from .errors import CheckpointError, DataError, UsageError
+from .cli import run_cli
+from .errors import UsageError
 
 PROG = "python -m gpt1_fast.predict"
 ESTIMATOR_FAMILIES = {"Classifier": "classification", "Entailment": "entailment", "Similarity": "similarity",
@@ -68,7 +69,12 @@ def read_examples(args, task):
 
     if args.data:
         return read_inputs(args.data[0], task), args.data[0]
-    split = args.split or task.eval_splits[0]
+    # default: the first validation split with a file of its own (ROCStories' is carved out of its val
+    # file by training's --n_valid: its labelled test file instead)
+    split = args.split or next(s for s in (*task.eval_splits, *task.test_splits, "train") if s in task.spec.splits)
+    if split not in task.spec.splits:
+        raise UsageError(f"argument --split: {task.name} has no split {split!r}; expected one of "
+                         f"{', '.join(task.spec.splits)}")
     return read_split(task.spec, args.data_dir, split), split
 
 
@@ -83,8 +89,11 @@ def check(args) -> None:
 
 
 def main(argv=None) -> dict:
+    from .deps import require
+
     args = options.parse(options.PREDICT, build_parser(), argv)
     check(args)
+    require("text", "encoding the inputs")
     from .folder import load_pretrained, read_config
 
     info = read_config(args.model_dir)
@@ -92,6 +101,8 @@ def main(argv=None) -> dict:
     if args.data_dir and not hasattr(task, "spec"):
         raise UsageError("argument --data_dir: this model was not trained on a dataset; give --dataset, or --data")
     split, where = read_examples(args, task)
+    if split.labels is not None:  # before the predictions are written
+        require("metrics", f"scoring the labelled examples of {where}")
     ctx = RunContext(argparse_namespace(args), distributed=False)
     model, info = load_pretrained(args.model_dir, backend=args.backend, device=ctx.device)
     return predict(args, task, split, where, model, info, ctx)
@@ -161,18 +172,9 @@ def show(scores: dict, where, out) -> None:
 
 
 def cli(argv=None):
-    """Command-line entry: bad input is one `error:` line, no traceback (2: a flag, 1: a file)."""
-    try:
-        main(argv)
-    except UsageError as e:
-        print(f"error: {e} (see {PROG} --help)", file=sys.stderr)
-        raise SystemExit(2) from None
-    except (FileNotFoundError, DataError, CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(1) from None
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        raise SystemExit(130) from None
+    """Command-line entry: bad input is one `error:` line, no traceback (2: a flag, 1: a file or a
+    missing package)."""
+    run_cli(main, argv, PROG)
 
 
 if __name__ == "__main__":

@@ -46,13 +46,12 @@ def text_standardize(text: str) -> str:
 
 
 def _require_text_deps():
-    try:
-        import ftfy
-        import spacy
-    except ImportError as exc:  # pragma: no cover - depends on the machine
-        raise ImportError(
-            f"text encoding needs ftfy and spaCy ({exc.name} is missing): "
-            "pip install 'gpt1_fast[text]' (or: pip install ftfy spacy)") from exc
+    from .deps import require
+
+    require("text", "encoding text")  # one line naming what is missing and its extra (MissingPackage)
+    import ftfy
+    import spacy
+
     return ftfy, spacy
 
 

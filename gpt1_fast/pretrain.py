@@ -28,8 +28,9 @@ import sys
 from pathlib import Path
 
 from . import corpus, options
+from .cli import resume_command, run_cli
 from .context import RunContext
-from .errors import CheckpointError, DataError, ResumeError, UsageError
+from .errors import DataError, UsageError
 from .folder import init_from, model_section, save_pretrained
 from .layout import EmbeddingLayout
 from .logs import JsonlLog
@@ -78,6 +79,30 @@ def fingerprint(args, vocab_digest: str) -> dict:
                 init_from=str(Path(args.init_from).resolve()) if args.init_from else None)
 
 
+def check_inputs(args, ctx: RunContext, out: Path, vocab, data_digest: str) -> None:
+    """What the run reads, before it writes anything: the vocabulary, and the packages it needs
+    (spaCy and ftfy unless the corpus is encoded already; matplotlib for loss.png, else a warning)."""
+    from .deps import message, require
+    from .text import read_vocab
+
+    read_vocab(*vocab)  # a DataError naming the file
+    if not encoded_already(Path(args.tokens_dir or out / "data"), data_digest):
+        if not any(doc.strip() for doc in corpus.read_documents(args.data)):  # stops at the first text
+            raise DataError(f"{', '.join(args.data)}: no text to pretrain on (empty, or only blank lines)")
+        require("text", "encoding the corpus")
+    why = message("plot", "the loss plot (loss.png)")
+    if why and ctx.main:
+        print(f"warning: {why}; the run goes on without it", file=sys.stderr, flush=True)
+
+
+def encoded_already(tokens_dir: Path, data_digest: str) -> bool:
+    """Whether tokens_dir holds the token files of these inputs (then nothing is encoded)."""
+    try:
+        return all(corpus.open_split(tokens_dir, s).meta["digest"] == data_digest for s in ("train", "val"))
+    except (DataError, OSError, KeyError):
+        return False
+
+
 def token_files(args, ctx: RunContext, out: Path, vocab) -> tuple:
     """The train and val token files (rank 0 encodes them, the others wait and read)."""
     tokens_dir = Path(args.tokens_dir or out / "data")
@@ -100,14 +125,27 @@ def build_lm(args, src: Source, n_vocab: int) -> tuple[LMModel, EmbeddingLayout]
 
 # ------------------------------------------------------------------------------------------ recipe
 def main(argv=None) -> dict:
-    args = options.parse(options.PRETRAIN, build_parser(), argv)
-    if Path(args.out).exists() and not Path(args.out).is_dir():
-        raise UsageError(f"argument --out: {args.out} is a file; expected a folder (new or of an earlier run)")
+    args = options.parse(options.PRETRAIN, build_parser(), argv)  # --out and --tokens_dir: folders, or new
     ctx = RunContext(args)
+    command = resume_command(PROG, argv)
     try:
-        return run(args, ctx)
+        return run(args, ctx, command)
+    except KeyboardInterrupt:  # before training started (run() reports one during training)
+        if ctx.main:
+            print("interrupted before training started; " + way_out(args, command), file=sys.stderr, flush=True)
+        raise SystemExit(130) from None
     finally:
         ctx.close()
+
+
+def way_out(args, command: str) -> str:
+    """How to go on after an interrupt: the last complete checkpoint and the --resume command, or none."""
+    from .resume import CheckpointDir
+
+    steps = CheckpointDir(Path(args.out) / "checkpoints").list()
+    if steps:
+        return f"the last complete checkpoint is {steps[-1][1]}; continue with: {command}"
+    return "no checkpoint was written yet: run the command again to start over (an encoded corpus is reused)"
 
 
 def resume_checkpoint(args, ckpts: Checkpointing) -> dict | None:
@@ -121,12 +159,13 @@ def resume_checkpoint(args, ckpts: Checkpointing) -> dict | None:
     return None
 
 
-def run(args, ctx: RunContext) -> dict:
+def run(args, ctx: RunContext, command: str = "") -> dict:
     out = Path(args.out)
     src = model_start(args, out, ctx)
     vocab = src.vocab
     ckpts = Checkpointing(out / "checkpoints", fingerprint(args, corpus.vocab_digest(*vocab)), ctx, keep=args.keep)
     ckpt = resume_checkpoint(args, ckpts)
+    check_inputs(args, ctx, out, vocab, ckpts.fingerprint["data_digest"])
     train_tf, val_tf = token_files(args, ctx, out, vocab)
     ctx.seed()
     lm, layout = build_lm(args, src, int(train_tf.meta["n_vocab"]))
@@ -151,10 +190,7 @@ def run(args, ctx: RunContext) -> dict:
         val_loss = trainer.fit()
     except KeyboardInterrupt:
         if ctx.main:
-            latest = ckpts.latest()
-            where = f"the last complete checkpoint is {latest}" if latest else "no checkpoint was written yet"
-            print(f"interrupted at update {trainer.n_updates}: {where}; continue with the same command and --resume",
-                  file=sys.stderr, flush=True)
+            print(f"interrupted at update {trainer.n_updates}: {way_out(args, command)}", file=sys.stderr, flush=True)
         raise SystemExit(130) from None
     result = {"steps": trainer.n_updates, "total_steps": total, "tokens_seen": trainer.tokens_seen,
               "val_loss": val_loss, "out": str(out)}
@@ -183,31 +219,26 @@ def start_log(args, out: Path, trainer: LMTrainer, lm, n_train: int, n_val: int)
 
 
 def draw_loss(out: Path) -> str | None:
-    """loss.png from the log (a missing matplotlib or an empty log is a warning: the model is written)."""
+    """loss.png from the log (without matplotlib, warned about at the start, or from an empty log
+    there is none: the model is written)."""
+    from .deps import missing
+
+    if missing("plot"):
+        return None
     try:
         from .plot import plot_log
 
         return str(plot_log(out / "log.jsonl", out / "loss.png"))
-    except ImportError as e:
-        print(f"warning: no loss plot ({e}); pip install matplotlib", file=sys.stderr)
     except ValueError as e:
         print(f"warning: no loss plot ({e})", file=sys.stderr)
     return None
 
 
 def cli(argv=None):
-    """Command-line entry: bad input is one `error:` line, no traceback (2: a flag, 1: a file)."""
-    try:
-        main(argv)
-    except UsageError as e:
-        print(f"error: {e} (see {PROG} --help)", file=sys.stderr)
-        raise SystemExit(2) from None
-    except (FileNotFoundError, DataError, ResumeError, CheckpointError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(1) from None
-    except KeyboardInterrupt:
-        print("interrupted before training started: no checkpoint of this run was written", file=sys.stderr)
-        raise SystemExit(130) from None
+    """Command-line entry: bad input is one `error:` line, no traceback (2: a flag, 1: a file or a
+    missing package, 130: Ctrl-C)."""
+    run_cli(main, argv, PROG, file_errors=(ValueError,),
+            interrupted="interrupted before training started: no checkpoint of this run was written")
 
 
 if __name__ == "__main__":

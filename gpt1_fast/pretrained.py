@@ -16,6 +16,8 @@ def resolve_vocab(model_dir, encoder_path=None, bpe_path=None) -> tuple[str, str
     if encoder_path and bpe_path:
         return str(encoder_path), str(bpe_path)
     md = Path(model_dir)
+    if not any((md / e).is_file() for e, _ in VOCAB_FILES) and (md / "model").is_dir():
+        md = md / "model"  # a run folder (pretrain's --out, a fine-tuning run) holds its model in model/
     enc, bpe = next(((e, b) for e, b in VOCAB_FILES if (md / e).is_file()), VOCAB_FILES[0])
     return str(encoder_path or md / enc), str(bpe_path or md / bpe)
 

@@ -72,7 +72,7 @@ def _read(path, name):
     try:
         return read_config(path)
     except CheckpointError as e:
-        if Path(path).exists() and any(Path(path).iterdir()):
+        if Path(path).is_file() or Path(path).is_dir() and any(Path(path).iterdir()):
             raise
         flag = name("model_dir").removeprefix("argument ")
         raise CheckpointError(f"{e}. Point {flag} at a model, e.g. the original release's model/ folder from "

@@ -1,4 +1,4 @@
-"""Deterministic synthetic Story Cloze items in the exact layout of the spring-2016 CSVs (SPEC §6).
+"""Deterministic synthetic Story Cloze items in the exact layout of the spring-2016 CSVs (ROCStories).
 
 For tests and `make demo` on a machine with no data. Each story introduces a protagonist and an
 object, then brings good or bad news about it; the right ending reacts in kind, the wrong one the
@@ -6,19 +6,24 @@ other way. Both endings come from the same pool, so an ending alone carries no s
 relate the ending to the story (a small model learns it within a few hundred updates). 15 % of the
 stories have no turn and a coin-flip answer, so the best possible accuracy is about 92.5 %.
 
-    python -m gpt1_fast.synthetic --out data/ [--n 1871] [--seed 0]
+    python -m gpt1_fast.synthetic --out data/ [--n 1871] [--n_test N] [--seed 0]
+
+Writes the val and test CSVs under the real files' names into --out (the test file with labels, as
+the released one); CSVs already there are refused unless --overwrite.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import random
 import uuid
 from pathlib import Path
 
-from .tasks.rocstories import HEADER, TEST_FILE, VAL_FILE
+from .errors import UsageError
 from .fileio import atomic_write_text
+from .tasks.rocstories import HEADER, TEST_FILE, VAL_FILE
+
+PROG = "python -m gpt1_fast.synthetic"
 
 NAMES = ["Anna", "Ben", "Carla", "David", "Emma", "Frank", "Grace", "Henry", "Iris", "Jack", "Kate", "Leo",
          "Maria", "Nick", "Olivia", "Paul", "Rosa", "Sam", "Tina", "Victor", "Wendy", "Zack", "Lucy", "Tom",
@@ -94,16 +99,31 @@ def write_rocstories(out_dir, n: int = 1871, n_test: int | None = None, seed: in
     return out
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m gpt1_fast.synthetic", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", required=True, help="folder to write the two CSVs into")
-    p.add_argument("--n", type=int, default=1871, help="stories in the val file (default 1871, as the real one)")
-    p.add_argument("--n_test", type=int, default=None, help="stories in the test file (default: --n)")
-    p.add_argument("--seed", type=int, default=0, help="generator seed (the files are a function of it)")
-    a = p.parse_args(argv)
-    print(write_rocstories(a.out, a.n, a.n_test, a.seed))
+def build_parser():
+    from . import options
+
+    return options.build_parser(options.SYNTHETIC, PROG, __doc__)
+
+
+def main(argv=None) -> Path:
+    from . import options
+
+    a = options.parse(options.SYNTHETIC, build_parser(), argv)
+    existing = [Path(a.out) / f for f in (VAL_FILE, TEST_FILE) if (Path(a.out) / f).exists()]
+    if existing and not a.overwrite:
+        raise UsageError(f"argument --out: {a.out} already holds Story Cloze files ({existing[0].name}); pass "
+                         "--overwrite to replace them, or choose another folder")
+    out = write_rocstories(a.out, a.n, a.n_test, a.seed)
+    print(out)
+    return out
+
+
+def cli(argv=None) -> None:
+    """Command-line entry: a bad flag is one `error:` line (exit code 2)."""
+    from .cli import run_cli
+
+    run_cli(main, argv, PROG)
 
 
 if __name__ == "__main__":
-    main()
+    cli()

@@ -27,6 +27,7 @@ from functools import cached_property
 from itertools import chain, pairwise, repeat
 from pathlib import Path
 
+from .errors import DataError
 from .pretokenize import Pretokenizer, text_standardize  # noqa: F401 - text_standardize: public here too
 
 EOW = "</w>"
@@ -73,7 +74,7 @@ def parse_merges(text: str, bpe_path="merges") -> list[str]:
     for n, line in enumerate(body.split("\n"), start=2):
         parts = line.split()
         if len(parts) != 2:
-            raise ValueError(f"{bpe_path}:{n}: expected a merge 'a b', found {line!r}")
+            raise DataError(f"{bpe_path}:{n}: expected a merge 'a b', found {line!r}")
         merges.append(" ".join(parts))
     return merges
 
@@ -93,10 +94,26 @@ def _read_files(encoder_path, bpe_path):
         bpe_bytes = f.read()
     digest = hashlib.sha256(enc_bytes)
     digest.update(bpe_bytes)
-    text = bpe_bytes.decode("utf-8")
+    try:
+        text = bpe_bytes.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{bpe_path}: expected a UTF-8 BPE merges file, found byte {bpe_bytes[e.start:e.start + 1]!r} "
+                        f"at offset {e.start}") from None
     if "\r" in text:  # what reading in text mode does (the release's open())
         text = text.replace("\r\n", "\n").replace("\r", "\n")
-    return json.loads(enc_bytes), parse_merges(text, bpe_path), digest.hexdigest()
+    return _encoder_json(enc_bytes, encoder_path), parse_merges(text, bpe_path), digest.hexdigest()
+
+
+def _encoder_json(data: bytes, path) -> dict:
+    """The encoder file's {token: id}: a JSON object of integers, or a DataError naming the file."""
+    try:
+        encoder = json.loads(data)
+    except ValueError as e:  # bad JSON, or bytes that are not UTF-8
+        raise DataError(f"{path}: expected a BPE encoder (a JSON object token -> id), found invalid JSON ({e})") from None
+    if not isinstance(encoder, dict) or not all(isinstance(v, int) for v in encoder.values()):
+        raise DataError(f"{path}: expected a BPE encoder (a JSON object token -> id), found "
+                        f"{type(encoder).__name__ if not isinstance(encoder, dict) else 'values that are not ids'}")
+    return encoder
 
 
 def _join_pieces(pieces: list[str]) -> str:

@@ -32,11 +32,12 @@ import time
 from pathlib import Path
 
 from . import options
+from .cli import resume_command, run_cli
 from .context import RunContext
-from .errors import CheckpointError, DataError, ResumeError, UsageError
+from .errors import DataError, UsageError
 from .fileio import atomic_write_text
 from .logs import JsonlLog
-from .folder import init_from, load_pretrained, model_section, save_pretrained
+from .folder import init_from, load_pretrained, model_section, read_config, save_pretrained
 from .model import DoubleHeadModel
 from .pretrained import LazyTextEncoder, resolve_cache_dir
 from .resume import Checkpointing
@@ -59,7 +60,9 @@ def load_data(args, task, ctx: RunContext, vocab_paths, verbose: bool):
     """Read, encode (cached) and transform every split; rank 0 first, so the others read its cache."""
     try:
         text_encoder = LazyTextEncoder(*vocab_paths)
-    except ValueError as e:  # bad JSON, a malformed merge, bytes that are not UTF-8: name both files
+    except DataError:  # names the file (and line)
+        raise
+    except ValueError as e:  # anything else the two files hold: name both
         raise DataError(f"the vocabulary ({vocab_paths[0]}, {vocab_paths[1]}) cannot be read: {e}") from None
 
     def load():
@@ -108,10 +111,19 @@ class BestModel:
                              extra=extra)
 
     def __call__(self, trainer: Trainer) -> None:
-        save_pretrained(trainer.model, self.folder, layout=self.layout, vocab_paths=self.src.vocab,
-                        task=self.task.name, head_type=self.task.head_type, label_names=self.task.label_names,
-                        options=self.options, extra=dict(n_updates=trainer.n_updates, score=trainer.best_score))
+        try:
+            save_pretrained(trainer.model, self.folder, layout=self.layout, vocab_paths=self.src.vocab,
+                            task=self.task.name, head_type=self.task.head_type, label_names=self.task.label_names,
+                            options=self.options, extra=dict(n_updates=trainer.n_updates, score=trainer.best_score))
+        except KeyboardInterrupt:  # Ctrl-C waits for a started save to end: the folder holds one model, whole
+            self.read_saved()
+            raise
         self.saved = (trainer.n_updates, trainer.best_score)
+
+    def read_saved(self) -> None:
+        """What the folder holds now (a resumed run's earlier best model, or none)."""
+        extra = read_config(self.folder).extra if (self.folder / "config.json").exists() else None
+        self.saved = None if extra is None else (extra["n_updates"], extra["score"])
 
 
 def check_batch(args, n_train: int, world: int) -> None:
@@ -140,18 +152,35 @@ def absolute_args(args, vocab_paths) -> dict:
 
 # ------------------------------------------------------------------------------------------ recipe
 def main(argv=None) -> dict:
+    from .deps import require
+
     args = options.parse(options.TRAIN, build_parser(), argv)
     args.desc = args.desc or args.dataset
     task = get_task(args.dataset, objective=args.stsb_objective if args.dataset == "sts-b" else None,
                     diagnostic=args.diagnostic)
     paths = RunPaths(args.desc, args.runs_dir, args.log_dir, args.save_dir, args.submission_dir)
     refuse_earlier_results(paths, task, args)
+    require("metrics", f"scoring {task.display}")  # spaCy and ftfy: when text is encoded (not cached)
     src = resolve_source(args)
     ctx = RunContext(args)
+    command = resume_command(PROG, argv)
     try:
-        return run(args, task, ctx, src, paths)
+        return run(args, task, ctx, src, paths, command)
+    except KeyboardInterrupt:  # before training started (run() reports one during training)
+        if ctx.main:
+            print("interrupted before training started; " + way_out(paths.checkpoint_files(), command,
+                                                                   "run the command again to start over"),
+                  file=sys.stderr, flush=True)
+        raise SystemExit(130) from None
     finally:
         ctx.close()
+
+
+def way_out(checkpoints: list, command: str, again: str = "pass --overwrite to start again") -> str:
+    """How to go on after an interrupt: the last complete checkpoint and the --resume command, or none."""
+    if checkpoints:
+        return f"the last complete checkpoint is {checkpoints[-1]}; continue with: {command}"
+    return f"no checkpoint to resume from (--save_every N writes them); {again}"
 
 
 def resolve_source(args) -> Source:
@@ -165,7 +194,7 @@ def resolve_source(args) -> Source:
     return src
 
 
-def run(args, task, ctx: RunContext, src: Source, paths: RunPaths) -> dict:
+def run(args, task, ctx: RunContext, src: Source, paths: RunPaths, command: str = "") -> dict:
     """Read and check everything, then claim the run's files, then train. Nothing is written (but the
     encoding cache) before every input has been read and checked."""
     verbose = ctx.main  # progress: a bar on a terminal, else a line every 30 s
@@ -185,6 +214,7 @@ def run(args, task, ctx: RunContext, src: Source, paths: RunPaths) -> dict:
                           describe=lambda t: best.describe(t.model, n_updates=t.n_updates))
     if args.resume is not None:  # read and checked before anything is written
         ckpts.restore(trainer, args.resume)
+        best.read_saved()
     trainer.after_update.append(ckpts.every(args.save_every))
     if ctx.main:
         start_files(args, paths, task, trainer, meta, src.vocab)
@@ -195,7 +225,7 @@ def run(args, task, ctx: RunContext, src: Source, paths: RunPaths) -> dict:
         return train_and_report(args, trainer, paths, best, ctx)
     except KeyboardInterrupt:
         if ctx.main:
-            print(interrupted_message(trainer, paths, best, ckpts), file=sys.stderr, flush=True)
+            print(interrupted_message(trainer, paths, best, ckpts, command), file=sys.stderr, flush=True)
         raise SystemExit(130) from None
 
 
@@ -258,13 +288,10 @@ def refuse_earlier_results(paths: RunPaths, task, args) -> None:
                          "replace them, or choose another --desc")
 
 
-def interrupted_message(trainer: Trainer, paths: RunPaths, best: BestModel, ckpts: Checkpointing) -> str:
-    msg = f"interrupted at update {trainer.n_updates}"
+def interrupted_message(trainer: Trainer, paths: RunPaths, best: BestModel, ckpts: Checkpointing,
+                        command: str) -> str:
     latest = ckpts.latest()
-    if latest is not None:
-        msg += f": the last complete checkpoint is {latest}; continue with the same command and --resume"
-    else:
-        msg += ": no checkpoint to resume from (--save_every N writes them)"
+    msg = f"interrupted at update {trainer.n_updates}: " + way_out([latest] if latest else [], command)
     if best.saved is not None:
         n, score = best.saved
         at = "the initial parameters" if n == 0 else f"update {n}, {trainer.selection_key} {score:.2f}"
@@ -274,18 +301,8 @@ def interrupted_message(trainer: Trainer, paths: RunPaths, best: BestModel, ckpt
 
 def cli(argv=None):
     """Command-line entry: bad input is one `error:` line, no traceback. Exit codes: 2 a bad flag,
-    1 a bad file, 130 Ctrl-C."""
-    try:
-        main(argv)
-    except UsageError as e:
-        print(f"error: {e} (see {PROG} --help)", file=sys.stderr)
-        raise SystemExit(2) from None
-    except (FileNotFoundError, DataError, CheckpointError, ResumeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(1) from None
-    except KeyboardInterrupt:
-        print("interrupted before training started: nothing of this run was written", file=sys.stderr)
-        raise SystemExit(130) from None
+    1 a bad file or a missing package, 130 Ctrl-C."""
+    run_cli(main, argv, PROG, interrupted="interrupted before training started: nothing of this run was written")
 
 
 if __name__ == "__main__":

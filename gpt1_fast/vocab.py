@@ -10,70 +10,60 @@ OUT/vocab_40000.bpe: the release's file names whatever the number of merges, so 
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
+from . import options
+from .cli import run_cli
+from .errors import DataError, UsageError
+
+PROG = "python -m gpt1_fast.vocab"
 ENCODER_NAME, BPE_NAME = "encoder_bpe_40000.json", "vocab_40000.bpe"  # the release's names
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
-        prog="python -m gpt1_fast.vocab", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", nargs="+", required=True, metavar="PATH",
-                    help="text files (one document each), folders (every *.txt and *.jsonl under them, sorted) "
-                         "or JSONL files (one document per line, a JSON object with a \"text\" field)")
-    ap.add_argument("--merges", type=int, default=40000, metavar="N",
-                    help="number of BPE merges to learn, >= 1 (default 40000, as the paper); fewer are written "
-                         "when the texts run out of pairs. The vocabulary has about 2 x characters + N + 2 entries "
-                         "and must stay below 65,536 ids for pretraining's uint16 token files")
-    ap.add_argument("--out", required=True, metavar="DIR",
-                    help=f"folder for {ENCODER_NAME} and {BPE_NAME} (created if missing; use it as --model_dir)")
-    ap.add_argument("--overwrite", action="store_true",
-                    help="replace a vocabulary already in --out (refused otherwise: encoded data and models "
-                         "made with it would no longer match)")
-    ap.add_argument("--quiet", action="store_true", help="no progress bars")
-    return ap
+def build_parser():
+    return options.build_parser(options.VOCAB, PROG, __doc__)
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    from .corpus import CorpusError, list_files, read_documents
+def check(args) -> tuple[Path, Path]:
+    """Every input before any work: the files exist and hold some text, --out takes a new vocabulary."""
+    from .corpus import list_files, read_documents
+    from .deps import require
 
-    def fail(msg):
-        print(f"error: {msg}", file=sys.stderr)
-        return 2
-
-    if args.merges < 1:
-        return fail(f"--merges must be at least 1, got {args.merges}")
     out = Path(args.out)
     enc, bpe = out / ENCODER_NAME, out / BPE_NAME
-    if out.exists() and not out.is_dir():
-        return fail(f"--out {out} is a file, expected a folder")
     existing = [p for p in (enc, bpe) if p.exists()]
     if existing and not args.overwrite:
-        return fail(f"--out {out} already holds a vocabulary ({existing[0].name}); pass --overwrite to replace it")
-    try:
-        list_files(args.data)  # every input exists before any work
-        from .text import learn_bpe
+        raise UsageError(f"argument --out: {out} already holds a vocabulary ({existing[0].name}); pass --overwrite "
+                         "to replace it")
+    list_files(args.data)  # every input exists
+    if not any(doc.strip() for doc in read_documents(args.data)):
+        raise DataError(f"{', '.join(args.data)}: no text to learn a vocabulary from (empty, or only blank lines)")
+    require("text", "learning a vocabulary (texts are pre-tokenized as TextEncoder does)")
+    return enc, bpe
 
-        encoder = learn_bpe(read_documents(args.data), args.merges, enc, bpe, verbose=not args.quiet)
-    except CorpusError as e:
-        return fail(str(e))
-    except ImportError as e:
-        return fail(str(e))
-    except KeyboardInterrupt:
-        print("interrupted: nothing written", file=sys.stderr)
-        return 130
+
+def main(argv=None) -> dict:
+    args = options.parse(options.VOCAB, build_parser(), argv)
+    enc, bpe = check(args)
+    from .corpus import read_documents
+    from .text import learn_bpe
+
+    encoder = learn_bpe(read_documents(args.data), args.merges, enc, bpe, verbose=not args.quiet and sys.stderr.isatty())
     n_merges = len(Path(bpe).read_text(encoding="utf-8").split("\n")) - 2
     note = "" if n_merges == args.merges else f" (the texts had pairs for {n_merges} of the {args.merges} asked)"
-    print(f"wrote {enc} ({len(encoder):,} tokens) and {bpe} ({n_merges:,} merges){note}; "
-          f"use --model_dir {out}")
+    print(f"wrote {enc} ({len(encoder):,} tokens) and {bpe} ({n_merges:,} merges){note}; use --model_dir {args.out}")
     if len(encoder) > 65536:
         print(f"warning: {len(encoder):,} ids do not fit pretraining's uint16 token files; use fewer --merges",
               file=sys.stderr)
-    return 0
+    return dict(encoder=str(enc), bpe=str(bpe), n_tokens=len(encoder), n_merges=n_merges)
+
+
+def cli(argv=None) -> None:
+    """Command-line entry: bad input is one `error:` line, no traceback (2: a flag, 1: a file or a
+    missing package, 130: Ctrl-C, nothing written)."""
+    run_cli(main, argv, PROG, interrupted="interrupted: no vocabulary written")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli()

@@ -300,6 +300,12 @@ def _check(args):
     if (args.model_dir is None) == (args.checkpoints is None):
         raise UsageError("argument --model_dir: pass one of --model_dir (a model) and --checkpoints (a pretraining "
                          "run's checkpoints)")
+    from .deps import require
+
+    require("text", "encoding the examples")
+    require("metrics", "scoring them")
+    if args.plot:
+        require("plot", "--plot")
     best = _best(args.best)
     out = args.scores or (str(Path(args.checkpoints) / "zeroshot.jsonl") if args.checkpoints else None)
     if args.plot and not (out and args.dataset in best):
@@ -308,7 +314,7 @@ def _check(args):
 
 
 def main(argv=None) -> list[dict]:
-    from .errors import CheckpointError, DataError, ResumeError, UsageError
+    from .errors import CheckpointError, DataError, MissingPackage, ResumeError, UsageError
 
     from . import options
 
@@ -324,7 +330,7 @@ def main(argv=None) -> list[dict]:
             plot_zero_shot(records, best, args.plot)
     except UsageError as e:
         p.error(str(e))
-    except (DataError, CheckpointError, ResumeError, FileNotFoundError, ValueError) as e:
+    except (DataError, CheckpointError, ResumeError, FileNotFoundError, ValueError, MissingPackage) as e:
         raise SystemExit(f"error: {e}") from None
     return records
 

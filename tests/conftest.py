@@ -23,3 +23,13 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("cuda") is not None:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory):
+    """tests/runs_fixture.py's folder: data, a vocabulary, an earlier fine-tuning and pretraining run."""
+    pytest.importorskip("spacy")
+    pytest.importorskip("ftfy")
+    from runs_fixture import build
+
+    return build(tmp_path_factory.mktemp("runs"))

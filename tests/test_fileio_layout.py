@@ -59,3 +59,22 @@ def test_atomic_write_gives_plain_file_permissions(tmp_path):
         assert p.stat().st_mode & 0o777 == 0o640  # an existing file keeps its mode
     finally:
         os.umask(old)
+
+
+def test_interrupts_deferred_holds_ctrl_c_until_the_block_ends(tmp_path):
+    """A model folder's files are written under interrupts_deferred: Ctrl-C during the writes lands after
+    the last one (the folder is whole), then stops the run as usual."""
+    import os
+    import signal
+
+    from gpt1_fast.fileio import atomic_write_text, interrupts_deferred
+
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with interrupts_deferred():
+            atomic_write_text(tmp_path / "a", "1")
+            os.kill(os.getpid(), signal.SIGINT)  # arrives here, mid-block
+            atomic_write_text(tmp_path / "b", "2")
+            done.append(True)
+    assert done and (tmp_path / "b").read_text() == "2"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored

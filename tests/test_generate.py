@@ -264,10 +264,11 @@ def test_cli_several_prompts_samples_and_streaming(vocab, capsys, tmp_path):
     outs = cli.main(cli_args(vocab, "--prompt", "Anna wanted", "--prompt_file", str(pf), "--num_samples", "2",
                              "--max_new_tokens", "30", "--seed", "3"))
     assert len(outs) == 6 and all("</w>" not in o for o in outs)
-    printed = capsys.readouterr().out
+    printed, status = capsys.readouterr()
     for o in outs:
         assert o in printed
-    assert printed.count("[stopped: context full, n_ctx 24]") == 6  # 30 new tokens never fit in 24
+    assert status.count("[stopped: context full, n_ctx 24]") == 6  # 30 new tokens never fit in 24
+    assert "[stopped" not in printed  # status lines on standard error, the texts alone on standard output
     again = cli.main(cli_args(vocab, "--prompt", "Anna wanted", "--prompt_file", str(pf), "--num_samples", "2",
                               "--max_new_tokens", "30", "--seed", "3"))
     assert again == outs
@@ -285,6 +286,9 @@ def test_cli_bad_input_is_one_line(vocab, tmp_path, capsys):
             (("--prompt_file", str(tmp_path / "blank.txt")), 1, "blank.txt: no prompt in it"),
             (("--prompt", "a cat", "--top_p", "1.5"), 2, "error: argument --top_p: expected a number in (0, 1]"),
             (("--prompt", "a cat", "--stop", ""), 2, "error: argument --stop: expected a non-empty stop string"),
+            (("--prompt", "a cat", "--stop", " "), 2, "error: argument --stop: ' ' encodes to no tokens"),
+            (("--prompt", "cat " * 30), 2, "error: argument --prompt: prompt 1 has 30 tokens, the model's context 24: "
+                                           "no room for a new token; shorten it, or pass --sliding"),
             (("--prompt", "a cat", "--n_head", "3"), 2, "error: argument --n_head: 3 does not divide --n_embd 16")]:
         with pytest.raises(SystemExit) as e:
             cli.cli(cli_args(vocab, *extra))

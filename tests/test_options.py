@@ -11,10 +11,12 @@ import pytest
 from gpt1_fast import cli, options
 from gpt1_fast.errors import UsageError
 
-ENTRIES = (options.TRAIN, options.PRETRAIN, options.GENERATE, options.PREDICT, options.ZEROSHOT, options.ESTIMATOR)
+ENTRIES = (options.TRAIN, options.PRETRAIN, options.GENERATE, options.PREDICT, options.ZEROSHOT, options.VOCAB,
+           options.PLOT, options.SYNTHETIC, options.ESTIMATOR)
 MODULES = {e.name: f"gpt1_fast.{e.name}" for e in ENTRIES if e.name != "estimator"}
 REQUIRED = {"pretrain": ["--data", "corpus.txt", "--out", "out_dir"],  # parsing only: never read
-            "zeroshot": ["--dataset", "sst-2", "--data_dir", "glue/SST-2"]}
+            "zeroshot": ["--dataset", "sst-2", "--data_dir", "glue/SST-2"],
+            "vocab": ["--data", "corpus.txt", "--out", "vocab_dir"], "plot": ["log.jsonl"], "synthetic": ["--out", "data"]}
 
 
 def bad_values(opt: cli.Option) -> list[str]:

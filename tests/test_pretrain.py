@@ -228,34 +228,7 @@ def test_output_folder_fine_tunes_in_train_and_samples_in_generate(pretrained, t
     assert len(texts) == 1 and texts[0]
 
 
-# ----------------------------------------------------------------------------------- plot, errors
-def test_plot_draws_pretraining_and_finetuning_logs(tmp_path):
-    pytest.importorskip("matplotlib")
-    from gpt1_fast import plot
-
-    pre = tmp_path / "pre.jsonl"
-    pre.write_text("\n".join(json.dumps(r) for r in [{"kind": "pretrain", "step": 0}, {"step": 1, "loss": 5.0, "lr": 1e-4},
-                                                     {"step": 2, "loss": 4.0, "lr": 2e-4}, {"step": 2, "val_loss": 4.2}])
-                   + '\n{"step": 3, "lo')  # a killed writer's half line is skipped
-    fine = tmp_path / "fine.jsonl"
-    fine.write_text("\n".join(json.dumps(r) for r in [{"desc": "x", "n_batch": 8}, dict(
-        n_epochs=1, n_updates=5, tr_cost=0.7, va_cost=0.69, tr_acc=50.0, va_acc=55.0)]) + "\n")
-    assert plot.log_kind(plot.read_log(pre)) == "pretrain" and plot.log_kind(plot.read_log(fine)) == "finetune"
-    assert plot.series(plot.read_log(pre), "step", "loss") == ([1, 2], [5.0, 4.0])
-    assert plot.curves(plot.read_log(fine), "finetune") == ("n_updates", ["tr_cost", "va_cost"], ["tr_acc", "va_acc"],
-                                                            "score (%)")
-    mnli = [{"n_updates": 5, "tr_cost": 1.0, "matched_cost": 1.1, "matched_acc": 40.0, "mismatched_f1": 30.0}]
-    assert plot.curves(mnli, "finetune")[1:3] == (["matched_cost", "tr_cost"], ["matched_acc", "mismatched_f1"])
-    for log in (pre, fine):
-        out = plot.main([str(log)])
-        assert out == log.with_suffix(".png") and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert plot.main([str(fine), "--out", str(tmp_path / "x.png")]).is_file()
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"a": 1}\n')
-    with pytest.raises(SystemExit, match="error: .*no loss records"):
-        plot.main([str(bad)])
-
-
+# ------------------------------------------------------------------ errors (the plots: tests/test_plot.py)
 def test_bad_arguments_are_one_line_errors(work, tmp_path, capsys):
     for extra, want in [(("--micro_batch", 3), "error: argument --micro_batch: 3 must divide the per-process batch 8"),
                         (("--merges", 100, "--init_from", "model/"), "error: argument --merges: it learns a new "

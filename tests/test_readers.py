@@ -286,6 +286,15 @@ def test_race_malformed(tmp_path):
     error("race", tmp_path, "test", r"middle/1\.txt: questions\[0\]: expected a label in \{A, B, C, D\}, found 'E'")
     _race_file(tmp_path, "test", "middle", 1, ["Q?", "R?"], [["a", "b", "c", "d"]], ["A"])
     error("race", tmp_path, "test", r"middle/1\.txt: expected lists .* of one length, found 2, 1 and 1")
+    _race_file(tmp_path, "test", "middle", 1, 3, [["a", "b", "c", "d"]], ["A"])  # `questions` not a list
+    error("race", tmp_path, "test", r"middle/1\.txt: expected lists .* of one length, found int \(not a list\), 1 and 1")
+    _race_file(tmp_path, "test", "middle", 1, [["Q?"]], [["a", "b", "c", "d"]], ["A"])
+    error("race", tmp_path, "test", r"middle/1\.txt: questions\[0\]: expected the question and its options as strings, "
+                                    r"found \['Q\?'\]")
+    _race_file(tmp_path, "test", "middle", 1, ["Q?"], [["a", "b", None, "d"]], ["A"])
+    error("race", tmp_path, "test", r"questions\[0\]: expected the question and its options as strings, found None")
+    _race_file(tmp_path, "test", "middle", 1, ["Q?"], [["a", "b", "c", "d"]], ["A"], article=["An", "article"])
+    error("race", tmp_path, "test", r"middle/1\.txt: expected the article as a string, found list")
     write(tmp_path / "test" / "middle", "1.txt", '{"article": "x",\n "questions": [}')
     error("race", tmp_path, "test", r"middle/1\.txt:2: expected a JSON object, found invalid JSON")
     (tmp_path / "test" / "middle" / "1.txt").unlink()

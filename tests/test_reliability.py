@@ -11,6 +11,7 @@ import pytest
 
 import gpt1_fast
 from fixtures_tasks import CountingEncoder  # the encoding-cache tests' stand-in encoder
+from runs_fixture import base_args, snapshot
 from gpt1_fast import cli, synthetic
 from gpt1_fast.errors import DataError
 from gpt1_fast.tasks import rocstories
@@ -147,6 +148,7 @@ def test_help_names_the_python_m_form(name, capsys):
     assert e.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith(f"usage: python -m {name} "), out[:200]
+    assert "SPEC" not in out and "§" not in out  # no document the user does not have
 
 
 # ------------------------------------------------------------------------------ text files
@@ -223,32 +225,9 @@ def test_device_and_backend_checks(monkeypatch):
 # Each case: one `error:` line on stderr naming what is wrong, the exit code, no traceback, and the
 # files of an earlier run with the same --desc byte-identical afterwards (the cases pass --overwrite,
 # so a check that came after the first write would show as deleted or rewritten files).
-TINY = ["--n_layer", "1", "--n_embd", "32", "--n_head", "2", "--device", "cpu", "--backend", "torch"]
-
-
 @pytest.fixture(scope="module")
-def work(tmp_path_factory):
-    pytest.importorskip("spacy")
-    pytest.importorskip("ftfy")
-    from gpt1_fast import train
-    from gpt1_fast.text import learn_bpe
-
-    d = tmp_path_factory.mktemp("rel")
-    synthetic.write_rocstories(d / "data", n=120, n_test=50, seed=7)
-    val = rocstories.read_csv(d / "data" / rocstories.VAL_FILE)
-    learn_bpe(val.stories + val.endings1 + val.endings2, 300, d / "vocab" / "enc.json", d / "vocab" / "merges.bpe")
-    train.main(base_args(d) + ["--desc", "earlier", "--n_batch", "16", "--n_iter", "1", "--submit"])
-    return d
-
-
-def base_args(d, data_dir=None):
-    return ["--data_dir", str(data_dir or d / "data"), "--from_scratch", "--encoder_path", str(d / "vocab" / "enc.json"),
-            "--bpe_path", str(d / "vocab" / "merges.bpe"), "--cache_dir", str(d / "cache"), "--n_valid", "40",
-            "--runs_dir", str(d / "runs")] + TINY
-
-
-def snapshot(folder: Path) -> dict:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+def work(tiny_runs):
+    return tiny_runs
 
 
 def _bad_data(d):
@@ -270,6 +249,19 @@ def _damaged_release(d):
         (out / "params_shapes.json").write_text("[[64, 32], [")  # truncated JSON
         np.save(out / "params_0.npy", np.zeros(3, np.float32))
     return ["--model_dir", str(out)]
+
+
+def _bad_race(d):
+    """A RACE folder whose one article has `questions` that is not a list."""
+    import json
+
+    out = d / "bad_race"
+    for split in ("train", "dev", "test"):
+        for level in ("middle", "high"):
+            (out / split / level).mkdir(parents=True, exist_ok=True)
+    (out / "train" / "middle" / "1.txt").write_text(json.dumps(
+        {"article": "A.", "questions": 3, "options": [["a", "b", "c", "d"]], "answers": ["A"], "id": "middle1.txt"}))
+    return ["--dataset", "race", "--data_dir", str(out)]
 
 
 def _write(path, text):
@@ -306,6 +298,19 @@ CASES = [  # id, extra args (a callable gets the work folder), exit code, what t
      "empty: no model here; expected a model folder", None),
     ("damaged_checkpoint", lambda d: ["--no-from_scratch"] + _damaged_release(d), 1, "params_shapes.json",
      "no pretrained checkpoint"),
+    ("model_dir_file", lambda d: ["--no-from_scratch", "--model_dir", str(d / "a_file")], 1,
+     "a_file: damaged or not a torch checkpoint", None),
+    ("runs_dir_file", lambda d: ["--runs_dir", str(d / "a_file")], 2,
+     "argument --runs_dir: expected a folder to write into, got", None),
+    ("runs_dir_under_file", lambda d: ["--runs_dir", str(d / "a_file" / "runs")], 2, "a_file is a file, not a folder",
+     None),
+    ("cache_dir_file", lambda d: ["--cache_dir", str(d / "a_file")], 2, "argument --cache_dir: expected a folder", None),
+    ("max_grad_norm_nan", ["--max_grad_norm", "nan"], 2, "argument --max_grad_norm: expected a number >= 0, got 'nan'",
+     None),
+    ("race_questions_not_a_list", _bad_race, 1, "1.txt: expected lists questions, options and answers of one length, "
+     "found int (not a list), 1 and 1", None),
+    ("bad_merges", lambda d: ["--bpe_path", str(_write(d / "bad.bpe", "#version\nab\n"))], 1,
+     "bad.bpe:2: expected a merge 'a b', found 'ab'", None),
 ]
 
 
@@ -332,7 +337,7 @@ def test_bad_input_is_one_line_and_loses_nothing(work, case, capsys, monkeypatch
     lines = err.splitlines()
     assert e.value.code == code, (e.value.code, err)
     assert len(lines) == 1 and lines[0].startswith("error: ") and want in lines[0], err
-    assert "Traceback" not in err + out
+    assert "Traceback" not in err + out and out == ""  # nothing printed that looks like a run
     if not_want:
         assert not_want not in lines[0]
     assert snapshot(work / "runs") == before  # nothing written, nothing deleted

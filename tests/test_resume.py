@@ -233,3 +233,29 @@ def test_finetuning_killed_mid_epoch_resumes_to_the_same_parameters_and_submissi
     (log_a, best_a, sub_a), (log_b, best_b, sub_b) = finetune_outputs(tmp_path / "ref"), finetune_outputs(out)
     assert log_a == log_b and sub_a == sub_b
     assert best_a.keys() == best_b.keys() and all(torch.equal(best_a[k], best_b[k]) for k in best_a)
+
+
+@pytest.mark.timeout(600)
+def test_two_gloo_ranks_resumed_with_dropout_equal_the_uninterrupted_two_rank_run(work, tmp_path):
+    """Under DDP each process restores its own RNG states (dropout masks differ per rank): a 2-rank run
+    stopped at update 2 and resumed to 4 (inside the warm-up, where the total does not change the
+    learning rate) equals the uninterrupted 2-rank run of 4 updates, with dropout on."""
+    import socket
+    import subprocess
+
+    def launch(out, *extra):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
+                    "127.0.0.1", "--master_port", str(port)]
+        cmd = h.pretrain_cmd(args(work, out, "--warmup_steps", 100, *extra, steps=4), launcher=launcher)
+        r = subprocess.run(cmd, cwd=h.REPO, env=h.env(), capture_output=True, text=True, timeout=500)
+        assert r.returncode == 0, r.stderr[-3000:]
+
+    launch(tmp_path / "whole")
+    launch(tmp_path / "resumed", "--max_steps", 2)
+    launch(tmp_path / "resumed", "--resume")
+    ck = torch.load(CheckpointDir(tmp_path / "resumed" / "checkpoints").latest(), weights_only=True)
+    assert len(ck["rng"]) == 2 and not torch.equal(ck["rng"][0]["torch"], ck["rng"][1]["torch"])
+    assert_same_weights(tmp_path / "resumed", tmp_path / "whole")

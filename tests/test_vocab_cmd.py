@@ -29,8 +29,9 @@ def run_here(capsys, *args):
     from gpt1_fast import vocab
 
     try:
-        code = vocab.main([str(a) for a in args])
-    except SystemExit as e:  # argparse
+        vocab.cli([str(a) for a in args])
+        code = 0
+    except SystemExit as e:
         code = e.code
     out, err = capsys.readouterr()
     return code, out, err
@@ -71,30 +72,36 @@ def test_vocab_command_loads_and_round_trips(tmp_path, small_corpus, capsys):
     # An existing vocabulary is refused without --overwrite, files untouched.
     before = (out / "vocab_40000.bpe").read_bytes()
     code, _, err = run_here(capsys, "--data", small_corpus / "books", "--merges", "20", "--out", out)
-    assert code == 2 and err.startswith("error: --out") and "--overwrite" in err
+    assert code == 2 and err.startswith("error: argument --out") and "--overwrite" in err
     assert (out / "vocab_40000.bpe").read_bytes() == before
     code, _, _ = run_here(capsys, "--data", small_corpus / "books", "--merges", "20", "--out", out, "--overwrite",
                           "--quiet")
     assert code == 0 and len((out / "vocab_40000.bpe").read_text(encoding="utf-8").split("\n")) == 22
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--merges", "0"], "error: --merges must be at least 1, got 0"),
-    (["--merges", "x"], "invalid int value"),
-    (["--data", "MISSING.txt"], "MISSING.txt: no such file or folder"),
-    (["--data", "BAD"], "bad.jsonl:2: bad JSON"),
+@pytest.mark.parametrize("args,code,message", [
+    (["--merges", "0"], 2, "error: argument --merges: expected an integer >= 1, got '0'"),
+    (["--merges", "x"], 2, "error: argument --merges: expected an integer >= 1, got 'x'"),
+    (["--data", "MISSING.txt"], 1, "MISSING.txt: no such file or folder"),
+    (["--data", "BAD"], 1, "bad.jsonl:2: bad JSON"),
+    (["--data", "EMPTY"], 1, "empty.txt: no text to learn a vocabulary from"),
+    (["--data", "BLANK"], 1, "blank.jsonl: no text to learn a vocabulary from"),
+    (["--out", "FILE"], 2, "error: argument --out: expected a folder to write into, got"),
 ])
-def test_bad_input_is_one_error_line(tmp_path, small_corpus, args, message, capsys):
-    bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"text": "fine"}\n{oops\n', encoding="utf-8")
+def test_bad_input_is_one_error_line(tmp_path, small_corpus, args, code, message, capsys):
+    files = {"BAD": tmp_path / "bad.jsonl", "EMPTY": tmp_path / "empty.txt", "BLANK": tmp_path / "blank.jsonl",
+             "FILE": tmp_path / "a_file"}
+    files["BAD"].write_text('{"text": "fine"}\n{oops\n', encoding="utf-8")
+    files["EMPTY"].write_text("", encoding="utf-8")
+    files["BLANK"].write_text('{"text": "  "}\n\n{"text": "\\n"}\n', encoding="utf-8")
+    files["FILE"].write_text("not a folder", encoding="utf-8")
     full = {"--data": [str(small_corpus / "books")], "--merges": ["10"], "--out": [str(tmp_path / "v")]}
     for i in range(0, len(args), 2):
-        full[args[i]] = [str(bad) if args[i + 1] == "BAD" else args[i + 1]]
-    code, _, err = run_here(capsys, *[x for k, v in full.items() for x in (k, *v)])
-    assert code == 2 and message in err and "Traceback" not in err, err
-    lines = err.strip().splitlines()
-    assert "error:" in lines[-1] and (len(lines) == 1 or lines[0].startswith("usage:"))  # argparse: usage first
-    assert not (tmp_path / "v").exists() or not any((tmp_path / "v").iterdir())
+        full[args[i]] = [str(files.get(args[i + 1], args[i + 1]))]
+    got, _, err = run_here(capsys, *[x for k, v in full.items() for x in (k, *v)])
+    assert got == code and message in err and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: ")
+    assert not (tmp_path / "v").exists()
 
 
 def test_help_names_the_module_form(capsys):

@@ -84,3 +84,24 @@ def compute_metrics(names, y_true, y_pred) -> dict[str, float]:
     from .metrics import compute
 
     return compute(tuple(names), np.asarray(y_true), np.asarray(y_pred))
+
+
+# ------------------------------------------------------------------------------------- text fields
+def flat_texts(fields: dict[str, list], names) -> dict[str, list[str]]:
+    """The text fields among `names` as flat lists of strings: multiple choice's answer lists joined
+    (regroup_choices undoes it after encoding)."""
+    texts = {k: fields[k] for k in names if k in fields and k != "choices"}
+    if "choices" in fields:
+        texts["choices"] = [a for answers in fields["choices"] for a in answers]
+    return texts
+
+
+def regroup_choices(ids: dict[str, list], fields: dict[str, list]) -> dict[str, list]:
+    """Encoded flat texts (flat_texts) -> the same, each example's answers as one list again."""
+    if "choices" in fields:
+        flat, grouped, i = ids["choices"], [], 0
+        for answers in fields["choices"]:
+            grouped.append(flat[i:i + len(answers)])
+            i += len(answers)
+        ids = dict(ids, choices=grouped)
+    return ids

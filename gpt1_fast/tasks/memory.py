@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..layout import EmbeddingLayout
-from .common import Encoded, longest
+from .common import Encoded, flat_texts, longest, regroup_choices
 from .task import UNCAPPED, FAMILIES, Task, TaskData
 
 
@@ -52,15 +52,8 @@ class InMemoryTask(Task):
 
 def tokenize(fields: dict[str, list], text_encoder) -> dict[str, list]:
     """Every text field through the BPE (multiple choice's answer lists flattened, then regrouped)."""
-    ids = {}
-    for k, texts in fields.items():
-        flat = [t for row in texts for t in row] if k == "choices" else texts
-        enc = text_encoder.encode(flat)
-        if k == "choices":
-            it = iter(enc)
-            enc = [[next(it) for _ in row] for row in texts]
-        ids[k] = enc
-    return ids
+    texts = flat_texts(fields, fields)
+    return regroup_choices({k: text_encoder.encode(v) for k, v in texts.items()}, fields)
 
 
 def encode_new(task, ids: dict[str, list], labels, row_ids, layout: EmbeddingLayout, cap: int) -> tuple[Encoded, int]:

@@ -348,18 +348,24 @@ def _race_article(spec, path):
         found = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
         raise DataError(f"{path}: expected an object with the keys {', '.join(keys)}, found {found}")
     qs, opts, answers = obj["questions"], obj["options"], obj["answers"]
+    shape = [str(len(v)) if isinstance(v, list) else f"{type(v).__name__} (not a list)" for v in (qs, opts, answers)]
     if not (isinstance(qs, list) and isinstance(opts, list) and isinstance(answers, list)) \
             or not len(qs) == len(opts) == len(answers):
         raise DataError(f"{path}: expected lists questions, options and answers of one length, found "
-                        f"{len(qs)}, {len(opts)} and {len(answers)}")
+                        f"{shape[0]}, {shape[1]} and {shape[2]}")
+    if not isinstance(obj["article"], str):
+        raise DataError(f"{path}: expected the article as a string, found {type(obj['article']).__name__}")
     out = []
     for q, (question, options, answer) in enumerate(zip(qs, opts, answers)):
         where = f"{path}: questions[{q}]"
         if not isinstance(options, list) or len(options) != spec.n_choices:
             raise DataError(f"{where}: expected {spec.n_choices} options, found "
                             f"{len(options) if isinstance(options, list) else type(options).__name__}")
+        bad = [v for v in (question, *options) if not isinstance(v, str)]
+        if bad:
+            raise DataError(f"{where}: expected the question and its options as strings, found {bad[0]!r}")
         label = _label_id(spec, str(answer), where)
-        out.append((f"{obj['id']}-{q}", str(obj["article"]), str(question), [str(o) for o in options], label))
+        out.append((f"{obj['id']}-{q}", obj["article"], question, list(options), label))
     return out
 
 

@@ -12,7 +12,7 @@ import numpy as np
 from ..layout import PAPER_SPECIALS, EmbeddingLayout
 from . import classification, entailment, multiple_choice, readers, similarity
 from .cache import encode_texts
-from .common import Encoded, compute_metrics, longest
+from .common import Encoded, compute_metrics, flat_texts, longest, regroup_choices
 from .rocstories import split_indices
 
 FAMILIES = {"classification": classification, "entailment": entailment, "similarity": similarity,
@@ -184,17 +184,9 @@ class DatasetTask(Task):
 
     def _encode(self, fields, text_encoder, source, vocab_paths, cache_dir, verbose):
         """Every text field through the BPE (cached); multiple choice's choice lists flattened and regrouped."""
-        texts = {k: fields[k] for k in self.module.FIELDS if k != "choices" and k in fields}
-        if "choices" in fields:
-            texts["choices"] = [a for answers in fields["choices"] for a in answers]
+        texts = flat_texts(fields, self.module.FIELDS)
         ids = encode_texts(texts, text_encoder, [source], vocab_paths, cache_dir, tag=self.name, verbose=verbose)
-        if "choices" in fields:
-            flat, grouped, i = ids["choices"], [], 0
-            for answers in fields["choices"]:
-                grouped.append(flat[i:i + len(answers)])
-                i += len(answers)
-            ids["choices"] = grouped
-        return ids
+        return regroup_choices(ids, fields)
 
 
 def _take(ids: dict[str, list], labels: np.ndarray, idx) -> tuple[dict[str, list], np.ndarray, list[str]]:
