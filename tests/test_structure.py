@@ -1,5 +1,6 @@
-"""The package's import graph has no cycle: every import of every module of gpt1_fast/, at any depth
-(inside functions too), relative imports resolved."""
+"""The package's shape: its import graph has no cycle (every import of every module of gpt1_fast/, at
+any depth, inside functions too, relative imports resolved); a file reads in one sitting (<= 450
+lines) and a function fits on a screen (<= 60 lines; @triton.jit kernels aside)."""
 from __future__ import annotations
 
 import ast
@@ -109,3 +110,34 @@ def test_importing_a_name_of_the_package_init_is_an_edge_to_it(tmp_path):
     assert cycles(import_graph(write_package(tmp_path / "ok", files))) == []
     files["pkg/a.py"] += "\ndef name():\n    from . import NAME\n"
     assert cycles(import_graph(write_package(tmp_path / "bad", files))) == [["pkg", "pkg.a"]]
+
+
+MAX_FILE, MAX_FUNCTION = 450, 60
+
+
+def oversized(package: Path) -> list[str]:
+    """Files over MAX_FILE lines and functions over MAX_FUNCTION lines (Triton kernels aside)."""
+    found = []
+    for f in sorted(package.rglob("*.py")):
+        src = f.read_text(encoding="utf-8")
+        if src.count("\n") > MAX_FILE:
+            found.append(f"{f.relative_to(package.parent)}: {src.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(src)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                if any("jit" in ast.unparse(d) for d in node.decorator_list):
+                    continue
+                n = node.end_lineno - node.lineno + 1
+                if n > MAX_FUNCTION:
+                    found.append(f"{f.relative_to(package.parent)}:{node.lineno} {node.name}: {n} lines")
+    return found
+
+
+def test_files_and_functions_stay_small():
+    assert oversized(PACKAGE) == []
+
+
+def test_the_size_check_sees_a_long_function_and_a_long_file(tmp_path):
+    body = "\n".join(f"    x{i} = {i}" for i in range(61))
+    pkg = write_package(tmp_path, {"pkg/__init__.py": "", "pkg/a.py": f"def f():\n{body}\n", "pkg/b.py": "x = 1\n" * 451,
+                                   "pkg/k.py": f"@triton.jit\ndef kernel():\n{body}\n"})
+    assert oversized(pkg) == ["pkg/a.py:1 f: 62 lines", "pkg/b.py: 451 lines"]
