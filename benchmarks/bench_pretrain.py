@@ -89,7 +89,7 @@ def amp(device):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
-def ours_step(cfg, backend, compile_, n_vocab, T, device, capturable=False):
+def ours_step(cfg, backend, compile_, n_vocab, T, device, B, capturable=False):
     """Our pretraining update, (step(x, y) -> loss, optimizer): the ONE function every "ours" row calls,
     and it is the product's: gpt1_fast.pretraining.LMTrainer's own device step (the LM loss inside
     LMModel, backward, OpenAI-Adam with the paper's schedule, gradients released), built by the
@@ -106,8 +106,8 @@ def ours_step(cfg, backend, compile_, n_vocab, T, device, capturable=False):
     ctx = RunContext(argparse.Namespace(device=str(device), dtype="auto", compile=compile_, seed=0), distributed=False)
     opt = OpenAIAdam(lm.parameters(), lr=2.5e-4, l2=0.01, max_grad_norm=1, fused=True if capturable else None,
                      capturable=capturable)
-    tokens = np.zeros(4 * (T + 1), dtype=np.uint16)  # the trainer's sampler needs a split; the batches are given
-    trainer = LMTrainer(lm, opt, tokens, tokens, LMConfig(n_ctx=T, n_batch=1, total_steps=1000, warmup_steps=20),
+    tokens = np.zeros((B + 2) * (T + 1), dtype=np.uint16)  # the trainer's sampler needs a split; batches are given
+    trainer = LMTrainer(lm, opt, tokens, tokens, LMConfig(n_ctx=T, n_batch=B, total_steps=1000, warmup_steps=20),
                         ctx)
     return trainer._device_step, opt
 
@@ -151,7 +151,7 @@ def hf_step(cfg, n_vocab, T, device):
     return step
 
 
-def implementations(cfg, n_vocab, T, device, core: bool) -> list[tuple]:
+def implementations(cfg, n_vocab, T, device, B, core: bool) -> list[tuple]:
     """[(name, make() -> step, batches key, row whose memory base it shares)] (common.prepare_steps)."""
     from gpt1_fast.graphs import CapturedStep
 
@@ -159,19 +159,19 @@ def implementations(cfg, n_vocab, T, device, core: bool) -> list[tuple]:
 
     def compiled():
         if "c" not in built:
-            built["c"] = ours_step(cfg, "triton", True, n_vocab, T, device, capturable=True)
+            built["c"] = ours_step(cfg, "triton", True, n_vocab, T, device, B, capturable=True)
         return built["c"]
 
     if device.type != "cuda":
-        return [("ours: torch", lambda: ours_step(cfg, "torch", False, n_vocab, T, device)[0], "b", None),
+        return [("ours: torch", lambda: ours_step(cfg, "torch", False, n_vocab, T, device, B)[0], "b", None),
                 ("nanoGPT recipe (eager)", lambda: nanogpt_step(cfg, False, n_vocab, T, device), "b", None),
                 ("HF transformers", lambda: hf_step(cfg, n_vocab, T, device), "b", None)]
     specs = [("ours: triton+fused+compile", lambda: compiled()[0], "b", None),
              ("ours: compiled + CUDA graph", lambda: CapturedStep(*compiled()), "b", "ours: triton+fused+compile"),
              ("nanoGPT recipe", lambda: nanogpt_step(cfg, True, n_vocab, T, device), "b", None)]
     if not core:
-        specs += [("ours: triton+fused", lambda: ours_step(cfg, "triton", False, n_vocab, T, device)[0], "b", None),
-                  ("ours: torch+compile", lambda: ours_step(cfg, "torch", True, n_vocab, T, device)[0], "b", None),
+        specs += [("ours: triton+fused", lambda: ours_step(cfg, "triton", False, n_vocab, T, device, B)[0], "b", None),
+                  ("ours: torch+compile", lambda: ours_step(cfg, "torch", True, n_vocab, T, device, B)[0], "b", None),
                   ("HF transformers", lambda: hf_step(cfg, n_vocab, T, device), "b", None)]
     return specs
 
@@ -188,7 +188,7 @@ def main(quick: bool = False, core: bool = False):
     for _ in range(3):
         w = torch.randint(0, n_vocab, (B, T + 1), generator=gen).to(device)
         batches.append((w[:, :-1], w[:, 1:]))
-    runs, peaks = prepare_steps(implementations(cfg, n_vocab, T, device, core), {"b": batches}, device,
+    runs, peaks = prepare_steps(implementations(cfg, n_vocab, T, device, B, core), {"b": batches}, device,
                                 1 if quick else 2)
     flops = flops_per_update(cfg, n_vocab + T, B, T)
     floor_ms = flops / ceilings["matmul_tflops"] / 1e9
