@@ -26,12 +26,11 @@ import time
 import torch
 
 from benchmarks.common import interleaved, measure_ceilings, medians, row, write_results
-from benchmarks.bench_train_step import N_SPECIAL, batch, objective
+from benchmarks.bench_train_step import N_SPECIAL, batch, hf_step, ours_step
 from gpt1_fast import cpu
 from gpt1_fast.config import GPTConfig
 from gpt1_fast.inference import compiled_head_outputs, head_outputs
 from gpt1_fast.model import DoubleHeadModel, LMModel
-from gpt1_fast.opt import OpenAIAdam
 
 CPU = torch.device("cpu")
 
@@ -121,47 +120,15 @@ def inference_rows(cfg, n_vocab, B, T, rounds) -> list[dict]:
 
 # ---------------------------------------------------------------------------------------- fine-tuning
 def ours_train_step(cfg, vocab, T, bf16: bool, compiled: bool):
-    """What Trainer._device_step runs on a CPU: the model's objective, backward, OpenAI-Adam (fp32 master
-    weights and state), under bf16 autocast with --dtype bf16, torch.compile'd with --compile."""
-    torch.manual_seed(0)
-    model = DoubleHeadModel(cfg.replace(backend="torch"), vocab - N_SPECIAL - T + 2, "multiple_choice", vocab, T).train()
-    opt = OpenAIAdam(model.parameters(), lr=6.25e-5, schedule="warmup_linear", warmup=0.002, t_total=1000, l2=0.01,
-                     max_grad_norm=1)
-    fwd = torch.compile(model, dynamic=False) if compiled else model
-
-    def step(X, M, Y, _lengths):
-        with amp(bf16):
-            loss = fwd(X, M, Y)["loss"]
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return loss.detach()
-
-    return step
+    """The Trainer's own device step on a CPU (bench_train_step.ours_step): the model's objective,
+    backward, OpenAI-Adam (fp32 master weights and state), --dtype bf16 or fp32, --compile or not."""
+    return ours_step(cfg, "torch", None, compiled, vocab, T, CPU, dtype="bf16" if bf16 else "fp32")[0]
 
 
 def hf_train_step(cfg, vocab, T, bf16: bool):
     """HF transformers' GPT-1 double-heads model, the same objective, clip_grad_norm_ + AdamW."""
-    import transformers
-
-    hcfg = transformers.OpenAIGPTConfig(vocab_size=vocab - T, n_positions=T, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
-                                        n_head=cfg.n_head, num_labels=1)
     torch.manual_seed(0)
-    model = transformers.OpenAIGPTDoubleHeadsModel(hcfg).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=6.25e-5, weight_decay=0.01)
-
-    def step(X, M, Y, lengths):
-        with amp(bf16):
-            out = model(input_ids=X[..., 0], mc_token_ids=lengths)
-        lm_logits = out.logits[:, :, :-1].reshape(-1, out.logits.size(-1))
-        loss = objective(lm_logits, out.mc_logits, X, M, Y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return loss.detach()
-
-    return step
+    return hf_step(cfg, vocab, T, CPU, bf16=bf16)
 
 
 def train_rows(cfg, n_vocab, B, T, rounds) -> list[dict]:

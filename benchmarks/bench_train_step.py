@@ -76,12 +76,12 @@ def flops_per_step(cfg, B, T, vocab):
     return 6 * (dense + vocab * d) * tokens + 3.5 * attn_fwd
 
 
-def ours_step(cfg, backend, fused, compile_, vocab, T, device, lm_coef=0.5, capturable=False):
+def ours_step(cfg, backend, fused, compile_, vocab, T, device, lm_coef=0.5, capturable=False, dtype="auto"):
     """Our training step, (step(X, M, Y, lengths) -> loss, optimizer): the ONE function every "ours" row
     calls, and it is the product's: gpt1_fast.tasks.trainer.Trainer's own device step (the model's
     objective with the fused LM-head loss, backward, OpenAI-Adam, gradients released), built by the
-    RunContext as `gpt1_fast.train` builds it (bf16 autocast on CUDA, torch.compile where asked); the
-    batch itself is given (Trainer.train_step makes it from the encoded split first)."""
+    RunContext as `gpt1_fast.train` builds it (--dtype: bf16 autocast on CUDA by default; torch.compile
+    where asked); the batch itself is given (Trainer.train_step makes it from the encoded split first)."""
     import argparse
 
     import numpy as np
@@ -99,7 +99,7 @@ def ours_step(cfg, backend, fused, compile_, vocab, T, device, lm_coef=0.5, capt
     model.to(device).train()
     opt = OpenAIAdam(model.parameters(), lr=6.25e-5, schedule="warmup_linear", warmup=0.002, t_total=1000,
                      l2=0.01, max_grad_norm=1, fused=fused, capturable=capturable)
-    ctx = RunContext(argparse.Namespace(device=str(device), dtype="auto", compile=compile_, seed=0), distributed=False)
+    ctx = RunContext(argparse.Namespace(device=str(device), dtype=dtype, compile=compile_, seed=0), distributed=False)
     one = Encoded.from_sequences([[[layout.start, layout.clf]] * 2], np.zeros(1, dtype=np.int64), ["0"], T)
     trainer = Trainer(get_task("rocstories"), TaskData(layout, {"train": one}), model, opt,
                       TrainConfig(n_batch=1, padding="global"), ctx)
@@ -115,7 +115,7 @@ def captured(step_and_opt):
     return lambda X, M, Y, _lengths=None: graphed(X, M, Y)
 
 
-def hf_step(cfg, vocab, T, device, lm_coef=0.5, compile_=False):
+def hf_step(cfg, vocab, T, device, lm_coef=0.5, compile_=False, bf16=None):
     """HF transformers' GPT-1 with the same objective (transformers 4.x and 5.x: the model class is looked
     up by name; where it is gone the row is skipped with the reason)."""
     import transformers
@@ -126,7 +126,7 @@ def hf_step(cfg, vocab, T, device, lm_coef=0.5, compile_=False):
                                         n_head=cfg.n_head, num_labels=1)
     model = transformers.OpenAIGPTDoubleHeadsModel(hcfg).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=6.25e-5, weight_decay=0.01, fused=device.type == "cuda")
-    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" if bf16 is None else bf16)
     fwd = torch.compile(model) if compile_ else model
 
     def step(X, M, Y, lengths):
