@@ -248,3 +248,15 @@ class CountingEncoder:
     def decode(self, ids) -> str:
         words = {v: k for k, v in self.table.items()}
         return " ".join(words[i] for i in ids)
+
+
+def story_cloze_with_vocab(folder: Path, n: int, n_test: int, seed: int, merges: int, vocab_dir: Path | None = None):
+    """Synthetic Story Cloze files in folder/data and a BPE vocabulary learned from the val file's
+    stories and endings (vocab_dir/enc.json, vocab_dir/merges.bpe; default: folder). -> the val Stories."""
+    from gpt1_fast.text import learn_bpe
+
+    vocab_dir = vocab_dir or folder
+    synthetic.write_rocstories(folder / "data", n=n, n_test=n_test, seed=seed)
+    val = rocstories.read_csv(folder / "data" / rocstories.VAL_FILE)
+    learn_bpe(val.stories + val.endings1 + val.endings2, merges, vocab_dir / "enc.json", vocab_dir / "merges.bpe")
+    return val

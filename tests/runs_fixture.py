@@ -26,14 +26,10 @@ def pretrain_args(d, out) -> list[str]:
 
 
 def build(d: Path) -> Path:
-    from fixtures_tasks import write_fixture
-    from gpt1_fast import pretrain, synthetic, train
-    from gpt1_fast.tasks import rocstories
-    from gpt1_fast.text import learn_bpe
+    from fixtures_tasks import story_cloze_with_vocab, write_fixture
+    from gpt1_fast import pretrain, train
 
-    synthetic.write_rocstories(d / "data", n=120, n_test=50, seed=7)
-    val = rocstories.read_csv(d / "data" / rocstories.VAL_FILE)
-    learn_bpe(val.stories + val.endings1 + val.endings2, 300, d / "vocab" / "enc.json", d / "vocab" / "merges.bpe")
+    val = story_cloze_with_vocab(d, n=120, n_test=50, seed=7, merges=300, vocab_dir=d / "vocab")
     train.main(base_args(d) + ["--desc", "earlier", "--n_batch", "16", "--n_iter", "1", "--submit"])
     (d / "book.txt").write_text("\n\n".join(" ".join(s) for s in zip(val.stories, val.endings1)), encoding="utf-8")
     pretrain.main(pretrain_args(d, d / "pre"))

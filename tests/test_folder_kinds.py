@@ -130,14 +130,11 @@ def test_a_pretraining_checkpoint_finds_its_vocabulary_by_digest(pretrained_run,
 @pytest.fixture(scope="module")
 def finetune_run(tmp_path_factory):
     pytest.importorskip("spacy")
-    from gpt1_fast import synthetic, train
-    from gpt1_fast.tasks import rocstories
-    from gpt1_fast.text import learn_bpe
+    from fixtures_tasks import story_cloze_with_vocab
+    from gpt1_fast import train
 
     d = tmp_path_factory.mktemp("finetune")
-    synthetic.write_rocstories(d / "data", n=60, n_test=10, seed=7)
-    val = rocstories.read_csv(d / "data" / rocstories.VAL_FILE)
-    learn_bpe(val.stories + val.endings1 + val.endings2, 200, d / "enc.json", d / "merges.bpe")
+    story_cloze_with_vocab(d, n=60, n_test=10, seed=7, merges=200)
     train.main(["--data_dir", str(d / "data"), "--from_scratch", "--encoder_path", str(d / "enc.json"), "--bpe_path",
                 str(d / "merges.bpe"), "--cache_dir", "none", "--n_valid", "20", "--runs_dir", str(d / "runs"),
                 "--desc", "ft", "--n_layer", "1", "--n_embd", "32", "--n_head", "2", "--device", "cpu", "--backend",

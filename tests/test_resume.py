@@ -175,14 +175,10 @@ def test_rng_states_round_trip():
 # -------------------------------------------------------------------------------------- fine-tuning
 @pytest.fixture(scope="module")
 def roc(tmp_path_factory):
-    from gpt1_fast import synthetic
-    from gpt1_fast.tasks import rocstories
-    from gpt1_fast.text import learn_bpe
+    from fixtures_tasks import story_cloze_with_vocab
 
     d = tmp_path_factory.mktemp("roc")
-    synthetic.write_rocstories(d / "data", n=80, n_test=20, seed=3)
-    val = rocstories.read_csv(d / "data" / rocstories.VAL_FILE)
-    learn_bpe(val.stories + val.endings1 + val.endings2, 150, d / "enc.json", d / "merges.bpe")
+    story_cloze_with_vocab(d, n=80, n_test=20, seed=3, merges=150)
     return d
 
 

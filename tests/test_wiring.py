@@ -10,10 +10,9 @@ pytest.importorskip("spacy")
 pytest.importorskip("ftfy")
 pytest.importorskip("sklearn")
 
-from gpt1_fast import context, pretrain, synthetic, train  # noqa: E402
+from fixtures_tasks import story_cloze_with_vocab  # noqa: E402
+from gpt1_fast import context, pretrain, train  # noqa: E402
 from gpt1_fast.opt import OpenAIAdam, lr_at  # noqa: E402
-from gpt1_fast.tasks import rocstories  # noqa: E402
-from gpt1_fast.text import learn_bpe  # noqa: E402
 
 TINY = ["--n_layer", "1", "--n_embd", "16", "--n_head", "2", "--device", "cpu", "--backend", "torch"]
 OPTIM = {"lr": 3e-3, "b1": 0.8, "b2": 0.99, "e": 1e-6, "l2": 0.02, "max_grad_norm": 0.5}
@@ -22,9 +21,7 @@ OPTIM = {"lr": 3e-3, "b1": 0.8, "b2": 0.99, "e": 1e-6, "l2": 0.02, "max_grad_nor
 @pytest.fixture(scope="module")
 def roc(tmp_path_factory):
     d = tmp_path_factory.mktemp("wiring")
-    synthetic.write_rocstories(d / "data", n=56, n_test=8, seed=5)
-    s = rocstories.read_csv(d / "data" / rocstories.VAL_FILE)
-    learn_bpe(s.stories + s.endings1 + s.endings2, 100, d / "enc.json", d / "merges.bpe")
+    story_cloze_with_vocab(d, n=56, n_test=8, seed=5, merges=100)
     return d
 
 
