@@ -41,6 +41,17 @@ class Kind:
     def bad(self, value) -> ValueError:
         return ValueError(f"expected {self.want}, got {value!r}")
 
+    def number(self, value, cast, kind):
+        """`value` as a number: command-line text through `cast`, or a Python number of `kind` (not a bool)."""
+        if isinstance(value, str):
+            try:
+                return cast(value)
+            except ValueError:
+                raise self.bad(value) from None
+        if isinstance(value, kind) and not isinstance(value, bool):
+            return cast(value)
+        raise self.bad(value)
+
 
 class Int(Kind):
     def __init__(self, lo: int, hi: int | None = None):
@@ -48,15 +59,7 @@ class Int(Kind):
         self.want = f"an integer >= {lo}" if hi is None else f"an integer in [{lo}, {hi}]"
 
     def convert(self, value):
-        if isinstance(value, str):
-            try:
-                n = int(value)
-            except ValueError:
-                raise self.bad(value) from None
-        elif isinstance(value, numbers.Integral) and not isinstance(value, bool):
-            n = int(value)
-        else:
-            raise self.bad(value)
+        n = self.number(value, int, numbers.Integral)
         if n < self.lo or (self.hi is not None and n > self.hi):
             raise self.bad(value)
         return n
@@ -73,15 +76,7 @@ class Float(Kind):
             self.want = f"a number in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
 
     def convert(self, value):
-        if isinstance(value, str):
-            try:
-                x = float(value)
-            except ValueError:
-                raise self.bad(value) from None
-        elif isinstance(value, numbers.Real) and not isinstance(value, bool):
-            x = float(value)
-        else:
-            raise self.bad(value)
+        x = self.number(value, float, numbers.Real)
         if not math.isfinite(x) or x < self.lo or x > self.hi or (self.lo_open and x == self.lo) or \
                 (self.hi_open and x == self.hi):
             raise self.bad(value)
