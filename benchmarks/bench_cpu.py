@@ -120,9 +120,10 @@ def inference_rows(cfg, n_vocab, B, T, rounds) -> list[dict]:
 
 # ---------------------------------------------------------------------------------------- fine-tuning
 def ours_train_step(cfg, vocab, T, bf16: bool, compiled: bool):
-    """The Trainer's own device step on a CPU (bench_train_step.ours_step): the model's objective,
-    backward, OpenAI-Adam (fp32 master weights and state), --dtype bf16 or fp32, --compile or not."""
-    return ours_step(cfg, "torch", None, compiled, vocab, T, CPU, dtype="bf16" if bf16 else "fp32")[0]
+    """The Trainer's own device step on a CPU (bench_train_step.ours_step) with the default backend (auto:
+    the CPU LM-head loss, gpt1_fast/cpu_lm_head.py): the model's objective, backward, OpenAI-Adam (fp32
+    master weights and state), --dtype bf16 or fp32, --compile or not."""
+    return ours_step(cfg, "auto", None, compiled, vocab, T, CPU, dtype="bf16" if bf16 else "fp32")[0]
 
 
 def hf_train_step(cfg, vocab, T, bf16: bool):

@@ -268,7 +268,11 @@ def check_device(spec: str | None, name: Callable[[str], str] = lambda n: f"--{n
 
 
 def check_backend(backend: str, device, name: Callable[[str], str] = lambda n: f"--{n}") -> None:
-    """backend 'triton' needs triton, and a CUDA device unless its interpreter runs the kernels on the CPU."""
+    """backend 'triton' needs triton, and a CUDA device unless its interpreter runs the kernels on the CPU;
+    backend 'cpu' needs the CPU."""
+    if backend == "cpu" and device.type != "cpu":
+        raise UsageError(f"{name('backend')}: 'cpu' runs on the CPU, not on {device}; use {name('backend')} auto "
+                         f"or {name('device')} cpu")
     if backend != "triton":
         return
     try:

@@ -2,7 +2,7 @@
 
 Post-LayerNorm blocks: a = attn(x); n = ln_1(x + a); m = mlp(n); h = ln_2(n + m).
 Every compute op goes through gpt1_fast.ops, whose backend ('torch' reference, 'triton' fused,
-'auto') is `cfg.backend`, or set later with `set_backend(model, name)`.
+'cpu', 'auto') is `cfg.backend`, or set later with `set_backend(model, name)`.
 
 Inputs: the seed's packed `[..., n_ctx, 2]` tensor (token ids, position ids), or plain token ids via
 `model(input_ids=ids)` (positions implied: the last `n_ctx` rows of the embedding table).
@@ -433,7 +433,7 @@ class DoubleHeadModel(nn.Module):
 
 
 def set_backend(model: nn.Module, backend: str) -> nn.Module:
-    """Switch every op of `model` to another backend ('torch', 'triton', 'auto') in place."""
+    """Switch every op of `model` to another backend ('torch', 'triton', 'cpu', 'auto') in place."""
     if backend not in ops.BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {ops.BACKENDS}")
     for m in model.modules():

@@ -3,7 +3,9 @@
 Backends:
 - "torch":  the literal reference math of SPEC §3 (what the original computes, op for op).
 - "triton": the fused kernels of gpt1_fast.kernels (LayerNorm+residual, bias+GELU, causal attention).
-- "auto":   "triton" for CUDA tensors when Triton is importable, "torch" otherwise.
+- "cpu":    the reference math, with the LM head + loss of gpt1_fast.cpu_lm_head (the kept rows only,
+            logits kept in the compute dtype); CPU tensors only.
+- "auto":   "triton" for CUDA tensors when Triton is importable, "cpu" for CPU tensors, "torch" otherwise.
 
 Choosing a backend is one argument (or `GPTConfig.backend`); nothing else in the model changes.
 """
@@ -16,7 +18,7 @@ import torch
 
 from . import reference
 
-BACKENDS = ("torch", "triton", "auto")
+BACKENDS = ("torch", "triton", "cpu", "auto")
 
 
 # Looked up once at import (a cached function would be re-traced by torch.compile on every resolve).
@@ -28,11 +30,15 @@ def triton_available() -> bool:
 
 
 def resolve(backend: str, x: torch.Tensor) -> str:
-    """The concrete backend ("torch" or "triton") for an op on tensor `x`."""
+    """The concrete backend ("torch", "triton" or "cpu") for an op on tensor `x`."""
     if backend == "auto":
-        return "triton" if (x.is_cuda and triton_available()) else "torch"
+        if x.is_cuda and triton_available():
+            return "triton"
+        return "cpu" if x.device.type == "cpu" else "torch"
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+    if backend == "cpu" and x.device.type != "cpu":
+        raise ValueError(f"backend 'cpu' runs on CPU tensors, got a {x.device.type} tensor")
     return backend
 
 
@@ -119,8 +125,14 @@ def lm_head_loss(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, m
     "triton": the fused kernel (gpt1_fast/kernels/lm_head.py) that never holds the [N, V] logits and
     makes no host sync (positions and specials stay in the softmax); rows_bound > 0 (at most that
     many rows have mask != 0, known to the caller without a sync) lets it multiply only the kept
-    rows; under autocast it computes in the autocast dtype, as the reference's matmul does."""
-    if resolve(backend, h) == "triton":
+    rows; under autocast it computes in the autocast dtype, as the reference's matmul does.
+    "cpu": gpt1_fast/cpu_lm_head.py, the kept rows only (found on the host), logits in the compute dtype."""
+    concrete = resolve(backend, h)
+    if concrete == "cpu":
+        from .cpu_lm_head import lm_head_loss as cpu_fused
+
+        return cpu_fused(h, weight, targets, mask)
+    if concrete == "triton":
         from .kernels.lm_head import lm_head_loss as fused
 
         dev = h.device.type

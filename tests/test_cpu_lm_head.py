@@ -1,0 +1,128 @@
+"""The CPU LM head + loss (gpt1_fast/cpu_lm_head.py, backend "cpu", what "auto" picks on a CPU) against
+the reference's cross_entropy(h @ weightᵀ) * mask: loss and both gradients, fp32 and bf16 autocast,
+masked rows, chunk boundaries, torch.compile, and the model's objective through it."""
+import pytest
+import torch
+
+from gpt1_fast import cpu_lm_head, ops
+from gpt1_fast.cli import UsageError, check_backend
+from gpt1_fast.config import GPTConfig
+from gpt1_fast.model import DoubleHeadModel, set_backend
+
+
+def make(N=300, V=500, C=32, masked=0.35, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    h = (torch.randn(N, C, generator=g) * 2).requires_grad_()
+    w = torch.randn(V, C, generator=g).requires_grad_()
+    t = torch.randint(0, V, (N,), generator=g)
+    m = (torch.rand(N, generator=g) >= masked).float()
+    dloss = torch.rand(N, generator=g)  # per-row weights, as the objective's 1 / mask sum
+    return h, w, t, m, dloss
+
+
+def run(backend, h, w, t, m, dloss, bf16=False, fn=None):
+    h.grad = w.grad = None
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        loss = (fn or ops.lm_head_loss)(h, w, t, m, backend=backend)
+    (loss * dloss).sum().backward()
+    return loss.detach(), h.grad.clone(), w.grad.clone()
+
+
+def close(a, b, tol):
+    err = ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
+    assert err < tol, err
+
+
+@pytest.mark.parametrize("masked", [0.0, 0.35, 1.0])
+def test_loss_and_gradients_equal_the_reference_in_fp32(masked):
+    h, w, t, m, dloss = make(masked=masked)
+    if masked == 1.0:  # every row masked: zeros, and no NaN from an empty product
+        m.zero_()
+    ours, ref = run("cpu", h, w, t, m, dloss), run("torch", h, w, t, m, dloss)
+    for a, b in zip(ours, ref):
+        assert a.dtype == b.dtype
+        if masked == 1.0:
+            assert (a == 0).all() and (b == 0).all()
+        else:
+            close(a, b, 1e-6)
+
+
+def test_a_fractional_mask_weighs_the_row_as_the_reference():
+    h, w, t, m, dloss = make()
+    m[::3] *= 0.25
+    for a, b in zip(run("cpu", h, w, t, m, dloss), run("torch", h, w, t, m, dloss)):
+        close(a, b, 1e-6)
+
+
+def test_masked_rows_give_exactly_zero_loss_and_gradient():
+    h, w, t, m, dloss = make()
+    loss, dh, _ = run("cpu", h, w, t, m, dloss)
+    assert (loss[m == 0] == 0).all() and (dh[m == 0] == 0).all()
+    assert (loss[m == 1] > 0).all() and (dh[m == 1].abs().sum(1) > 0).all()
+
+
+def test_bf16_autocast_computes_as_the_reference_does_under_autocast():
+    h, w, t, m, dloss = make()
+    ours, ref = run("cpu", h, w, t, m, dloss, bf16=True), run("torch", h, w, t, m, dloss, bf16=True)
+    assert ours[0].dtype == torch.float32 and ours[1].dtype == ours[2].dtype == torch.float32
+    close(ours[0], ref[0], 1e-6)  # the same bf16 logits, the same float32 softmax
+    close(ours[1], ref[1], 2e-3)
+    close(ours[2], ref[2], 2e-3)
+    fp32 = run("torch", h, w, t, m, dloss)
+    close(ours[0], fp32[0], 2e-2)  # and bf16 is bf16: near fp32, not equal to it
+    assert not torch.equal(ours[0], fp32[0])
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 1000])
+def test_any_chunking_gives_the_same_numbers(monkeypatch, chunk):
+    h, w, t, m, dloss = make(N=131)
+    ref = run("torch", h, w, t, m, dloss)
+    monkeypatch.setattr(cpu_lm_head, "CHUNK_ROWS", chunk)
+    for a, b in zip(run("cpu", h, w, t, m, dloss), ref):
+        close(a, b, 1e-6)
+
+
+def test_compiled_fullgraph_gives_the_eager_numbers():
+    h, w, t, m, dloss = make(N=64, V=200)
+    eager = run("cpu", h, w, t, m, dloss)
+    compiled = torch.compile(ops.lm_head_loss, fullgraph=True, backend="aot_eager")
+    for a, b in zip(run("cpu", h, w, t, m, dloss, fn=compiled), eager):
+        close(a, b, 1e-7)
+
+
+def test_auto_is_the_cpu_op_on_a_cpu_and_cpu_is_refused_elsewhere():
+    x = torch.zeros(2, 2)
+    assert ops.resolve("auto", x) == "cpu" and ops.resolve("torch", x) == "torch"
+    assert ops.resolve("auto", x.to("meta")) == "torch"
+    with pytest.raises(ValueError, match="CPU tensors"):
+        ops.resolve("cpu", x.to("meta"))
+    with pytest.raises(UsageError, match="'cpu' runs on the CPU"):
+        check_backend("cpu", torch.device("cuda"))
+    check_backend("cpu", torch.device("cpu"))
+
+
+def test_a_mixed_dtype_call_outside_autocast_is_refused():
+    h, w, t, m, _ = make()
+    with pytest.raises(ValueError, match="same dtype"):
+        cpu_lm_head.lm_head_loss(h.bfloat16(), w, t, m)
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_the_fine_tuning_objective_is_the_reference_one(bf16):
+    """The model's LM term (shift, mask, per-sequence mean) through backend cpu equals backend torch's."""
+    cfg = GPTConfig(n_embd=32, n_head=2, n_layer=2, embd_pdrop=0, attn_pdrop=0, resid_pdrop=0, clf_pdrop=0)
+    torch.manual_seed(0)
+    model = DoubleHeadModel(cfg.replace(backend="torch"), 3, "multiple_choice", 60, 12)
+    x = torch.stack([torch.randint(0, 48, (4, 2, 12)), torch.arange(48, 60).expand(4, 2, 12)], -1)
+    mask = (torch.arange(12) < torch.tensor([12, 9, 5, 3])[:, None, None]).float().expand(4, 2, 12)
+    labels = torch.tensor([0, 1, 1, 0])
+    out = []
+    for backend in ("torch", "cpu"):
+        set_backend(model, backend)
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            lm = model(x, mask, labels)["lm_losses"]
+        lm.sum().backward()
+        out.append((lm.detach(), model.transformer.embed.weight.grad.clone()))
+    close(out[1][0], out[0][0], 1e-6)
+    close(out[1][1], out[0][1], 1e-5 if not bf16 else 2e-3)
