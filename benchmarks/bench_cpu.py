@@ -1,7 +1,9 @@
 """GPT-1 on the CPU against Hugging Face transformers on the same cores, in one process, same inputs:
 
-  inference    classification forward (tokens/s), 16 texts x 64 tokens: ours fp32 eager (the reference
-               path, --dtype fp32 --no-compile), ours bf16 autocast eager, ours compiled + bf16 (what a
+  inference    classification forward (tokens/s), 16 texts x 64 tokens, ours with the default backend
+               (auto: on a CPU, PyTorch's fused LayerNorm, GELU and attention kernels eagerly, the
+               reference formulas under torch.compile): ours fp32 eager (--dtype fp32 --no-compile),
+               ours bf16 autocast eager, ours compiled + bf16 (what a
                long evaluation runs by default on a CPU with native bf16: gpt1_fast.inference), ours
                compiled fp32; HF OpenAIGPTModel + the same head, fp32 and under bf16 autocast. The
                logits are compared with ours in fp32 (max_abs_diff).
@@ -56,7 +58,7 @@ def inference_impls(cfg, n_vocab, B, T) -> tuple[dict, dict, int]:
 
     torch.manual_seed(0)
     n_ctx, clf = 512 if T > 32 else 64, n_vocab + 2
-    ours = DoubleHeadModel(cfg.replace(backend="torch"), clf, ("classification", 2), n_vocab + N_SPECIAL + n_ctx,
+    ours = DoubleHeadModel(cfg.replace(backend="auto"), clf, ("classification", 2), n_vocab + N_SPECIAL + n_ctx,
                            n_ctx).eval()
     X = torch.zeros(B, 1, T, 2, dtype=torch.long)
     X[..., 0] = torch.randint(0, n_vocab, (B, 1, T), generator=torch.Generator().manual_seed(1))
@@ -164,7 +166,7 @@ def generation_rows(cfg, n_vocab, n_prompts, prompt_len, n_new, rounds, ceilings
 
     torch.manual_seed(0)
     n_ctx = 512 if n_new > 64 else 64
-    ours = LMModel(cfg.replace(embd_pdrop=0.0, attn_pdrop=0.0, resid_pdrop=0.0, backend="torch"), n_vocab + n_ctx,
+    ours = LMModel(cfg.replace(embd_pdrop=0.0, attn_pdrop=0.0, resid_pdrop=0.0, backend="auto"), n_vocab + n_ctx,
                    n_ctx).eval()
     prompts = torch.randint(0, n_vocab, (n_prompts, prompt_len), generator=torch.Generator().manual_seed(1))
     rows_in = prompts.tolist()

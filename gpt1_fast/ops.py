@@ -4,7 +4,10 @@ Backends:
 - "torch":  the literal reference math of SPEC §3 (what the original computes, op for op).
 - "triton": the fused kernels of gpt1_fast.kernels (LayerNorm+residual, bias+GELU, causal attention).
 - "cpu":    the reference math, with the LM head + loss of gpt1_fast.cpu_lm_head (the kept rows only,
-            logits kept in the compute dtype); CPU tensors only.
+            logits kept in the compute dtype); outside torch.compile, LayerNorm, GELU and causal
+            attention are PyTorch's fused CPU kernels (one pass each instead of a chain of element-wise
+            ops); under torch.compile the reference formulas, which Inductor fuses itself (and faster:
+            benchmarks/NOTES.md). CPU tensors only.
 - "auto":   "triton" for CUDA tensors when Triton is importable, "cpu" for CPU tensors, "torch" otherwise.
 
 Choosing a backend is one argument (or `GPTConfig.backend`); nothing else in the model changes.
@@ -15,6 +18,7 @@ import importlib.util
 import math
 
 import torch
+import torch.nn.functional as F
 
 from . import reference
 
@@ -27,6 +31,11 @@ _TRITON_AVAILABLE = importlib.util.find_spec("triton") is not None
 
 def triton_available() -> bool:
     return _TRITON_AVAILABLE
+
+
+def _aten_fused(backend: str, x: torch.Tensor) -> bool:
+    """Whether an op runs PyTorch's fused CPU kernel: backend "cpu", eagerly."""
+    return resolve(backend, x) == "cpu" and not torch.compiler.is_compiling()
 
 
 def resolve(backend: str, x: torch.Tensor) -> str:
@@ -56,6 +65,8 @@ def layer_norm(x, g, b, eps: float = 1e-5, residual: torch.Tensor | None = None,
         from .kernels.layernorm_gelu import layer_norm as tl_layer_norm
 
         return tl_layer_norm(x, g, b, eps, residual=residual)
+    if _aten_fused(backend, x):
+        return F.layer_norm(x if residual is None else x + residual, g.shape, g, b, eps)
     return reference.layer_norm(x, g, b, eps, residual)
 
 
@@ -71,6 +82,8 @@ def bias_act(x, bias, afn: str = "gelu", backend: str = "auto"):
         from .kernels.layernorm_gelu import bias_gelu
 
         return bias_gelu(x, bias)
+    if afn == "gelu" and _aten_fused(backend, x):
+        return F.gelu(x + bias, approximate="tanh")  # the tanh form, as reference.gelu
     return reference.bias_act(x, bias, afn)
 
 
@@ -103,7 +116,10 @@ def attention(qkv: torch.Tensor, n_head: int, dropout_p: float = 0.0, training: 
     B, T, C3 = qkv.shape
     C = C3 // 3
     q, k, v = (t.reshape(B, T, n_head, C // n_head).transpose(1, 2) for t in qkv.split(C, dim=2))
-    a = reference.attention(q, k, v, p, training, mask_b=mask_b)
+    if _aten_fused(backend, qkv):  # masked scores are exp(-1e9 - max) = 0 in the reference: the same softmax
+        a = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+    else:
+        a = reference.attention(q, k, v, p, training, mask_b=mask_b)
     return a.transpose(1, 2).reshape(B, T, C)
 
 

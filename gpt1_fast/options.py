@@ -119,8 +119,9 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
     # ---------------------------------------------------------------------------- hardware, speed
     O("device", Text("cpu, cuda or cuda:N"), None, "cpu, cuda or cuda:N (default: cuda when available)"),
     O("backend", Choice(("torch", "triton", "cpu", "auto")), "auto", "op implementation: torch (the reference "
-      "math, op for op), triton (the fused GPU kernels), cpu (the reference math with a CPU LM-head loss that "
-      "multiplies only the non-padding rows), auto (triton on CUDA, cpu on a CPU)"),
+      "math, op for op), triton (the fused GPU kernels), cpu (the same math through PyTorch's fused CPU "
+      "LayerNorm, GELU and attention kernels, and an LM-head loss that multiplies only the non-padding rows), "
+      "auto (triton on CUDA, cpu on a CPU)"),
     O("dtype", Choice(("auto", "fp32", "bf16")), "auto", "compute precision: bf16 autocast or fp32 (parameters "
       "and optimizer state stay fp32). auto: training in bf16 on CUDA, fp32 on a CPU (exact); evaluation, "
       "prediction and generation in bf16 on CUDA and on a CPU with native bf16 (AVX-512-BF16, AMX or Arm "
