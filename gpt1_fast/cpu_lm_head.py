@@ -84,12 +84,15 @@ def _backward(dloss: torch.Tensor, logits: torch.Tensor, lse: torch.Tensor, h: t
     scale = (_take(dloss, rows) * _take(mask, rows)).float()
     t = _take(targets, rows)
     grad = torch.empty_like(logits[:k])  # G = scale * (softmax - onehot), in the compute dtype
+    buf = torch.empty(min(CHUNK_ROWS, k), logits.size(1), dtype=torch.float32)  # one chunk, reused
     for s in range(0, k, CHUNK_ROWS):
         e = min(s + CHUNK_ROWS, k)
-        p = torch.exp(logits[s:e].float() - lse[s:e, None])
+        p = buf[:e - s]
+        torch.sub(logits[s:e], lse[s:e, None], out=p)  # float32 whatever the logits' dtype
+        p.exp_()
         p[torch.arange(e - s), t[s:e]] -= 1.0
-        torch.mul(p, scale[s:e, None], out=p)
-        grad[s:e] = p
+        p.mul_(scale[s:e, None])
+        grad[s:e].copy_(p)
     dh_kept = torch.mm(grad, weight)
     dh = dh_kept if rows is None else h.new_zeros(h.shape).index_copy_(0, rows, dh_kept)
     dweight = torch.mm(grad.t(), _take(h, rows)).to(weight.dtype)
