@@ -25,7 +25,9 @@ from gpt1_fast import ops  # noqa: E402
 from gpt1_fast.kernels import lm_head as K  # noqa: E402
 from gpt1_fast.kernels.aot import compiling_env  # noqa: E402
 
-TOL = {torch.float32: 1e-5, torch.float16: 3e-3}
+# fp16: the gradient of the logits is rounded to fp16 (2^-11) before the dweight GEMM; over seeds of
+# dloss the relative error of dweight at 13 rows spreads over 1.4e-3 .. 3.1e-3
+TOL = {torch.float32: 1e-5, torch.float16: 5e-3}
 
 
 def ref_loss(h, w, t, m):
@@ -52,7 +54,7 @@ def make(N, V, C, dtype, masked=0.3, seed=0):
 def check(h, w, t, m, chunk_rows, tol, rows_bound=0):
     loss = K.lm_head_loss(h, w, t, m, chunk_rows=chunk_rows, rows_bound=rows_bound)
     assert loss.dtype == torch.float32 and loss.shape == (h.shape[0],)
-    dl = torch.rand(h.shape[0], dtype=torch.float32) + 0.5
+    dl = torch.rand(h.shape[0], dtype=torch.float32, generator=torch.Generator().manual_seed(0)) + 0.5  # order-free
     dh, dw = torch.autograd.grad(loss, (h, w), dl)
     hr = h.detach().double().requires_grad_()
     wr = w.detach().double().requires_grad_()
