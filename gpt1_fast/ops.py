@@ -169,7 +169,9 @@ def attention_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: 
     columns <= L-T+i that are not padding, and always its own column (so a padding query has one key,
     not none: no NaN, and its output is never read). -> [B, H, T, D].
     torch: the reference formula (w*b + -1e9*(1-b)), so it equals the full recomputation;
-    triton (CUDA): PyTorch's SDPA with the boolean mask (the fused kernel has no key mask).
+    triton (CUDA): PyTorch's SDPA with the boolean mask (the fused kernel has no key mask); cpu (eagerly):
+    the same SDPA, whose CPU kernel reads the cache's strided columns in place (the reference's
+    matmuls copy them, the whole cache at every layer of every step).
     """
     T, L = q.size(-2), k.size(-2)
     col = torch.arange(L, device=q.device)
@@ -178,8 +180,8 @@ def attention_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: 
     if key_mask is not None:
         allowed = allowed & (key_mask[:, None, None, :] | (col == row))
     p = dropout_p if training else 0.0
-    if resolve(backend, q) == "triton":
-        return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=p)
+    if resolve(backend, q) == "triton" or _aten_fused(backend, q):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=p)
     # reference.attention's formula, op for op, with a rectangular [T, L] mask (its mask_b is square)
     b = allowed.to(q.dtype)
     w = torch.matmul(q, k.transpose(-1, -2)) * (1 / math.sqrt(q.size(-1)))

@@ -173,3 +173,21 @@ def test_under_compile_the_cpu_backend_runs_the_reference_formulas(monkeypatch):
     calls.clear()
     out = torch.compile(lambda x: ops.layer_norm(x, g, b, backend="cpu"), backend="eager", fullgraph=True)(x)
     assert calls == [] and out.abs().max() > 0
+
+
+@pytest.mark.parametrize("T", [1, 3])
+def test_cached_attention_reads_the_cache_in_place_and_equals_the_reference(T):
+    """Decoding's attention over a strided cache view (a prefix of a longer buffer), padding columns
+    masked: SDPA eagerly equals the reference formula; a padding query still sees its own column."""
+    g = torch.Generator().manual_seed(0)
+    B, H, L, D = 2, 3, 9, 16
+    cache = torch.randn(2, B, H, 32, D, generator=g)
+    k, v = cache[0, :, :, :L], cache[1, :, :, :L]  # not contiguous: the cache's filled columns
+    q = torch.randn(B, H, T, D, generator=g)
+    key_mask = torch.ones(B, L, dtype=torch.bool)
+    key_mask[0, :3] = False  # left padding of the first sequence
+    key_mask[1, L - 1] = False  # a padding query (its own column only)
+    ours = ops.attention_step(q, k, v, key_mask, backend="cpu")
+    ref = ops.attention_step(q, k, v, key_mask, backend="torch")
+    close(ours, ref, 2e-6)
+    assert ours.isfinite().all()
