@@ -86,15 +86,18 @@ def device_slug(device: torch.device) -> str:
 
 
 def git_commit() -> str | None:
-    """The checkout's commit (+ "-dirty"); where the tree was copied without .git (the GPU machine),
-    the GPT1_FAST_COMMIT variable the caller passes along."""
+    """The checkout's commit (+ "-dirty" when a tracked file other than a result differs from it: a
+    benchmark rewriting its own results file as each part ends leaves the code it measured clean);
+    where the tree was copied without .git (the GPU machine), the GPT1_FAST_COMMIT variable the caller
+    passes along."""
     here = Path(__file__).resolve().parent
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=here, timeout=10)
         if out.returncode == 0:
             commit = out.stdout.strip()
-            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                                   text=True, cwd=here, timeout=10).stdout.strip()
+            status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                    text=True, cwd=here, timeout=10).stdout.splitlines()
+            dirty = [line for line in status if not line[3:].startswith("benchmarks/results/")]  # root-relative
             return f"{commit}-dirty" if dirty else commit
     except Exception:
         pass
