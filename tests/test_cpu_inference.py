@@ -18,7 +18,7 @@ from gpt1_fast.layout import EmbeddingLayout
 from gpt1_fast.model import DoubleHeadModel
 from gpt1_fast.opt import OpenAIAdam
 from gpt1_fast.tasks import get_task
-from gpt1_fast.tasks.common import Encoded, compute_metrics
+from gpt1_fast.tasks.common import Encoded, compute_metrics, make_batch
 from gpt1_fast.tasks.trainer import TrainConfig, Trainer
 
 CPU = torch.device("cpu")
@@ -120,6 +120,28 @@ def test_the_compiled_forward_gives_the_eager_predictions_for_every_model():
             torch.testing.assert_close(compiled, eager, rtol=0, atol=2e-2 if bf16 else 1e-5)
             assert torch.equal(compiled.argmax(-1), eager.argmax(-1))
     assert model.training  # put back as it was
+
+
+def test_bf16_evaluation_runs_on_bf16_weights_made_afresh_for_each_evaluation():
+    """The blocks' matrices cast once per evaluation give autocast's own products (the same bits), and a
+    model updated in place between two evaluations is evaluated as it is now, eager and compiled."""
+    enc = examples(9, max_len=6, seed=4)
+    model = tiny(seed=2)
+    X, _, _ = make_batch(enc, np.arange(3), LAYOUT, CPU, "batch")
+    weights = inference.block_weights(model, torch.bfloat16)
+    assert weights and all(w.dtype == torch.bfloat16 and w.dim() == 2 for w in weights.values())
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(inference.head_outputs(model.eval(), X, weights), inference.head_outputs(model, X))
+    for compile_ in (False, True):
+        settings = InferenceSettings(CPU, True, compile_)
+        before = inference.task_logits(model, enc, LAYOUT, batch_size=4, settings=settings)
+        with torch.no_grad():
+            for p in model.transformer.h.parameters():
+                p.mul_(1.5)  # as an optimizer step would: in place
+        after = inference.task_logits(model, enc, LAYOUT, batch_size=4, settings=settings)
+        fresh = inference.task_logits(model, enc, LAYOUT, batch_size=4, settings=InferenceSettings(CPU, False, False))
+        stale, err = (before - fresh).abs().max(), (after - fresh).abs().max()  # fresh: fp32, no bf16 copies
+        assert err < 0.05 * fresh.abs().max() and err < stale / 5, (compile_, err, stale)
 
 
 # --------------------------------------------------------------------- bf16 against fp32, trained
