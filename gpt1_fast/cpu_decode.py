@@ -70,5 +70,4 @@ class PackedLinears(TorchFunctionMode):
 def packed_linears(transformer, rows: int) -> PackedLinears:
     """PackedLinears over every weight matrix of the transformer's blocks, and its embedding table as
     the LM head."""
-    weights = [p for name, p in transformer.h.named_parameters() if p.dim() == 2]
-    return PackedLinears(weights, transformer.embed.weight, rows)
+    return PackedLinears(transformer.block_matrices().values(), transformer.embed.weight, rows)

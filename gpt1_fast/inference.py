@@ -32,7 +32,7 @@ def block_weights(model, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     per evaluation, they spare every batch autocast's cast of every matrix (GPT-1 on a CPU: ~15 ms of
     a ~200 ms compiled bf16 batch of 16 x 64). The rounding is autocast's own, so are the products.
     Never kept past the evaluation: the Trainer's model changes between evaluations."""
-    return {f"h.{name}": p.detach().to(dtype) for name, p in model.transformer.h.named_parameters() if p.dim() == 2}
+    return {name: p.detach().to(dtype) for name, p in model.transformer.block_matrices().items()}
 
 
 def head_outputs(model, X: torch.Tensor, weights: dict[str, torch.Tensor] | None = None) -> torch.Tensor:

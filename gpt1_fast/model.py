@@ -199,6 +199,10 @@ class TransformerModel(nn.Module):
         kv_cache.length += T
         return h, kv_cache
 
+    def block_matrices(self) -> dict[str, nn.Parameter]:
+        """The blocks' weight matrices by name (bf16 evaluation and decoding copy these once)."""
+        return {f"h.{name}": p for name, p in self.h.named_parameters() if p.dim() == 2}
+
     def _blocks(self, h, cache: KVCache | None):
         dev = h.device.type
         if torch.is_autocast_enabled(dev) and ops.resolve(self.backend, h) == "triton":
