@@ -21,7 +21,7 @@ about a third of a fine-tuning step at GPT-1 size:
 Registered as the opaque ops `gpt1_fast::cpu_lm_head_fwd` / `_bwd` (torch.library.custom_op with fake
 implementations and `register_autograd`), so a compiled training step traces it without a graph break.
 Under autocast the caller casts h and weight to the autocast dtype first (`lm_head_loss` below), as the
-reference's matmul does; dweight comes back in the dtype the op was given and autograd casts it on.
+reference's matmul does; dweight comes back in that dtype and autograd casts it on to the parameter's.
 """
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ def _(h, weight, targets, mask):
 @torch.library.custom_op("gpt1_fast::cpu_lm_head_bwd", mutates_args=(), device_types="cpu")
 def _backward(dloss: torch.Tensor, logits: torch.Tensor, lse: torch.Tensor, h: torch.Tensor,
               weight: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """-> (dh [N, C] in h's dtype, dweight [V, C] in weight's dtype)."""
+    """-> (dh [N, C], dweight [V, C]) in the compute dtype (h's and weight's)."""
     rows = _kept(mask)
     k = h.size(0) if rows is None else rows.numel()
     scale = (_take(dloss, rows) * _take(mask, rows)).float()
@@ -95,7 +95,7 @@ def _backward(dloss: torch.Tensor, logits: torch.Tensor, lse: torch.Tensor, h: t
         grad[s:e].copy_(p)
     dh_kept = torch.mm(grad, weight)
     dh = dh_kept if rows is None else h.new_zeros(h.shape).index_copy_(0, rows, dh_kept)
-    dweight = torch.mm(grad.t(), _take(h, rows)).to(weight.dtype)
+    dweight = torch.mm(grad.t(), _take(h, rows))  # h and weight share the compute dtype
     return dh, dweight
 
 
@@ -126,9 +126,8 @@ def lm_head_loss(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, m
     if torch.is_autocast_enabled("cpu"):
         dtype = torch.get_autocast_dtype("cpu")
         h, weight = h.to(dtype), weight.to(dtype)
-        with torch.autocast("cpu", enabled=False):
-            return _forward(h.contiguous(), weight.contiguous(), targets, mask)[0]
-    if h.dtype != weight.dtype:
+    elif h.dtype != weight.dtype:
         raise ValueError(f"lm_head_loss: h is {h.dtype} and weight {weight.dtype}; outside autocast they "
                          "must have the same dtype")
-    return _forward(h.contiguous(), weight.contiguous(), targets, mask)[0]
+    with torch.autocast("cpu", enabled=False):
+        return _forward(h.contiguous(), weight.contiguous(), targets, mask)[0]
