@@ -1,73 +1,132 @@
-"""Decoding on a CPU in bf16 with the weights packed once per generation.
+"""The `cpu` backend's decoding in bf16: a lean forward over the key/value cache, on weights packed once.
 
-A decoding step multiplies a few rows (one token per sequence) by every weight matrix, so it is as fast
-as the weights stream from memory. Under plain bf16 autocast, oneDNN converts and re-blocks each fp32
-weight at every step (about 5 GB/s on a Zen 4 core); here every matrix is converted to bf16 and
-re-blocked once, when the generation starts (`torch.ops.mkldnn._reorder_linear_weight`, as
-torch.compile's frozen CPU graphs do), and each step's products read the packed copy
-(`torch.ops.mkldnn._linear_pointwise`: 12-14 GB/s per core). The results are the bits autocast's
-products give: the same kernels on the same bf16 values.
+A decoding step multiplies a few rows (one token per sequence) by every weight matrix, so it can be
+no faster than the weights stream from memory; what else it does must cost little beside that. Two
+things stood in the way under plain bf16 autocast through the model's modules:
+- oneDNN converts and re-blocks each fp32 weight at every step (about 5 GB/s on a Zen 4 core). Here
+  every matrix is converted to bf16 and re-blocked once, when the generation starts
+  (`torch.ops.mkldnn._reorder_linear_weight`, as torch.compile's frozen CPU graphs do), and each
+  product reads the packed copy (`torch.ops.mkldnn._linear_pointwise`, at the copy bandwidth).
+- ~80 small ops a block (autocast's casts, the bias and activation apart from their product, the
+  attention mask rebuilt in every layer), each costing more dispatch than arithmetic at a few rows.
+  Here a block is ~14 ops: the bias and the activation ride in their products as oneDNN post-ops, the
+  mask is built once a step, the cache is written and read in place by PyTorch's SDPA.
 
-The model's code is unchanged: `PackedLinears` is a torch function mode under which the linear layers'
-`x @ w` and `torch.addmm(b, x, w)` on the packed matrices run on their packed copies; everything else
-(embeddings, LayerNorm, attention over the cache) runs as the model writes it, under bf16 autocast.
+The arithmetic is the model's under bf16 autocast: bf16 products (float32 accumulation), LayerNorm and
+the residual stream in float32, keys and values in a bf16 cache; the activation is applied in float32
+to the product plus bias before the one rounding to bf16 (autocast rounds the product first).
+Eval mode only (no dropout); the model's own forward serves every other case.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
-from torch.overrides import TorchFunctionMode
+import torch.nn.functional as F
 
-MATMULS = (torch.Tensor.__matmul__, torch.Tensor.matmul, torch.matmul)  # `x @ w` arrives as Tensor.matmul
+from . import ops
+from .kv_cache import KVCache
+
+POST_OPS = {"gelu": ("gelu", "tanh"), "relu": ("relu", ""), "swish": ("swish", "")}  # afn -> oneDNN post-op
 
 
-def packable(device: torch.device, dtype: torch.dtype | None) -> bool:
-    """Whether a generation in `dtype` on `device` runs on packed weights: bf16 on a CPU whose PyTorch
-    has oneDNN (mkldnn) and its packed linear op."""
-    return (device.type == "cpu" and dtype == torch.bfloat16 and torch.backends.mkldnn.is_available()
-            and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+def onednn_available() -> bool:
+    """Whether this PyTorch has oneDNN (mkldnn) and its packed linear op."""
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def packable(transformer, dtype: torch.dtype | None) -> bool:
+    """Whether a generation in `dtype` runs here: bf16 with the `cpu` backend (auto on a CPU), in eval
+    mode, with oneDNN."""
+    w = transformer.embed.weight
+    return (dtype == torch.bfloat16 and w.device.type == "cpu" and not transformer.training
+            and ops.resolve(transformer.backend, w) == "cpu" and onednn_available())
 
 
 def _pack(w_out_in: torch.Tensor, rows: int) -> torch.Tensor:
-    """An [out, in] matrix as bf16 in oneDNN's blocked layout for `rows`-row products."""
-    return torch.ops.mkldnn._reorder_linear_weight(w_out_in.detach().to(torch.bfloat16).contiguous(), rows)
+    """An [out, in] matrix (a transposed view is fine: oneDNN's reorder transposes it) as bf16 in
+    oneDNN's blocked layout for `rows`-row products."""
+    return torch.ops.mkldnn._reorder_linear_weight(w_out_in.detach().to(torch.bfloat16), rows)
 
 
-class PackedLinears(TorchFunctionMode):
-    """Within it, `x @ w` and `torch.addmm(b, x, w)` with w one of `weights` (the model's [in, out]
-    matrices, 2-D x) run as oneDNN linear layers on bf16 copies of w packed once; `logits(h)` is the
-    tied LM head, h @ tableᵀ, the same way. rows: the product's expected number of rows (a hint)."""
+def _bf16(b: torch.Tensor) -> torch.Tensor:
+    return b.detach().to(torch.bfloat16)
 
-    def __init__(self, weights, table: torch.Tensor, rows: int):
-        super().__init__()
-        self.packed = {id(w): (w, _pack(w.t(), rows)) for w in weights}  # w kept: its id stays its own
-        self.bias = {}
-        self.table = _pack(table, rows)
 
-    def _bf16(self, b):
-        if b is None:
-            return None
-        if id(b) not in self.bias:
-            self.bias[id(b)] = (b, b.detach().to(torch.bfloat16))
-        return self.bias[id(b)][1]
+class _Block(NamedTuple):
+    """One block's packed matrices ([out, in] oneDNN layout), bf16 biases, float32 LayerNorm parameters."""
+    qkv: torch.Tensor
+    qkv_b: torch.Tensor
+    proj: torch.Tensor
+    proj_b: torch.Tensor
+    fc: torch.Tensor
+    fc_b: torch.Tensor
+    out: torch.Tensor
+    out_b: torch.Tensor
+    ln_1: tuple
+    ln_2: tuple
 
-    def linear(self, x: torch.Tensor, packed: torch.Tensor, bias=None) -> torch.Tensor:
-        return torch.ops.mkldnn._linear_pointwise(x.to(torch.bfloat16), packed, self._bf16(bias), "none", [], "")
+    @classmethod
+    def of(cls, block, rows: int) -> "_Block":
+        a, m = block.attn, block.mlp
+        ln = lambda n: (n.g.detach(), n.b.detach(), n.e)  # noqa: E731
+        return cls(_pack(a.c_attn.w.t(), rows), _bf16(a.c_attn.b), _pack(a.c_proj.w.t(), rows), _bf16(a.c_proj.b),
+                   _pack(m.c_fc.w.t(), rows), _bf16(m.c_fc.b), _pack(m.c_proj.w.t(), rows), _bf16(m.c_proj.b),
+                   ln(block.ln_1), ln(block.ln_2))
+
+
+def _linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None, post=("none", "")) -> torch.Tensor:
+    """bf16 x @ wᵀ + bias, then the post-op (in float32, before rounding to bf16)."""
+    return torch.ops.mkldnn._linear_pointwise(x.to(torch.bfloat16), packed, bias, post[0], [], post[1])
+
+
+def _layer_norm(x: torch.Tensor, params: tuple) -> torch.Tensor:
+    g, b, e = params
+    return F.layer_norm(x, g.shape, g, b, e)
+
+
+class PackedDecoder:
+    """`forward(ids, cache)` as the transformer's cached forward, `logits(h)` as the tied LM head, on
+    bf16 copies of the weights packed for `rows`-row products (a hint: any row count works)."""
+
+    def __init__(self, transformer, rows: int):
+        self.blocks = [_Block.of(b, rows) for b in transformer.h]
+        self.n_head, self.n_ctx, self.pos_offset = transformer.h[0].attn.n_head, transformer.n_ctx, transformer.pos_offset
+        self.embed = transformer.embed.weight.detach()
+        self.table = _pack(self.embed, rows)
+        self.post = POST_OPS[transformer.h[0].mlp.afn]
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
         """[B, C] hidden states -> [B, vocab] bf16 logits h @ tableᵀ."""
-        return self.linear(h, self.table)
+        return _linear(h, self.table, None)
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if not kwargs:
-            if func is torch.addmm and len(args) == 3 and id(args[2]) in self.packed and args[1].dim() == 2:
-                return self.linear(args[1], self.packed[id(args[2])][1], args[0])
-            if func in MATMULS and len(args) == 2 and id(args[1]) in self.packed and args[0].dim() == 2:
-                return self.linear(args[0], self.packed[id(args[1])][1])
-        return func(*args, **kwargs)
+    def forward(self, ids: torch.Tensor, cache: KVCache, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """ids [B, T] (attention_mask [B, T]: 0 at padding) -> float32 hidden states [B, T, C]; the
+        cache advanced by T."""
+        B, T = ids.shape
+        start = cache.length
+        if start + T > min(self.n_ctx, cache.n_ctx):
+            raise ValueError(f"sequence length {start + T} exceeds n_ctx {min(self.n_ctx, cache.n_ctx)}")
+        positions = cache.admit(T, attention_mask)
+        x = F.embedding(ids, self.embed) + F.embedding(positions + self.pos_offset, self.embed)
+        allowed = ops.step_mask(T, start + T, cache.mask[:, :start + T], ids.device)
+        bias = torch.zeros(allowed.shape, dtype=torch.bfloat16, device=ids.device).masked_fill_(~allowed, float("-inf"))  # SDPA's, once
+        x = x.view(B * T, -1)
+        for blk, k, v in zip(self.blocks, cache.k, cache.v):
+            x = self._block(x, blk, k, v, start, T, bias)
+        cache.length += T
+        return x.view(B, T, -1)
 
-
-def packed_linears(transformer, rows: int) -> PackedLinears:
-    """PackedLinears over every weight matrix of the transformer's blocks, and its embedding table as
-    the LM head."""
-    return PackedLinears(transformer.block_matrices().values(), transformer.embed.weight, rows)
+    def _block(self, x, blk: _Block, k_cache, v_cache, start: int, T: int, bias) -> torch.Tensor:
+        """One block on x [B*T, C] float32: the new keys and values written to cache columns start..start+T;
+        bias: the attention's additive mask [B, 1, T, start + T] (0 or -inf)."""
+        BT, C = x.shape
+        B, H = BT // T, self.n_head
+        q, k, v = _linear(x, blk.qkv, blk.qkv_b).view(B, T, 3, H, C // H).permute(2, 0, 3, 1, 4)  # [B, H, T, D] each
+        k_cache.narrow(2, start, T).copy_(k)
+        v_cache.narrow(2, start, T).copy_(v)
+        a = F.scaled_dot_product_attention(q, k_cache.narrow(2, 0, start + T), v_cache.narrow(2, 0, start + T),
+                                           attn_mask=bias)
+        n = _layer_norm(x + _linear(a.transpose(1, 2).reshape(BT, C), blk.proj, blk.proj_b), blk.ln_1)
+        m = _linear(_linear(n, blk.fc, blk.fc_b, self.post), blk.out, blk.out_b)
+        return _layer_norm(n + m, blk.ln_2)

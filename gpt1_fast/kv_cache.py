@@ -37,3 +37,11 @@ class KVCache:
 
     def layer(self, i: int) -> LayerCache:
         return LayerCache(self.k[i], self.v[i], self.mask, self.length)
+
+    def admit(self, T: int, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Mark the next T columns as real (or as attention_mask [B, T] says: 0 at padding) -> their
+        positions [B, T], the real tokens before each counted per row (left padding shifts nothing).
+        `length` is advanced by the caller, once every layer has written those columns."""
+        start = self.length
+        self.mask[:, start:start + T] = True if attention_mask is None else attention_mask.reshape(-1, T).bool()
+        return (self.mask[:, :start + T].cumsum(1)[:, start:] - 1).clamp(min=0)

@@ -187,9 +187,8 @@ class TransformerModel(nn.Module):
             raise ValueError(f"position ids must lie in [0, {self.n_ctx}), got {int(position_ids.min())}.."
                              f"{int(position_ids.max())}")
         if cache is not None:
-            cache.mask[:, start:start + T] = True if attention_mask is None else attention_mask.reshape(-1, T).bool()
-            if position_ids is None:  # real tokens so far, counted per row
-                position_ids = (cache.mask[:, :start + T].cumsum(1)[:, start:] - 1).clamp(min=0)
+            positions = cache.admit(T, attention_mask)
+            position_ids = positions if position_ids is None else position_ids
         if position_ids is None:
             position_ids = torch.arange(T, device=ids.device)
         h = self.drop(self.embed(ids)) + self.drop(self.embed(position_ids + self.pos_offset))

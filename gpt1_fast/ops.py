@@ -160,6 +160,16 @@ def lm_head_loss(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, m
 
 
 # ------------------------------------------------------------------------------- cached attention
+def step_mask(T: int, L: int, key_mask: torch.Tensor | None = None, device=None) -> torch.Tensor:
+    """[B or 1, 1, T, L] bool: which of L cached keys each of the T newest queries sees (attention_step)."""
+    col = torch.arange(L, device=device)
+    row = torch.arange(L - T, L, device=device)[:, None]
+    allowed = (col <= row)[None, None]  # [1, 1, T, L] causal
+    if key_mask is not None:
+        allowed = allowed & (key_mask[:, None, None, :] | (col == row))
+    return allowed
+
+
 def attention_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor | None = None,
                    dropout_p: float = 0.0, training: bool = False, backend: str = "auto") -> torch.Tensor:
     """Attention of T new queries over the L >= T cached keys of incremental decoding.
@@ -173,12 +183,7 @@ def attention_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: 
     the same SDPA, whose CPU kernel reads the cache's strided columns in place (the reference's
     matmuls copy them, the whole cache at every layer of every step).
     """
-    T, L = q.size(-2), k.size(-2)
-    col = torch.arange(L, device=q.device)
-    row = torch.arange(L - T, L, device=q.device)[:, None]
-    allowed = (col <= row)[None, None]  # [1, 1, T, L] causal
-    if key_mask is not None:
-        allowed = allowed & (key_mask[:, None, None, :] | (col == row))
+    allowed = step_mask(q.size(-2), k.size(-2), key_mask, q.device)
     p = dropout_p if training else 0.0
     if resolve(backend, q) == "triton" or _aten_fused(backend, q):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=p)

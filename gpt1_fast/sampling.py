@@ -168,7 +168,21 @@ def _prompts(input_ids, attention_mask, n_ctx: int, sliding: bool) -> list[list[
     return hist
 
 
-def prefill(transformer, rows: list[list[int]], capacity: int | None = None, dtype: torch.dtype | None = None):
+class ModelDecoder:
+    """The model's own cached forward and the tied LM head, under the caller's precision."""
+
+    def __init__(self, transformer):
+        self.transformer = transformer
+
+    def forward(self, ids: torch.Tensor, cache, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.transformer(input_ids=ids, attention_mask=attention_mask, kv_cache=cache)[0]
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        return tied_logits(h, self.transformer.embed.weight)
+
+
+def prefill(transformer, decoder, rows: list[list[int]], capacity: int | None = None,
+            dtype: torch.dtype | None = None):
     """Encode the rows (left-padded to the longest) into a new cache of `capacity` columns (default
     n_ctx) in `dtype` (default the weights'): -> (cache, the last position's hidden states [B, C])."""
     dev = transformer.embed.weight.device
@@ -179,27 +193,24 @@ def prefill(transformer, rows: list[list[int]], capacity: int | None = None, dty
         ids[j, L - len(r):] = torch.tensor(r, device=dev)
         real[j, L - len(r):] = True
     kv = transformer.new_kv_cache(len(rows), dtype=dtype, capacity=capacity)
-    h, kv = transformer(input_ids=ids, attention_mask=real, kv_cache=kv)
-    return kv, h[:, -1]
+    return kv, decoder.forward(ids, kv, real)[:, -1]
 
 
 @contextlib.contextmanager
 def computing_in(transformer, dtype: torch.dtype | None, rows: int):
-    """The generation's precision; yields the LM head to call, hidden states [B, C] -> logits [B, vocab].
-    dtype None or the weights' dtype: as the caller's context. Lower (bf16): bf16 autocast for the whole
-    generation, so each parameter is cast once (autocast's cache keeps the casts of parameters that
-    require grad, as a model's do), and on a CPU with oneDNN the weight matrices packed once
-    (gpt1_fast.cpu_decode): a step reads bf16 weights."""
+    """The generation's precision; yields its decoder (`forward(ids, cache, attention_mask)`,
+    `logits(h)`). dtype None or the weights' dtype: the model's forward, as the caller's context.
+    Lower (bf16): bf16 autocast for the whole generation, so each parameter is cast once (autocast's
+    cache keeps the casts of parameters that require grad, as a model's do); with the `cpu` backend
+    on a CPU with oneDNN, gpt1_fast.cpu_decode instead, on weights packed once."""
     we = transformer.embed.weight
     if dtype is None or dtype == we.dtype:
-        yield lambda h: tied_logits(h, we)
-        return
-    with torch.autocast(we.device.type, dtype=dtype):
-        if not cpu_decode.packable(we.device, dtype):
-            yield lambda h: tied_logits(h, we)
-            return
-        with cpu_decode.packed_linears(transformer, rows) as packed:
-            yield packed.logits
+        yield ModelDecoder(transformer)
+    elif cpu_decode.packable(transformer, dtype):
+        yield cpu_decode.PackedDecoder(transformer, rows)
+    else:
+        with torch.autocast(we.device.type, dtype=dtype):
+            yield ModelDecoder(transformer)
 
 
 @torch.no_grad()
@@ -232,8 +243,8 @@ def generate(transformer, input_ids, max_new_tokens: int = 20, *, temperature: f
     mask = vocab_mask(we.size(0), transformer.pos_offset, n_vocab, we.device)
     pick = functools.partial(next_tokens, temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
                              generator=generator)
-    with computing_in(transformer, dtype, len(rows.hist)) as lm_head:
-        _decode(transformer, rows, max_new_tokens, pick, mask, lm_head, use_cache=use_cache, sliding=sliding,
+    with computing_in(transformer, dtype, len(rows.hist)) as decoder:
+        _decode(transformer, rows, max_new_tokens, pick, mask, decoder, use_cache=use_cache, sliding=sliding,
                 dtype=dtype, output_scores=output_scores)
     for i, r in enumerate(rows.reasons):
         if r is None:
@@ -244,7 +255,7 @@ def generate(transformer, input_ids, max_new_tokens: int = 20, *, temperature: f
     return out
 
 
-def _decode(transformer, rows: _Rows, max_new_tokens: int, pick, mask, lm_head, *, use_cache: bool, sliding: bool,
+def _decode(transformer, rows: _Rows, max_new_tokens: int, pick, mask, decoder, *, use_cache: bool, sliding: bool,
             dtype, output_scores: bool) -> None:
     """The decoding loop: one forward of one token per row and step, the cache rebuilt from the rows'
     tokens when it is full while a shorter row still has room (or every step without the cache)."""
@@ -257,10 +268,9 @@ def _decode(transformer, rows: _Rows, max_new_tokens: int, pick, mask, lm_head, 
         if cache is None or not use_cache or cache.length >= n_ctx:
             batch = [i for i, r in enumerate(rows.reasons) if r is None]
             todo = [rows.hist[i] for i in batch]
-            cache, last = prefill(transformer, todo, None if use_cache else max(map(len, todo)), dtype)
-        logits = lm_head(last).float() + mask
+            cache, last = prefill(transformer, decoder, todo, None if use_cache else max(map(len, todo)), dtype)
+        logits = decoder.logits(last).float() + mask
         nxt = pick(logits)
         rows.accept(batch, nxt.tolist(), logits, output_scores)
         if use_cache and not rows.done() and step + 1 < max_new_tokens and cache.length < n_ctx:
-            h, cache = transformer(input_ids=nxt[:, None], kv_cache=cache)
-            last = h[:, -1]
+            last = decoder.forward(nxt[:, None], cache)[:, -1]

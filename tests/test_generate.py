@@ -369,8 +369,9 @@ def greedy_prefix_where_the_margin_allows(g, n_vocab, margin):
     return out
 
 
-def test_bf16_greedy_equals_fp32_where_the_margins_allow_and_cached_equals_recomputed():
-    m = lm()
+@pytest.mark.parametrize("backend", ["torch", "cpu"])  # cpu: gpt1_fast.cpu_decode where oneDNN is there
+def test_bf16_greedy_equals_fp32_where_the_margins_allow_and_cached_equals_recomputed(backend):
+    m = lm(backend=backend)
     g32 = m.generate(PROMPTS, 40, greedy=True, n_vocab=N_VOCAB, output_scores=True)
     g16 = m.generate(PROMPTS, 40, greedy=True, n_vocab=N_VOCAB, output_scores=True, dtype=torch.bfloat16)
     scale = max(s[:, :N_VOCAB].abs().max().item() for s in g32.scores)
@@ -402,10 +403,11 @@ class CastCounter(torch.utils._python_dispatch.TorchDispatchMode):
         return func(*args, **kwargs)
 
 
-def test_bf16_generation_casts_each_weight_once_and_keeps_its_cache_in_bf16(monkeypatch):
+@pytest.mark.parametrize("backend", ["torch", "cpu"])
+def test_bf16_generation_casts_each_weight_once_and_keeps_its_cache_in_bf16(monkeypatch, backend):
     """A decoding step reads bf16 weights (cast once for the whole generation, not at every step) and
     a bf16 cache (not an fp32 one cast at every step)."""
-    m = lm()
+    m = lm(backend=backend)
     tr = m.transformer
     matrices = [p for name, p in m.named_parameters() if p.dim() == 2]  # what the products read
     caches, new_cache = [], tr.new_kv_cache
@@ -416,26 +418,3 @@ def test_bf16_generation_casts_each_weight_once_and_keeps_its_cache_in_bf16(monk
     assert 0 < counter.casts <= len(matrices)
     assert caches and all(k.dtype == torch.bfloat16 for c in caches for k in c.k + c.v)
     assert tr.embed.weight.dtype == torch.float32  # the model itself is left as it was
-
-
-def test_bf16_decoding_on_a_cpu_multiplies_by_weights_packed_once(monkeypatch):
-    """With oneDNN, every product of a step (4 a block, the LM head) runs on the copies packed when the
-    generation started, giving the bits plain bf16 autocast gives."""
-    from gpt1_fast import cpu_decode
-
-    if not cpu_decode.packable(torch.device("cpu"), torch.bfloat16):
-        pytest.skip("this PyTorch has no oneDNN packed linear")
-    m = lm()
-    calls, packs = [], []
-    linear, pack = cpu_decode.PackedLinears.linear, cpu_decode._pack
-    monkeypatch.setattr(cpu_decode.PackedLinears, "linear", lambda self, *a: calls.append(1) or linear(self, *a))
-    monkeypatch.setattr(cpu_decode, "_pack", lambda *a: packs.append(1) or pack(*a))
-    g = m.generate(PROMPTS, 6, greedy=True, n_vocab=N_VOCAB, output_scores=True, dtype=torch.bfloat16)
-    n_layer = len(m.transformer.h)
-    assert len(packs) == 4 * n_layer + 1  # once each, for the whole generation
-    assert len(calls) == 6 * (4 * n_layer + 1)  # the prefill and 5 decoding steps, the LM head of each of the 6
-    monkeypatch.setattr(cpu_decode, "packable", lambda device, dtype: False)  # plain autocast
-    plain = m.generate(PROMPTS, 6, greedy=True, n_vocab=N_VOCAB, output_scores=True, dtype=torch.bfloat16)
-    assert plain.tokens == g.tokens
-    for a, b in zip(plain.scores, g.scores):
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-2 * b[:, :N_VOCAB].abs().max().item())

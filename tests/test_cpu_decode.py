@@ -1,0 +1,118 @@
+"""The `cpu` backend's bf16 decoding (gpt1_fast.cpu_decode): its lean forward over the cache against
+the model's own, its fused activations against the reference ones, the weights packed once per
+generation, and when it is used."""
+import pytest
+import torch
+
+from gpt1_fast import cpu_decode, reference
+from gpt1_fast.config import GPTConfig
+from gpt1_fast.model import LMModel
+
+pytestmark = pytest.mark.skipif(not cpu_decode.onednn_available(), reason="this PyTorch has no oneDNN packed linear")
+
+N_VOCAB, N_CTX = 50, 16
+PROMPTS = [[1, 2, 3], [4, 5, 6, 7, 8, 9, 10, 11, 12], [13], [20, 21, 22, 23, 24]]
+
+
+def lm(afn="gelu", backend="cpu", seed=2):
+    torch.manual_seed(seed)
+    cfg = GPTConfig(n_embd=32, n_head=4, n_layer=2, embd_pdrop=0, attn_pdrop=0, resid_pdrop=0, afn=afn,
+                    backend=backend)
+    m = LMModel(cfg, vocab=N_VOCAB + 3 + N_CTX, n_ctx=N_CTX).eval()
+    with torch.no_grad():  # a livelier model than the N(0, 0.02) init
+        for name, p in m.named_parameters():
+            p.add_(torch.randn_like(p) * (0.7 if name.endswith(".w") else 0.2))
+    return m
+
+
+def left_padded(rows):
+    L = max(map(len, rows))
+    ids = torch.tensor([[0] * (L - len(r)) + r for r in rows])
+    real = torch.tensor([[False] * (L - len(r)) + [True] * len(r) for r in rows])
+    return ids, real
+
+
+def relative_error(a, b, where):
+    return ((a.float() - b.float())[where].abs().max() / b[where].abs().max()).item()
+
+
+@pytest.mark.parametrize("afn", sorted(cpu_decode.POST_OPS))
+def test_forward_over_the_cache_follows_the_models_own(afn):
+    """Prefill of left-padded prompts, then steps: the hidden states, the cache's keys and values, its
+    mask and length, against the model's forward in float32; no further from it than the model's own
+    forward under bf16 autocast (this lively model's bf16 errors reach a few %; a wrong position, mask or
+    residual moves the states by their whole scale)."""
+    tr = lm(afn).transformer
+    ids, real = left_padded(PROMPTS)
+    dec = cpu_decode.PackedDecoder(tr, len(PROMPTS))
+    mine, f32, amp = (tr.new_kv_cache(len(PROMPTS), dtype=d) for d in (torch.bfloat16, None, torch.bfloat16))
+    steps = torch.randint(0, N_VOCAB, (4, len(PROMPTS), 1), generator=torch.Generator().manual_seed(0))
+    err, err_amp = [], []
+    with torch.no_grad():
+        for x, mask in [(ids, real)] + [(s, None) for s in steps]:
+            h = dec.forward(x, mine, mask)
+            h32 = tr(input_ids=x, attention_mask=mask, kv_cache=f32)[0]
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                h16 = tr(input_ids=x, attention_mask=mask, kv_cache=amp)[0]
+            seen = real if mask is not None else torch.ones(x.shape, dtype=torch.bool)
+            assert h.dtype == torch.float32 and h.shape == h32.shape
+            err.append(relative_error(h, h32, seen))
+            err_amp.append(relative_error(h16, h32, seen))
+    assert max(err) < 0.06 and max(err) <= 1.25 * max(err_amp), (err, err_amp)  # observed: 0.016-0.038
+    assert mine.length == f32.length == ids.size(1) + len(steps)
+    assert torch.equal(mine.mask, f32.mask)
+    cols = mine.mask[:, None, :mine.length, None].expand(-1, tr.h[0].attn.n_head, -1, 32 // 4)
+    for a, b in zip(mine.k + mine.v, f32.k + f32.v):
+        assert a.dtype == torch.bfloat16
+        assert relative_error(a[:, :, :mine.length], b[:, :, :mine.length], cols) < 0.06
+
+
+@pytest.mark.parametrize("afn", sorted(cpu_decode.POST_OPS))
+def test_the_fused_activation_is_the_models(afn):
+    """x @ w + b and the activation, fused in one oneDNN product, against the reference formulas in
+    float64 on the same bf16 values: one rounding to bf16 apart. The inputs reach the negative tail, where
+    GELU's tanh form and its exact (erf) form differ by up to ~10 %."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 64, generator=g).bfloat16()
+    w = (torch.randn(64, 96, generator=g) * 0.4).bfloat16()  # [in, out], as the model stores it
+    b = torch.randn(96, generator=g).bfloat16()
+    pre = x.double() @ w.double() + b.double()
+    assert (pre < -2.5).sum() > 50
+    got = cpu_decode._linear(x, cpu_decode._pack(w.t(), 8), b, cpu_decode.POST_OPS[afn])
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.double(), reference.ACT_FNS[afn](pre), rtol=2 ** -8, atol=1e-5)
+
+
+def test_generation_packs_each_matrix_once_and_runs_every_product_on_it(monkeypatch):
+    m = lm()
+    n_layer = len(m.transformer.h)
+    packs, calls = [], []
+    pack, linear = cpu_decode._pack, cpu_decode._linear
+    monkeypatch.setattr(cpu_decode, "_pack", lambda *a: packs.append(1) or pack(*a))
+    monkeypatch.setattr(cpu_decode, "_linear", lambda *a: calls.append(1) or linear(*a))
+    g = m.generate(PROMPTS, 6, greedy=True, n_vocab=N_VOCAB, dtype=torch.bfloat16)
+    assert [len(t) for t in g.tokens] == [6] * len(PROMPTS)
+    assert len(packs) == 4 * n_layer + 1  # the blocks' four matrices, the LM head's table
+    assert len(calls) == 6 * (4 * n_layer + 1)  # the prefill and 5 steps, 4 products a block; 6 LM heads
+
+
+def test_used_for_bf16_with_the_cpu_backend_in_eval_mode_only():
+    assert cpu_decode.packable(lm("gelu", "cpu").transformer, torch.bfloat16)
+    assert cpu_decode.packable(lm("gelu", "auto").transformer, torch.bfloat16)  # auto is cpu on a CPU
+    assert not cpu_decode.packable(lm("gelu", "torch").transformer, torch.bfloat16)  # the reference ops
+    assert not cpu_decode.packable(lm().transformer, torch.float32)
+    assert not cpu_decode.packable(lm().transformer, None)
+    m = lm().train()  # dropout: the model's own forward
+    assert not cpu_decode.packable(m.transformer, torch.bfloat16)
+    assert len(m.generate(PROMPTS, 3, greedy=True, dtype=torch.bfloat16).tokens[0]) == 3
+
+
+def test_forward_past_the_context_is_refused():
+    tr = lm().transformer
+    dec = cpu_decode.PackedDecoder(tr, 1)
+    cache = tr.new_kv_cache(1, dtype=torch.bfloat16)
+    dec.forward(torch.zeros(1, N_CTX - 1, dtype=torch.long), cache)
+    dec.forward(torch.zeros(1, 1, dtype=torch.long), cache)
+    with pytest.raises(ValueError, match=f"exceeds n_ctx {N_CTX}"):
+        dec.forward(torch.zeros(1, 1, dtype=torch.long), cache)
+    assert cache.length == N_CTX
