@@ -11,10 +11,12 @@
                endings x 77 tokens: ours (the Trainer's step: OpenAI-Adam, fp32 master weights) fp32 and
                bf16 autocast, eager and compiled (--compile); HF OpenAIGPTDoubleHeadsModel + AdamW + clipping,
                fp32 and bf16 autocast.
-  generation   8 prompts x 16 tokens, 256 new tokens each, greedy: ours fp32 and bf16 (weights cast once,
-               bf16 cache: what `generate` runs by default on such a CPU) against HF `generate` (fp32; its
-               GPT-1 has no KV cache); tokens/s and the bandwidth floor: every step reads the weights once
-               (n_params x 2 bytes in bf16, x 4 in fp32) at the copy bandwidth measured in this run.
+  generation   8 prompts x 16 tokens, 256 new tokens each, greedy: ours fp32 and bf16 (the `cpu` backend's
+               decoding on weights packed once per generation, bf16 cache: what `generate` runs by default
+               on such a CPU) against HF `generate` (fp32; its GPT-1 has no KV cache); tokens/s and two
+               floors: every step reads the weights once (n_params x 2 bytes in bf16, x 4 in fp32) at the
+               copy bandwidth measured in this run; and the weights plus the mean cache at the read
+               bandwidth (a sum) measured in this run.
 
 Interleaved rounds (each round times every implementation once, rotated), medians. Threads, the CPU's
 bf16 flags and the versions go with the results. --quick: 2 layers x 128, vocab 1000, few tokens.
@@ -187,32 +189,46 @@ def generation_rows(cfg, n_vocab, n_prompts, prompt_len, n_new, rounds, ceilings
         out["HF transformers fp32"] = hf(n_new)
         t["HF transformers fp32"] = (time.perf_counter() - t0) * 1e3
     n_params = sum(p.numel() for p in ours.parameters())
+    # the cache's keys and values read by the attention of a step, on average over the n_new steps
+    kv_values = 2 * cfg.n_layer * n_prompts * cfg.n_embd * (prompt_len + (n_new - 1) / 2)
     rows = []
     for name, ms in t.items():
         bytes_per_param = 2 if "bf16" in name else 4
         floor_ms = n_params * bytes_per_param / (ceilings["copy_gbps"] * 1e9) * 1e3 * n_new
+        read_ms = (n_params + kv_values) * bytes_per_param / (ceilings["read_gbps"] * 1e9) * 1e3 * n_new
         same = sum(a == b for a, b in zip(out[name], out["ours: fp32"]))
         rows.append(row("generate greedy", [n_prompts, prompt_len, n_new], "bfloat16" if "bf16" in name else "float32",
                         name, ms, nbytes=n_params * bytes_per_param * n_new, ceilings=ceilings,
                         baseline="HF transformers fp32" if hf is not None else None,
                         baseline_ms=t.get("HF transformers fp32"), tokens_per_s=round(n_prompts * n_new / ms * 1e3, 1),
                         ms_per_step=round(ms / n_new, 2), floor_ms_per_step=round(floor_ms / n_new, 2),
+                        read_floor_ms_per_step=round(read_ms / n_new, 2), of_read_floor=round(read_ms / ms, 3),
                         speedup_vs_hf=round(t["HF transformers fp32"] / ms, 1) if hf is not None else None,
                         rows_equal_to_ours_fp32=f"{same}/{n_prompts}"))
     return rows
+
+
+def read_bandwidth(quick: bool) -> float:
+    """GB/s of a sum over 128 MiB of fp32 (4 MiB --quick): bytes read alone, what a decode step's products
+    and attention do (the copy bandwidth counts a write per read, which a CPU core pays for less)."""
+    from benchmarks.common import bench
+
+    x = torch.randn((1 << 20) if quick else (1 << 25))
+    return round(x.numel() * 4 / bench(lambda: x.sum(), CPU) / 1e6, 1)
 
 
 # ----------------------------------------------------------------------------------------------- main
 def main(quick: bool = False):
     s = sizes(quick)
     cfg, n_vocab, (r_infer, r_train, r_gen) = s["cfg"], s["n_vocab"], s["rounds"]
-    ceilings = measure_ceilings(CPU, quick)
+    ceilings = {**measure_ceilings(CPU, quick), "read_gbps": read_bandwidth(quick)}
     facts = cpu.describe()
     notes = (f"{facts['processor']}, {facts['threads']} threads, PyTorch CPU capability {facts['capability']}, "
              f"native bf16 flags {facts['bf16_flags'] or 'none'}; GPT-1 {cfg.n_layer}x{cfg.n_embd}, vocab {n_vocab}. "
              "ratio = time / HF fp32's; x_hf_fp32 / x_hf_bf16 / speedup_vs_hf: HF's time / ours (same dtype for "
              "fine-tuning); interleaved rounds, medians; generation: one HF run; 'of ceiling' = the weights "
-             "read once per step at the copy bandwidth over the measured time (the floor's fraction).")
+             "read once per step at the copy bandwidth over the measured time (the floor's fraction); of_read_floor: the "
+             "weights and the mean cache read once per step at the read bandwidth (read_gbps, a sum) over the time.")
     rows = []
 
     def write():

@@ -44,9 +44,9 @@ def packable(transformer, dtype: torch.dtype | None) -> bool:
 
 
 def _pack(w_out_in: torch.Tensor, rows: int) -> torch.Tensor:
-    """An [out, in] matrix (a transposed view is fine: oneDNN's reorder transposes it) as bf16 in
-    oneDNN's blocked layout for `rows`-row products."""
-    return torch.ops.mkldnn._reorder_linear_weight(w_out_in.detach().to(torch.bfloat16), rows)
+    """An [out, in] matrix as bf16 in oneDNN's blocked layout for `rows`-row products. A transposed view
+    is made contiguous in bf16 first: oneDNN reorders a strided matrix about 1.6x slower."""
+    return torch.ops.mkldnn._reorder_linear_weight(w_out_in.detach().to(torch.bfloat16).contiguous(), rows)
 
 
 def _bf16(b: torch.Tensor) -> torch.Tensor:
