@@ -37,6 +37,17 @@ class LayerNorm(nn.Module):
         return ops.layer_norm(x, self.g, self.b, self.e, residual=residual, backend=self.backend)
 
 
+class Dropout(nn.Dropout):
+    """nn.Dropout through ops.dropout, so that the backend decides how the mask is drawn."""
+
+    def __init__(self, p: float, backend: str = "auto"):
+        super().__init__(p)
+        self.backend = backend
+
+    def forward(self, x):
+        return ops.dropout(x, self.p, self.training, self.backend)
+
+
 class Conv1D(nn.Module):
     """The original's 1x1 convolution: y = x @ w + b, w stored [in, out]."""
 
@@ -66,8 +77,8 @@ class Attention(nn.Module):
         self.register_buffer("b", ops.causal_mask(n_ctx, None))
         self.c_attn = Conv1D(nx * 3, 1, nx)
         self.c_proj = Conv1D(nx, 1, nx)
-        self.attn_dropout = nn.Dropout(cfg.attn_pdrop)
-        self.resid_dropout = nn.Dropout(cfg.resid_pdrop)
+        self.attn_dropout = nn.Dropout(cfg.attn_pdrop)  # its p goes to ops.attention
+        self.resid_dropout = Dropout(cfg.resid_pdrop, cfg.backend)
 
     def forward(self, x, kv: LayerCache | None = None):
         qkv = self.c_attn(x)
@@ -98,7 +109,7 @@ class MLP(nn.Module):
         self.c_proj = Conv1D(nx, 1, n_state)
         self.afn = cfg.afn
         self.backend = cfg.backend
-        self.dropout = nn.Dropout(cfg.resid_pdrop)
+        self.dropout = Dropout(cfg.resid_pdrop, cfg.backend)
 
     def forward(self, x):
         # Bias + activation in one pass after a bias-free GEMM (Triton: recomputed in backward).
@@ -133,7 +144,7 @@ class TransformerModel(nn.Module):
             raise ValueError(f"unknown backend {cfg.backend!r}; expected one of {ops.BACKENDS}")
         self.vocab, self.n_ctx, self.n_embd = vocab, n_ctx, cfg.n_embd
         self.embed = nn.Embedding(vocab, cfg.n_embd)
-        self.drop = nn.Dropout(cfg.embd_pdrop)
+        self.drop = Dropout(cfg.embd_pdrop, cfg.backend)
         # every block drawn on its own (N(0, 0.02) weights, 0 biases, LayerNorm 1/0), as the paper and the
         # TF release; the PyTorch port deep-copied one block, so its layers started identical
         self.h = nn.ModuleList([Block(n_ctx, cfg, scale=True) for _ in range(cfg.n_layer)])
@@ -260,27 +271,6 @@ def _clf_states(h, x, clf_token: int, n_embd: int):
     return h.reshape(-1, x.size(-2), n_embd)[torch.arange(tokens.size(0), device=h.device), idx]
 
 
-class MultipleChoiceHead(nn.Module):
-    """Story Cloze head: classify-token states [B, n_choices, C] -> dropout with one mask shared by all
-    choices of an example (TF noise_shape [B, 1, C]) -> linear C -> 1 -> logits [B, n_choices]."""
-
-    def __init__(self, clf_token: int, cfg: GPTConfig):
-        super().__init__()
-        self.n_embd = cfg.n_embd
-        self.clf_token = clf_token
-        self.dropout = nn.Dropout(cfg.clf_pdrop)  # applied to a [B, 1, C] mask, see forward
-        self.linear = nn.Linear(cfg.n_embd, 1)
-        nn.init.normal_(self.linear.weight, std=0.02)
-        nn.init.zeros_(self.linear.bias)
-
-    def forward(self, h, x):
-        clf_h = _clf_states(h, x, self.clf_token, self.n_embd).view(-1, x.size(1), self.n_embd)
-        if self.training and self.dropout.p > 0:
-            keep = self.dropout(torch.ones_like(clf_h[:, :1]))  # 0 or 1/(1-p), shared across choices
-            clf_h = clf_h * keep
-        return self.linear(clf_h).view(-1, x.size(1))
-
-
 class ClfHead(nn.Module):
     """Classification head: classify-token state -> dropout -> linear C -> n_class."""
 
@@ -288,13 +278,28 @@ class ClfHead(nn.Module):
         super().__init__()
         self.n_embd = cfg.n_embd
         self.clf_token = clf_token
-        self.dropout = nn.Dropout(cfg.clf_pdrop)
+        self.dropout = Dropout(cfg.clf_pdrop, cfg.backend)
         self.linear = nn.Linear(cfg.n_embd, n_class)
         nn.init.normal_(self.linear.weight, std=0.02)
         nn.init.zeros_(self.linear.bias)
 
     def forward(self, h, x):
         return self.linear(self.dropout(_clf_states(h, x, self.clf_token, self.n_embd)))
+
+
+class MultipleChoiceHead(ClfHead):
+    """Story Cloze head: classify-token states [B, n_choices, C] -> dropout with one mask shared by all
+    choices of an example (TF noise_shape [B, 1, C]) -> linear C -> 1 -> logits [B, n_choices]."""
+
+    def __init__(self, clf_token: int, cfg: GPTConfig):
+        super().__init__(clf_token, cfg, 1)  # its dropout is applied to a [B, 1, C] mask, see forward
+
+    def forward(self, h, x):
+        clf_h = _clf_states(h, x, self.clf_token, self.n_embd).view(-1, x.size(1), self.n_embd)
+        if self.training and self.dropout.p > 0:
+            keep = self.dropout(torch.ones_like(clf_h[:, :1]))  # 0 or 1/(1-p), shared across choices
+            clf_h = clf_h * keep
+        return self.linear(clf_h).view(-1, x.size(1))
 
 
 class ScoreHead(ClfHead):

@@ -7,7 +7,7 @@ Backends:
             logits kept in the compute dtype); outside torch.compile, LayerNorm, GELU and causal
             attention are PyTorch's fused CPU kernels (one pass each instead of a chain of element-wise
             ops); under torch.compile the reference formulas, which Inductor fuses itself (and faster:
-            benchmarks/NOTES.md). CPU tensors only.
+            benchmarks/NOTES.md), with dropout masks from gpt1_fast.cpu_dropout. CPU tensors only.
 - "auto":   "triton" for CUDA tensors when Triton is importable, "cpu" for CPU tensors, "torch" otherwise.
 
 Choosing a backend is one argument (or `GPTConfig.backend`); nothing else in the model changes.
@@ -20,7 +20,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from . import reference
+from . import cpu_dropout, reference
 
 BACKENDS = ("torch", "triton", "cpu", "auto")
 
@@ -97,6 +97,20 @@ def act_linear(x, bias, w, b, afn: str = "gelu", backend: str = "auto"):
     return linear(bias_act(x, bias, afn, backend), w, b)
 
 
+# ---------------------------------------------------------------------------------------- dropout
+def _hashed_dropout(backend: str, x: torch.Tensor, p: float, training: bool) -> bool:
+    """Whether dropout draws its mask from gpt1_fast.cpu_dropout: backend "cpu", under torch.compile."""
+    return training and p > 0 and resolve(backend, x) == "cpu" and torch.compiler.is_compiling()
+
+
+def dropout(x: torch.Tensor, p: float, training: bool, backend: str = "auto") -> torch.Tensor:
+    """Dropout: F.dropout, or for backend "cpu" under torch.compile the same distribution from
+    gpt1_fast.cpu_dropout's hashed masks (Inductor vectorises them; its own draws are scalar Philox)."""
+    if _hashed_dropout(backend, x, p, training):
+        return cpu_dropout.dropout(x, p)
+    return F.dropout(x, p, training)
+
+
 # -------------------------------------------------------------------------------------- attention
 causal_mask = reference.causal_mask
 
@@ -119,7 +133,10 @@ def attention(qkv: torch.Tensor, n_head: int, dropout_p: float = 0.0, training: 
     if _aten_fused(backend, qkv):  # masked scores are exp(-1e9 - max) = 0 in the reference: the same softmax
         a = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
     else:
-        a = reference.attention(q, k, v, p, training, mask_b=mask_b)
+        keep = None
+        if _hashed_dropout(backend, qkv, p, training):
+            keep = cpu_dropout.keep_mask((B, n_head, T, T), p, cpu_dropout.draw_key(qkv.device))
+        a = reference.attention(q, k, v, p, training, mask_b=mask_b, keep=keep)
     return a.transpose(1, 2).reshape(B, T, C)
 
 
