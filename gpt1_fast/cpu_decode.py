@@ -6,11 +6,12 @@ things stood in the way under plain bf16 autocast through the model's modules:
 - oneDNN converts and re-blocks each fp32 weight at every step (about 5 GB/s on a Zen 4 core). Here
   every matrix is converted to bf16 and re-blocked once, when the generation starts
   (`torch.ops.mkldnn._reorder_linear_weight`, as torch.compile's frozen CPU graphs do), and each
-  product reads the packed copy (`torch.ops.mkldnn._linear_pointwise`, at the copy bandwidth).
+  product reads the packed copy (`torch.ops.mkldnn._linear_pointwise`, as fast as a sum reads memory).
 - ~80 small ops a block (autocast's casts, the bias and activation apart from their product, the
   attention mask rebuilt in every layer), each costing more dispatch than arithmetic at a few rows.
-  Here a block is ~14 ops: the bias and the activation ride in their products as oneDNN post-ops, the
-  mask is built once a step, the cache is written and read in place by PyTorch's SDPA.
+  Here a block is 13 ops that compute (and a dozen views): the bias and the activation ride in their
+  products as oneDNN post-ops, the mask is built once a step, the cache is written in place and read
+  in place by PyTorch's SDPA.
 
 The arithmetic is the model's under bf16 autocast: bf16 products (float32 accumulation), LayerNorm and
 the residual stream in float32, keys and values in a bf16 cache; the activation is applied in float32
