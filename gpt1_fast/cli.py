@@ -238,6 +238,8 @@ def add_option(group, opt: Option, default, required: bool = False) -> None:
             kw.update(action="append", default=list(default or []))
         if opt.nargs:
             kw.update(nargs=opt.nargs, const=opt.const)
+        if opt.nargs == "+":  # a flag given twice adds to the list (argparse's default keeps the last)
+            kw.update(action="extend")
         if required:
             kw.update(required=True)
     group.add_argument(opt.flag(), *opt.aliases, **kw)

@@ -42,8 +42,17 @@ def _folder(d):
     return d / "a_folder"
 
 
+def replacing_data(base: list[str], extra) -> list[str]:
+    """base + extra, where a `--data X` in extra replaces base's (given twice, --data takes both)."""
+    extra = list(extra)
+    if extra[:1] == ["--data"]:
+        i = base.index("--data")
+        base = base[:i] + base[i + 2:]
+    return [*base, *extra]
+
+
 def pretrain(d, *extra):
-    return [*pretrain_args(d, d / "new_pre"), *extra]
+    return replacing_data(pretrain_args(d, d / "new_pre"), extra)
 
 
 def generate(d, *extra):
@@ -60,7 +69,8 @@ def zeroshot(d, *extra):
 
 
 def vocab(d, *extra):
-    return ["--data", str(d / "book.txt"), "--out", str(d / "new_vocab"), "--merges", "10", "--quiet", *extra]
+    return replacing_data(["--data", str(d / "book.txt"), "--out", str(d / "new_vocab"), "--merges", "10", "--quiet"],
+                          extra)
 
 
 def folder(d, *extra):

@@ -129,3 +129,28 @@ def test_every_flag_of_every_command_has_help():
         p = importlib.import_module(module).build_parser()
         for action in p._actions:
             assert action.help and "SPEC" not in action.help and "§" not in action.help, (module, action.dest)
+
+
+@pytest.mark.parametrize("entry", [e for e in ENTRIES if "data" in e.names and e.name != "estimator"],
+                         ids=lambda e: e.name)
+def test_a_list_flag_given_twice_keeps_both(entry):
+    """`--data A --data B` is `--data A B` (argparse alone would keep B and drop A without a word)."""
+    import importlib
+
+    p = importlib.import_module(MODULES[entry.name]).build_parser()
+    required = REQUIRED.get(entry.name, [])  # pretrain, vocab: `--data corpus.txt --out DIR` already
+    first = required[required.index("--data") + 1:][:1] if "--data" in required else []
+    args = p.parse_args(required + ["--data", "a.txt", "--data", "b.txt", "c.txt"])
+    assert args.data == first + ["a.txt", "b.txt", "c.txt"]
+    if not required:
+        assert p.parse_args([]).data is None
+
+
+def test_predict_refuses_two_data_files_given_as_two_flags(tmp_path, capsys):
+    from gpt1_fast import predict
+
+    for name in ("a.txt", "b.txt"):
+        (tmp_path / name).write_text("some text\n")
+    with pytest.raises(SystemExit) as e:
+        predict.cli(["--model_dir", str(tmp_path), "--data", str(tmp_path / "a.txt"), "--data", str(tmp_path / "b.txt")])
+    assert e.value.code == 2 and "argument --data: one file or folder, got 2" in capsys.readouterr().err
