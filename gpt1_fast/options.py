@@ -120,7 +120,8 @@ OPTIONS: dict[str, Option] = {o.name: o for o in [
     O("device", Text("cpu, cuda or cuda:N"), None, "cpu, cuda or cuda:N (default: cuda when available)"),
     O("backend", Choice(("torch", "triton", "cpu", "auto")), "auto", "op implementation: torch (the reference "
       "math, op for op), triton (the fused GPU kernels), cpu (the same math through PyTorch's fused CPU "
-      "LayerNorm, GELU and attention kernels, and an LM-head loss that multiplies only the non-padding rows), "
+      "LayerNorm, GELU and attention kernels, and an LM-head loss that multiplies only the non-padding rows; "
+      "compiled, dropout masks Inductor vectorises; bf16 generation as a lean step on weights packed once), "
       "auto (triton on CUDA, cpu on a CPU)"),
     O("dtype", Choice(("auto", "fp32", "bf16")), "auto", "compute precision: bf16 autocast or fp32 (parameters "
       "and optimizer state stay fp32). auto: training in bf16 on CUDA, fp32 on a CPU (exact); evaluation, "
