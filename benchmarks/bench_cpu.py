@@ -29,7 +29,7 @@ import time
 
 import torch
 
-from benchmarks.common import interleaved, measure_ceilings, medians, row, write_results
+from benchmarks.common import bench, interleaved, measure_ceilings, medians, row, write_results
 from benchmarks.bench_train_step import N_SPECIAL, batch, hf_step, ours_step
 from gpt1_fast import cpu
 from gpt1_fast.config import GPTConfig
@@ -211,8 +211,6 @@ def generation_rows(cfg, n_vocab, n_prompts, prompt_len, n_new, rounds, ceilings
 def read_bandwidth(quick: bool) -> float:
     """GB/s of a sum over 128 MiB of fp32 (4 MiB --quick): bytes read alone, what a decode step's products
     and attention do (the copy bandwidth counts a write per read, which a CPU core pays for less)."""
-    from benchmarks.common import bench
-
     x = torch.randn((1 << 20) if quick else (1 << 25))
     return round(x.numel() * 4 / bench(lambda: x.sum(), CPU) / 1e6, 1)
 

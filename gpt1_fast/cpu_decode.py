@@ -92,7 +92,8 @@ class PackedDecoder:
 
     def __init__(self, transformer, rows: int):
         self.blocks = [_Block.of(b, rows) for b in transformer.h]
-        self.n_head, self.n_ctx, self.pos_offset = transformer.h[0].attn.n_head, transformer.n_ctx, transformer.pos_offset
+        self.n_head = transformer.h[0].attn.n_head
+        self.n_ctx, self.pos_offset = transformer.n_ctx, transformer.pos_offset
         self.embed = transformer.embed.weight.detach()
         self.table = _pack(self.embed, rows)
         self.post = POST_OPS[transformer.h[0].mlp.afn]
@@ -110,24 +111,25 @@ class PackedDecoder:
             raise ValueError(f"sequence length {start + T} exceeds n_ctx {min(self.n_ctx, cache.n_ctx)}")
         positions = cache.admit(T, attention_mask)
         x = F.embedding(ids, self.embed) + F.embedding(positions + self.pos_offset, self.embed)
-        allowed = ops.step_mask(T, start + T, cache.mask[:, :start + T], ids.device)
-        bias = torch.zeros(allowed.shape, dtype=torch.bfloat16, device=ids.device).masked_fill_(~allowed, float("-inf"))  # SDPA's, once
+        allowed = ops.step_mask(T, start + T, cache.mask[:, :start + T], ids.device)  # built once for every block
+        scores_mask = torch.zeros(allowed.shape, dtype=torch.bfloat16, device=ids.device)
+        scores_mask.masked_fill_(~allowed, float("-inf"))
         x = x.view(B * T, -1)
         for blk, k, v in zip(self.blocks, cache.k, cache.v):
-            x = self._block(x, blk, k, v, start, T, bias)
+            x = self._block(x, blk, k, v, start, T, scores_mask)
         cache.length += T
         return x.view(B, T, -1)
 
-    def _block(self, x, blk: _Block, k_cache, v_cache, start: int, T: int, bias) -> torch.Tensor:
+    def _block(self, x, blk: _Block, k_cache, v_cache, start: int, T: int, scores_mask) -> torch.Tensor:
         """One block on x [B*T, C] float32: the new keys and values written to cache columns start..start+T;
-        bias: the attention's additive mask [B, 1, T, start + T] (0 or -inf)."""
+        scores_mask: the attention's additive mask [B, 1, T, start + T] (0 or -inf)."""
         BT, C = x.shape
         B, H = BT // T, self.n_head
         q, k, v = _linear(x, blk.qkv, blk.qkv_b).view(B, T, 3, H, C // H).permute(2, 0, 3, 1, 4)  # [B, H, T, D] each
         k_cache.narrow(2, start, T).copy_(k)
         v_cache.narrow(2, start, T).copy_(v)
         a = F.scaled_dot_product_attention(q, k_cache.narrow(2, 0, start + T), v_cache.narrow(2, 0, start + T),
-                                           attn_mask=bias)
+                                           attn_mask=scores_mask)
         n = _layer_norm(x + _linear(a.transpose(1, 2).reshape(BT, C), blk.proj, blk.proj_b), blk.ln_1)
         m = _linear(_linear(n, blk.fc, blk.fc_b, self.post), blk.out, blk.out_b)
         return _layer_norm(n + m, blk.ln_2)

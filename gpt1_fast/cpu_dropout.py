@@ -15,6 +15,8 @@ the kept ones are scaled by 1 / (1 - p), as F.dropout does.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 _MUL = 0x45D9F3B
@@ -29,9 +31,7 @@ def _mix(x: torch.Tensor) -> torch.Tensor:
 
 def keep_mask(shape, p: float, key: torch.Tensor) -> torch.Tensor:
     """bool [shape]: True where element i (row-major) is kept, for the int32 scalar tensor `key`."""
-    n = 1
-    for s in shape:
-        n *= s
+    n = math.prod(shape)
     if n >= 1 << 31:
         raise ValueError(f"dropout on {n} elements: at most 2^31 - 1 in one call")
     i = torch.arange(n, dtype=torch.int32, device=key.device).view(shape)
