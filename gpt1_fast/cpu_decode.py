@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from . import ops
-from .kv_cache import KVCache
+from .kv_cache import KVCache, check_length
 
 POST_OPS = {"gelu": ("gelu", "tanh"), "relu": ("relu", ""), "swish": ("swish", "")}  # afn -> oneDNN post-op
 
@@ -107,8 +107,7 @@ class PackedDecoder:
         cache advanced by T."""
         B, T = ids.shape
         start = cache.length
-        if start + T > min(self.n_ctx, cache.n_ctx):
-            raise ValueError(f"sequence length {start + T} exceeds n_ctx {min(self.n_ctx, cache.n_ctx)}")
+        check_length(start + T, self.n_ctx, cache)
         positions = cache.admit(T, attention_mask)
         x = F.embedding(ids, self.embed) + F.embedding(positions + self.pos_offset, self.embed)
         allowed = ops.step_mask(T, start + T, cache.mask[:, :start + T], ids.device)  # built once for every block

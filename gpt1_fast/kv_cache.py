@@ -14,6 +14,13 @@ class LayerCache(NamedTuple):
     start: int  # first column the new tokens go to
 
 
+def check_length(end: int, n_ctx: int, cache: "KVCache | None" = None) -> None:
+    """A forward reaching column `end` must fit the model's n_ctx and the cache's columns."""
+    limit = n_ctx if cache is None else min(n_ctx, cache.n_ctx)
+    if end > limit:
+        raise ValueError(f"sequence length {end} exceeds n_ctx {limit}")
+
+
 class KVCache:
     """Keys and values of every layer for incremental decoding, preallocated to n_ctx columns.
 

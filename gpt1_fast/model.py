@@ -19,7 +19,7 @@ import torch.utils.checkpoint
 
 from . import ops, reference
 from .config import DEFAULT_CONFIG, GPTConfig  # noqa: F401  (DEFAULT_CONFIG re-exported)
-from .kv_cache import KVCache, LayerCache
+from .kv_cache import KVCache, LayerCache, check_length
 from .weights import load_openai_pretrained_model  # noqa: F401  (the seed's `from model import ...`)
 
 
@@ -187,9 +187,7 @@ class TransformerModel(nn.Module):
         T = input_ids.size(-1)
         ids = input_ids.reshape(-1, T)
         start = kv_cache.length if kv_cache is not None else 0
-        limit = self.n_ctx if kv_cache is None else min(self.n_ctx, kv_cache.n_ctx)
-        if start + T > limit:
-            raise ValueError(f"sequence length {start + T} exceeds n_ctx {limit}")
+        check_length(start + T, self.n_ctx, kv_cache)
         cache = kv_cache
         if cache is None and attention_mask is not None:  # padding needs the key mask: a one-off cache
             cache = self.new_kv_cache(ids.size(0), capacity=T)
