@@ -16,7 +16,7 @@ def _say(msg):
     print(f"gpt1_fast: {msg}", file=sys.stderr, flush=True)
 
 
-# --- gpt1_fast._C (fused OpenAI-Adam, gpt1_fast/csrc/): optional. CPU always; CUDA when nvcc and a CUDA torch
+# --- gpt1_fast._C (fused OpenAI-Adam, the CPU decoding step; gpt1_fast/csrc/): optional. CPU always; CUDA when nvcc and a CUDA torch
 # are present. If torch is not importable here, or the build fails, the package still installs and
 # gpt1_fast/_ext.py builds the extension just in time on first use (or falls back to the unfused step).
 def _extension_build():
@@ -35,7 +35,7 @@ def _extension_build():
     # errno-free sqrtf lets GCC vectorise the update loop; -fopenmp makes at::parallel_for parallel
     # (torch's header implements it with `omp parallel`; libgomp.so.1 is the one torch already loaded).
     cxx = ["-O3", "-fno-math-errno", "-fopenmp"]
-    sources = [f"{CSRC}/openai_adam.cpp"]
+    sources = [f"{CSRC}/openai_adam.cpp", f"{CSRC}/cpu_decode.cpp"]
     ext_cls = cpp_extension.CppExtension
     extra = {"cxx": cxx}
     if torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None:

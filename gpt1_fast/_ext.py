@@ -1,5 +1,6 @@
-"""Loader of the C++/CUDA extension `gpt1_fast._C` (fused OpenAI-Adam, sources in `gpt1_fast/csrc/`,
-shipped inside the package so a non-editable install can build it too).
+"""Loader of the C++/CUDA extension `gpt1_fast._C` (fused OpenAI-Adam; the blocks of a bf16 decoding step
+on the CPU), sources in `gpt1_fast/csrc/`, shipped inside the package so a non-editable install can build
+it too.
 
 Order: the library `pip install` built; else a just-in-time build with ninja
 (`torch.utils.cpp_extension.load`) into a cache directory (`$GPT1_FAST_EXT_DIR`, default
@@ -18,18 +19,21 @@ from pathlib import Path
 import torch
 
 CSRC = Path(__file__).resolve().parent / "csrc"
-CPU_SOURCES = ["openai_adam.cpp"]
+CPU_SOURCES = ["openai_adam.cpp", "cpu_decode.cpp"]
 CUDA_SOURCES = ["openai_adam_cuda.cpp", "openai_adam_cuda.cu"]
-OPS = ("global_norm", "openai_adam_")
+# the ops each dispatch key must have (a library built from older sources lacks some: unavailable_reason(op=...))
+OPS = {"CPU": ("global_norm", "openai_adam_", "cpu_decode_blocks"), "CUDA": ("global_norm", "openai_adam_")}
 # -fno-math-errno: sqrtf that may set errno keeps GCC from vectorising the update loop.
 # -fopenmp: at::parallel_for is `omp parallel` in torch's headers; without it the loop runs on one thread.
 CXX_FLAGS = ["-O3", "-fno-math-errno", "-fopenmp"]
 LD_FLAGS = ["-fopenmp"]
 
 
-def _has_kernel(dispatch_key: str) -> bool:
+def _has_kernel(dispatch_key: str, ops: tuple[str, ...] | None = None) -> bool:
+    """Whether every op of `ops` (default: all of the key's) has a kernel for `dispatch_key`."""
+    has = torch._C._dispatch_has_kernel_for_dispatch_key
     try:
-        return all(torch._C._dispatch_has_kernel_for_dispatch_key(f"gpt1_fast::{op}", dispatch_key) for op in OPS)
+        return all(has(f"gpt1_fast::{op}", dispatch_key) for op in ops or OPS[dispatch_key])
     except RuntimeError:  # op not registered
         return False
 
@@ -52,7 +56,7 @@ def _jit(name: str, sources: list[str]) -> None:
     from torch.utils.cpp_extension import load
 
     where = _build_dir()
-    print(f"gpt1_fast: building the fused-Adam extension ({', '.join(sources)}) just in time in {where} "
+    print(f"gpt1_fast: building the C++ extension ({', '.join(sources)}) just in time in {where} "
           "(once; later runs reuse it)", file=sys.stderr, flush=True)
     load(name=name, sources=[str(CSRC / s) for s in sources], build_directory=str(where),
          extra_cflags=CXX_FLAGS, extra_ldflags=LD_FLAGS, extra_cuda_cflags=["-O3", "-lineinfo"], is_python_module=False, verbose=False)
@@ -99,11 +103,14 @@ def _load_cuda() -> str | None:
     return None if _has_kernel("CUDA") else "the just-in-time CUDA build registered no CUDA kernels"
 
 
-def unavailable_reason(device_type: str = "cpu") -> str | None:
-    """None when the fused ops run on `device_type` ("cpu" or "cuda"), else why not."""
+def unavailable_reason(device_type: str = "cpu", op: str | None = None) -> str | None:
+    """None when the extension's ops (or the one op `op`) run on `device_type` ("cpu" or "cuda"), else why not."""
     if device_type not in ("cpu", "cuda"):
         return f"no fused kernels for device type {device_type!r}"
     reason = _load_cuda() if device_type == "cuda" else _load()
+    if reason is None and op is not None and not _has_kernel(device_type.upper(), (op,)):
+        return (f"gpt1_fast._C has no {device_type} kernel for gpt1_fast::{op}: it was built from older sources; "
+                "rebuild it (`make venv`, or `pip install --no-build-isolation -e .`)")
     if reason is None:
         _register_fakes()
     return reason

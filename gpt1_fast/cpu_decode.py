@@ -12,6 +12,10 @@ things stood in the way under plain bf16 autocast through the model's modules:
   Here a block is 13 ops that compute (and a dozen views): the bias and the activation ride in their
   products as oneDNN post-ops, the mask is built once a step, the cache is written in place and read
   in place by PyTorch's SDPA.
+- Python's own cost per op (a few microseconds; ~4 ms of a GPT-1 step). Where the C++ extension is
+  built, all the blocks of a step are one call (gpt1_fast::cpu_decode_blocks,
+  gpt1_fast/csrc/cpu_decode.cpp), which also takes each residual add, its LayerNorm and the bf16 copy
+  for the next product in one pass; `_block` below is the same computation, for where it is not.
 
 The arithmetic is the model's under bf16 autocast: bf16 products (float32 accumulation), LayerNorm and
 the residual stream in float32, keys and values in a bf16 cache; the activation is applied in float32
@@ -25,7 +29,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from . import ops
+from . import _ext, ops
 from .kv_cache import KVCache, check_length
 
 POST_OPS = {"gelu": ("gelu", "tanh"), "relu": ("relu", ""), "swish": ("swish", "")}  # afn -> oneDNN post-op
@@ -75,6 +79,10 @@ class _Block(NamedTuple):
                    _pack(m.c_fc.w.t(), rows), _bf16(m.c_fc.b), _pack(m.c_proj.w.t(), rows), _bf16(m.c_proj.b),
                    ln(block.ln_1), ln(block.ln_2))
 
+    def flat(self) -> tuple[list[torch.Tensor], list[float]]:
+        """The tensors in gpt1_fast::cpu_decode_blocks's order (12), and the two LayerNorms' eps."""
+        return [*self[:8], *self.ln_1[:2], *self.ln_2[:2]], [self.ln_1[2], self.ln_2[2]]
+
 
 def _linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None, post=("none", "")) -> torch.Tensor:
     """bf16 x @ wᵀ + bias, then the post-op (in float32, before rounding to bf16)."""
@@ -88,10 +96,22 @@ def _layer_norm(x: torch.Tensor, params: tuple) -> torch.Tensor:
 
 class PackedDecoder:
     """`forward(ids, cache)` as the transformer's cached forward, `logits(h)` as the tied LM head, on
-    bf16 copies of the weights packed for `rows`-row products (a hint: any row count works)."""
+    bf16 copies of the weights packed for `rows`-row products (a hint: any row count works).
 
-    def __init__(self, transformer, rows: int):
+    The blocks run in one call of the C++ op gpt1_fast::cpu_decode_blocks (gpt1_fast/csrc/cpu_decode.cpp:
+    the ops of `_block`, in order, without Python's cost per op) where the extension is built; else, or
+    with native=False, through `_block` here. The two agree to float32 rounding (the C++ LayerNorm sums in
+    another order), which can move a bf16 rounding of the next product's input by one unit."""
+
+    def __init__(self, transformer, rows: int, native: bool | None = None):
         self.blocks = [_Block.of(b, rows) for b in transformer.h]
+        reason = _ext.unavailable_reason("cpu", "cpu_decode_blocks")
+        if native and reason:
+            raise RuntimeError(f"the C++ decoding step is unavailable: {reason}")
+        self.native = reason is None if native is None else native
+        flat = [blk.flat() for blk in self.blocks]
+        self.params = [t for tensors, _ in flat for t in tensors]
+        self.eps = [e for _, eps in flat for e in eps]
         self.n_head = transformer.h[0].attn.n_head
         self.n_ctx, self.pos_offset = transformer.n_ctx, transformer.pos_offset
         self.embed = transformer.embed.weight.detach()
@@ -114,8 +134,12 @@ class PackedDecoder:
         scores_mask = torch.zeros(allowed.shape, dtype=torch.bfloat16, device=ids.device)
         scores_mask.masked_fill_(~allowed, float("-inf"))
         x = x.view(B * T, -1)
-        for blk, k, v in zip(self.blocks, cache.k, cache.v):
-            x = self._block(x, blk, k, v, start, T, scores_mask)
+        if self.native:
+            x = torch.ops.gpt1_fast.cpu_decode_blocks(x, self.params, cache.k, cache.v, start, scores_mask,
+                                                      self.n_head, self.eps, *self.post)
+        else:
+            for blk, k, v in zip(self.blocks, cache.k, cache.v):
+                x = self._block(x, blk, k, v, start, T, scores_mask)
         cache.length += T
         return x.view(B, T, -1)
 

@@ -1,16 +1,20 @@
-"""The `cpu` backend's bf16 decoding (gpt1_fast.cpu_decode): its lean forward over the cache against
-the model's own, its fused activations against the reference ones, the weights packed once per
-generation, and when it is used."""
+"""The `cpu` backend's bf16 decoding (gpt1_fast.cpu_decode): its lean forward over the cache (the C++
+blocks, gpt1_fast::cpu_decode_blocks, and the Python ones) against the model's own, its fused
+activations against the reference ones, the weights packed once per generation, and when it is used."""
 import pytest
 import torch
+from torch.profiler import ProfilerActivity, profile
 
-from gpt1_fast import cpu_decode, reference
+from gpt1_fast import _ext, cpu_decode, reference
 from gpt1_fast.config import GPTConfig
 from gpt1_fast.model import LMModel
 
 pytestmark = pytest.mark.skipif(not cpu_decode.onednn_available(), reason="this PyTorch has no oneDNN packed linear")
 
 N_VOCAB, N_CTX = 50, 16
+NO_CPP = _ext.unavailable_reason("cpu", "cpu_decode_blocks")
+needs_cpp = pytest.mark.skipif(NO_CPP is not None, reason=f"no C++ decoding step: {NO_CPP}")
+NATIVE = [pytest.param(False, id="python"), pytest.param(True, id="cpp", marks=needs_cpp)]
 PROMPTS = [[1, 2, 3], [4, 5, 6, 7, 8, 9, 10, 11, 12], [13], [20, 21, 22, 23, 24]]
 
 
@@ -36,15 +40,16 @@ def relative_error(a, b, where):
     return ((a.float() - b.float())[where].abs().max() / b[where].abs().max()).item()
 
 
+@pytest.mark.parametrize("native", NATIVE)
 @pytest.mark.parametrize("afn", sorted(cpu_decode.POST_OPS))
-def test_forward_over_the_cache_follows_the_models_own(afn):
+def test_forward_over_the_cache_follows_the_models_own(afn, native):
     """Prefill of left-padded prompts, then steps: the hidden states, the cache's keys and values, its
     mask and length, against the model's forward in float32; no further from it than the model's own
     forward under bf16 autocast (this lively model's bf16 errors reach a few %; a wrong position, mask or
     residual moves the states by their whole scale)."""
     tr = lm(afn).transformer
     ids, real = left_padded(PROMPTS)
-    dec = cpu_decode.PackedDecoder(tr, len(PROMPTS))
+    dec = cpu_decode.PackedDecoder(tr, len(PROMPTS), native=native)
     mine, f32, amp = (tr.new_kv_cache(len(PROMPTS), dtype=d) for d in (torch.bfloat16, None, torch.bfloat16))
     steps = torch.randint(0, N_VOCAB, (4, len(PROMPTS), 1), generator=torch.Generator().manual_seed(0))
     err, err_amp = [], []
@@ -84,17 +89,74 @@ def test_the_fused_activation_is_the_models(afn):
     torch.testing.assert_close(got.double(), reference.ACT_FNS[afn](pre), rtol=2 ** -8, atol=1e-5)
 
 
-def test_generation_packs_each_matrix_once_and_runs_every_product_on_it(monkeypatch):
+def decode(tr, native, steps=4):
+    """Prefill PROMPTS, then `steps` steps: the hidden states of each call, and the cache."""
+    ids, real = left_padded(PROMPTS)
+    dec = cpu_decode.PackedDecoder(tr, len(PROMPTS), native=native)
+    cache = tr.new_kv_cache(len(PROMPTS), dtype=torch.bfloat16)
+    tokens = torch.randint(0, N_VOCAB, (steps, len(PROMPTS), 1), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        return [dec.forward(x, cache, mask) for x, mask in [(ids, real)] + [(t, None) for t in tokens]], cache
+
+
+@needs_cpp
+@pytest.mark.parametrize("afn", sorted(cpu_decode.POST_OPS))
+def test_the_cpp_blocks_compute_the_python_blocks(afn):
+    """The C++ op against `_block`, on a model whose LayerNorms each have their own eps (a parameter
+    of one handed to another, or misplaced in the list, moves the states by ~10 %). They differ only
+    in the order of the LayerNorm's sums (observed: ~1e-7 relative)."""
+    tr = lm(afn).transformer
+    for i, block in enumerate(tr.h):
+        block.ln_1.e, block.ln_2.e = 0.5 + i, 2.0 + i
+    (cpp, cpp_cache), (py, py_cache) = decode(tr, True), decode(tr, False)
+    real = left_padded(PROMPTS)[1]
+    for i, (a, b) in enumerate(zip(cpp, py)):
+        assert relative_error(a, b, real if i == 0 else torch.ones(a.shape[:2], dtype=torch.bool)) < 5e-3
+    assert cpp_cache.length == py_cache.length and torch.equal(cpp_cache.mask, py_cache.mask)
+    for a, b in zip(cpp_cache.k + cpp_cache.v, py_cache.k + py_cache.v):
+        torch.testing.assert_close(a[:, :, :py_cache.length], b[:, :, :py_cache.length], rtol=2 ** -7, atol=1e-2)
+
+
+@needs_cpp
+def test_the_cpp_op_refuses_inconsistent_arguments():
+    tr = lm().transformer
+    dec = cpu_decode.PackedDecoder(tr, 1, native=True)
+    cache = tr.new_kv_cache(1, dtype=torch.bfloat16)
+    x, mask = torch.zeros(1, tr.n_embd), torch.zeros(1, 1, 1, 1, dtype=torch.bfloat16)
+    op = torch.ops.gpt1_fast.cpu_decode_blocks
+    with pytest.raises(RuntimeError, match="2 cache layers need 24 params and 4 eps, got 23"):
+        op(x, dec.params[:-1], cache.k, cache.v, 0, mask, 4, dec.eps, "gelu", "tanh")
+    with pytest.raises(RuntimeError, match=r"scores_mask \[1, 1, 1, 1\], start 3 and n_head 4 disagree"):
+        op(x, dec.params, cache.k, cache.v, 3, mask, 4, dec.eps, "gelu", "tanh")
+    with pytest.raises(RuntimeError, match="x must be float32"):
+        op(x.double(), dec.params, cache.k, cache.v, 0, mask, 4, dec.eps, "gelu", "tanh")
+
+
+def test_without_the_extension_the_python_blocks_run(monkeypatch):
+    monkeypatch.setattr(_ext, "unavailable_reason", lambda *a: "no compiler here")
+    assert not cpu_decode.PackedDecoder(lm().transformer, 1).native
+    with pytest.raises(RuntimeError, match="C\\+\\+ decoding step is unavailable: no compiler here"):
+        cpu_decode.PackedDecoder(lm().transformer, 1, native=True)
+
+
+@pytest.mark.parametrize("native", NATIVE)
+def test_generation_packs_each_matrix_once_and_runs_every_product_on_it(monkeypatch, native):
+    """Whichever blocks run (the C++ ones by default where the extension is built), every product is
+    oneDNN's on a matrix packed once per generation."""
     m = lm()
     n_layer = len(m.transformer.h)
-    packs, calls = [], []
-    pack, linear = cpu_decode._pack, cpu_decode._linear
+    if not native:
+        monkeypatch.setattr(_ext, "unavailable_reason", lambda *a: "not built")
+    packs, pack = [], cpu_decode._pack
     monkeypatch.setattr(cpu_decode, "_pack", lambda *a: packs.append(1) or pack(*a))
-    monkeypatch.setattr(cpu_decode, "_linear", lambda *a: calls.append(1) or linear(*a))
-    g = m.generate(PROMPTS, 6, greedy=True, n_vocab=N_VOCAB, dtype=torch.bfloat16)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        g = m.generate(PROMPTS, 6, greedy=True, n_vocab=N_VOCAB, dtype=torch.bfloat16)
+    ran = {e.key: e.count for e in prof.key_averages()}
     assert [len(t) for t in g.tokens] == [6] * len(PROMPTS)
     assert len(packs) == 4 * n_layer + 1  # the blocks' four matrices, the LM head's table
-    assert len(calls) == 6 * (4 * n_layer + 1)  # the prefill and 5 steps, 4 products a block; 6 LM heads
+    # the prefill and 5 steps, 4 products a block; 6 LM heads
+    assert ran["mkldnn::_linear_pointwise"] == 6 * (4 * n_layer + 1)
+    assert ran.get("gpt1_fast::cpu_decode_blocks", 0) == (6 if native else 0)
 
 
 def test_used_for_bf16_with_the_cpu_backend_in_eval_mode_only():
@@ -117,3 +179,10 @@ def test_forward_past_the_context_is_refused():
     with pytest.raises(ValueError, match=f"exceeds n_ctx {N_CTX}"):
         dec.forward(torch.zeros(1, 1, dtype=torch.long), cache)
     assert cache.length == N_CTX
+
+
+@needs_cpp
+def test_a_library_built_from_older_sources_is_named():
+    reason = _ext.unavailable_reason("cpu", "an_op_of_a_later_version")
+    assert "no cpu kernel for gpt1_fast::an_op_of_a_later_version: it was built from older sources" in reason
+    assert "rebuild it" in reason

@@ -303,6 +303,7 @@ def test_jit_build_when_installed_extension_is_missing(tmp_path):
     code = ("import sys; sys.modules['gpt1_fast._C'] = None  # as if pip had not built it\n"
             "import torch; from gpt1_fast import _ext\n"
             "r = _ext.unavailable_reason('cpu'); assert r is None, r\n"
+            "r = _ext.unavailable_reason('cpu', 'cpu_decode_blocks'); assert r is None, r\n"
             "print(torch.ops.gpt1_fast.global_norm([torch.full((4,), 0.5), torch.ones(3)]).item())")
     env = {**os.environ, "GPT1_FAST_EXT_DIR": str(tmp_path),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}

@@ -28,6 +28,7 @@
 
 #include "openai_adam.h"
 #include "openai_adam_checks.h"
+#include "simd.h"
 
 extern "C" {
 // `import gpt1_fast._C` loads this library (and so registers the ops); the module itself is empty.
@@ -37,34 +38,10 @@ PyObject* PyInit__C(void) {
 }
 }
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define G1F_CLONES __attribute__((target_clones("arch=skylake-avx512", "arch=haswell", "default")))
-#else
-#define G1F_CLONES
-#endif
-#define G1F_INLINE inline __attribute__((always_inline))
-
 namespace gpt1_fast {
-namespace {
 
-constexpr int64_t kCpuChunk = 1 << 15;
-constexpr int kBuf = 256;  // fp16/bf16 grads are widened to fp32 through a stack buffer of this size
-
-// Conversions written out (always inlined) so they vectorise inside the target_clones functions,
-// which cannot inline c10's out-of-line-for-them helpers.
-G1F_INLINE float f32_from_bits(uint32_t w) {
-  float f;
-  std::memcpy(&f, &w, sizeof f);
-  return f;
-}
-G1F_INLINE uint32_t bits_from_f32(float f) {
-  uint32_t w;
-  std::memcpy(&w, &f, sizeof w);
-  return w;
-}
-G1F_INLINE float widen(float x) { return x; }
-G1F_INLINE float widen(c10::BFloat16 x) { return f32_from_bits(static_cast<uint32_t>(x.x) << 16); }
-// IEEE half -> float without branches (the algorithm of c10::detail::fp16_ieee_to_fp32_value).
+// IEEE half -> float without branches (the algorithm of c10::detail::fp16_ieee_to_fp32_value); in this
+// namespace, beside simd.h's widen overloads, so that the three are one overload set.
 G1F_INLINE float widen(c10::Half x) {
   const uint32_t w = static_cast<uint32_t>(x.x) << 16;
   const uint32_t sign = w & 0x80000000u;
@@ -73,6 +50,11 @@ G1F_INLINE float widen(c10::Half x) {
   const float denormalized = f32_from_bits((two_w >> 17) | (126u << 23)) - 0.5f;
   return f32_from_bits(sign | (two_w < (1u << 27) ? bits_from_f32(denormalized) : bits_from_f32(normalized)));
 }
+
+namespace {
+
+constexpr int64_t kCpuChunk = 1 << 15;
+constexpr int kBuf = 256;  // fp16/bf16 grads are widened to fp32 through a stack buffer of this size
 
 struct Scalars {
   float lrt, coef, b1, omb1, b2, omb2, eps, l2;  // l2 = 0 for parameters without decay
