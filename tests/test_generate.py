@@ -9,7 +9,7 @@ import torch.nn as nn
 from gpt1_fast import ops
 from gpt1_fast.config import GPTConfig
 from gpt1_fast.model import KVCache, LMModel
-from gpt1_fast.sampling import generate
+from gpt1_fast.sampling import generate, next_tokens
 
 N_VOCAB, N_SPECIAL, N_CTX = 50, 3, 16
 VOCAB = N_VOCAB + N_SPECIAL + N_CTX
@@ -418,3 +418,9 @@ def test_bf16_generation_casts_each_weight_once_and_keeps_its_cache_in_bf16(monk
     assert 0 < counter.casts <= len(matrices)
     assert caches and all(k.dtype == torch.bfloat16 for c in caches for k in c.k + c.v)
     assert tr.embed.weight.dtype == torch.float32  # the model itself is left as it was
+
+
+def test_greedy_takes_the_first_of_equal_maxima():
+    logits = torch.tensor([[0., 2., 2., 1.], [3., 3., 3., 3.], [-float("inf"), 1., 1., -float("inf")]])
+    assert next_tokens(logits, greedy=True).tolist() == [1, 0, 1]
+    assert next_tokens(logits.bfloat16(), greedy=True).tolist() == [1, 0, 1]
