@@ -22,7 +22,8 @@ CSRC = Path(__file__).resolve().parent / "csrc"
 CPU_SOURCES = ["openai_adam.cpp", "cpu_decode.cpp"]
 CUDA_SOURCES = ["openai_adam_cuda.cpp", "openai_adam_cuda.cu"]
 # the ops each dispatch key must have (a library built from older sources lacks some: unavailable_reason(op=...))
-OPS = {"CPU": ("global_norm", "openai_adam_", "cpu_decode_blocks"), "CUDA": ("global_norm", "openai_adam_")}
+OPS = {"CPU": ("global_norm", "openai_adam_", "cpu_decode_blocks", "transpose_to_bf16"),
+       "CUDA": ("global_norm", "openai_adam_")}
 # -fno-math-errno: sqrtf that may set errno keeps GCC from vectorising the update loop.
 # -fopenmp: at::parallel_for is `omp parallel` in torch's headers; without it the loop runs on one thread.
 CXX_FLAGS = ["-O3", "-fno-math-errno", "-fopenmp"]

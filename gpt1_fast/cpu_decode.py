@@ -50,8 +50,15 @@ def packable(transformer, dtype: torch.dtype | None) -> bool:
 
 def _pack(w_out_in: torch.Tensor, rows: int) -> torch.Tensor:
     """An [out, in] matrix as bf16 in oneDNN's blocked layout for `rows`-row products. A transposed view
-    is made contiguous in bf16 first: oneDNN reorders a strided matrix about 1.6x slower."""
-    return torch.ops.mkldnn._reorder_linear_weight(w_out_in.detach().to(torch.bfloat16).contiguous(), rows)
+    (a Conv1D weight, stored [in, out]) is made contiguous in bf16 first, by the C++ extension's tiled
+    copy where it is built: oneDNN reorders a strided matrix about 1.6x slower."""
+    w = w_out_in.detach()
+    tiled = w.dtype == torch.float32 and not w.is_contiguous() and w.t().is_contiguous()
+    if tiled and _ext.unavailable_reason("cpu", "transpose_to_bf16") is None:
+        w16 = torch.ops.gpt1_fast.transpose_to_bf16(w.t())
+    else:
+        w16 = w.to(torch.bfloat16).contiguous()
+    return torch.ops.mkldnn._reorder_linear_weight(w16, rows)
 
 
 def _bf16(b: torch.Tensor) -> torch.Tensor:

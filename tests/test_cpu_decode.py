@@ -186,3 +186,21 @@ def test_a_library_built_from_older_sources_is_named():
     reason = _ext.unavailable_reason("cpu", "an_op_of_a_later_version")
     assert "no cpu kernel for gpt1_fast::an_op_of_a_later_version: it was built from older sources" in reason
     assert "rebuild it" in reason
+
+
+@needs_cpp
+@pytest.mark.parametrize("shape", [(1, 9), (7, 5), (130, 70), (64, 128)])
+def test_transpose_to_bf16_is_the_cast_of_the_transpose(shape):
+    """The C++ tiled copy the packing uses for the Conv1D weights: the bits of w.t().to(bfloat16), over
+    tile edges, infinities and ties (rounded to even); NaN stays NaN."""
+    w = torch.randn(shape, generator=torch.Generator().manual_seed(0)) * 3
+    nans = torch.tensor([0x7F800001, 0x7FFFFFFF], dtype=torch.int32).view(torch.float32)  # would round to inf, -0
+    special = torch.cat([torch.tensor([1 + 2 ** -8, 1 + 3 * 2 ** -8, -(1 + 2 ** -8), float("inf"), -float("inf")]), nans])
+    w.view(-1)[:len(special)] = special[:w.numel()]
+    got, want = torch.ops.gpt1_fast.transpose_to_bf16(w), w.t().to(torch.bfloat16)
+    assert got.is_contiguous() and got.shape == want.shape
+    nan = want.isnan()
+    assert torch.equal(got.isnan(), nan)
+    assert torch.equal(got[~nan].view(torch.int16), want[~nan].view(torch.int16))
+    with pytest.raises(RuntimeError, match="expected a contiguous float32 matrix"):
+        torch.ops.gpt1_fast.transpose_to_bf16(torch.ones(4, 6)[:, ::2])
