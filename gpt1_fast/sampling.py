@@ -269,7 +269,7 @@ def _decode(transformer, rows: _Rows, max_new_tokens: int, pick, mask, decoder, 
             batch = [i for i, r in enumerate(rows.reasons) if r is None]
             todo = [rows.hist[i] for i in batch]
             cache, last = prefill(transformer, decoder, todo, None if use_cache else max(map(len, todo)), dtype)
-        logits = decoder.logits(last).float() + mask
+        logits = decoder.logits(last).float().add_(mask)  # in place: one [B, vocab] float32 buffer a step
         nxt = pick(logits)
         rows.accept(batch, nxt.tolist(), logits, output_scores)
         if use_cache and not rows.done() and step + 1 < max_new_tokens and cache.length < n_ctx:
