@@ -137,9 +137,7 @@ class PackedDecoder:
         check_length(start + T, self.n_ctx, cache)
         positions = cache.admit(T, attention_mask)
         x = F.embedding(ids, self.embed) + F.embedding(positions + self.pos_offset, self.embed)
-        allowed = ops.step_mask(T, start + T, cache.mask[:, :start + T], ids.device)  # built once for every block
-        scores_mask = torch.zeros(allowed.shape, dtype=torch.bfloat16, device=ids.device)
-        scores_mask.masked_fill_(~allowed, float("-inf"))
+        scores_mask = self._scores_mask(cache.mask[:, :start + T], T)
         x = x.view(B * T, -1)
         if self.native:
             x = torch.ops.gpt1_fast.cpu_decode_blocks(x, self.params, cache.k, cache.v, start, scores_mask,
@@ -150,9 +148,20 @@ class PackedDecoder:
         cache.length += T
         return x.view(B, T, -1)
 
+    @staticmethod
+    def _scores_mask(key_mask: torch.Tensor, T: int) -> torch.Tensor | None:
+        """The attention's additive mask [B, 1, T, L] (0 or -inf) for the T newest of the L columns of
+        key_mask [B, L] (False: padding), built once for every block; None when T is 1 and no column is
+        padding: the one new query sees them all, and SDPA then reads no mask."""
+        if T == 1 and bool(key_mask.all()):
+            return None
+        allowed = ops.step_mask(T, key_mask.size(1), key_mask, key_mask.device)
+        return torch.zeros(allowed.shape, dtype=torch.bfloat16, device=key_mask.device).masked_fill_(~allowed,
+                                                                                                       float("-inf"))
+
     def _block(self, x, blk: _Block, k_cache, v_cache, start: int, T: int, scores_mask) -> torch.Tensor:
         """One block on x [B*T, C] float32: the new keys and values written to cache columns start..start+T;
-        scores_mask: the attention's additive mask [B, 1, T, start + T] (0 or -inf)."""
+        scores_mask: the attention's additive mask [B, 1, T, start + T] (0 or -inf), or None."""
         BT, C = x.shape
         B, H = BT // T, self.n_head
         q, k, v = _linear(x, blk.qkv, blk.qkv_b).view(B, T, 3, H, C // H).permute(2, 0, 3, 1, 4)  # [B, H, T, D] each

@@ -126,10 +126,33 @@ def test_the_cpp_op_refuses_inconsistent_arguments():
     op = torch.ops.gpt1_fast.cpu_decode_blocks
     with pytest.raises(RuntimeError, match="2 cache layers need 24 params and 4 eps, got 23"):
         op(x, dec.params[:-1], cache.k, cache.v, 0, mask, 4, dec.eps, "gelu", "tanh")
-    with pytest.raises(RuntimeError, match=r"scores_mask \[1, 1, 1, 1\], start 3 and n_head 4 disagree"):
+    with pytest.raises(RuntimeError, match=r"scores_mask \[1, 1, 1, 1\], start 3, 1 cache rows and n_head 4 disagree"):
         op(x, dec.params, cache.k, cache.v, 3, mask, 4, dec.eps, "gelu", "tanh")
     with pytest.raises(RuntimeError, match="x must be float32"):
         op(x.double(), dec.params, cache.k, cache.v, 0, mask, 4, dec.eps, "gelu", "tanh")
+
+
+@pytest.mark.parametrize("native", NATIVE)
+def test_a_step_without_padding_reads_no_mask(native):
+    """One new column a row and no padding: no mask (SDPA's unmasked path), the same states as with an
+    all-zero one. With padding, or several new columns, a mask (the forward test fails without it)."""
+    tr = lm().transformer
+    keys = torch.ones(2, 5, dtype=torch.bool)
+    assert cpu_decode.PackedDecoder._scores_mask(keys, 1) is None
+    assert cpu_decode.PackedDecoder._scores_mask(keys, 2).shape == (2, 1, 2, 5)
+    keys[1, 0] = False
+    assert cpu_decode.PackedDecoder._scores_mask(keys, 1)[1, 0, 0].isinf().tolist() == [True] + [False] * 4
+    dec = cpu_decode.PackedDecoder(tr, 2, native=native)
+    caches = [tr.new_kv_cache(2, dtype=torch.bfloat16) for _ in range(2)]
+    ids = torch.randint(0, N_VOCAB, (2, 4), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = []
+        for cache, zeros in zip(caches, (False, True)):
+            dec.forward(ids, cache)
+            if zeros:  # the same step through an all-zero mask
+                dec._scores_mask = lambda key_mask, T: torch.zeros(2, 1, T, key_mask.size(1), dtype=torch.bfloat16)
+            out.append(dec.forward(ids[:, :1], cache))
+    torch.testing.assert_close(out[0], out[1], rtol=0, atol=1e-6)
 
 
 def test_without_the_extension_the_python_blocks_run(monkeypatch):

@@ -6,7 +6,8 @@
 //     params   12 per block, in order: qkv, qkv_b, proj, proj_b, fc, fc_b, out, out_b (the matrices packed by
 //              mkldnn::_reorder_linear_weight, bf16 biases), ln_1 g, b, ln_2 g, b (float32)
 //     k_cache, v_cache  one [B, H, n_ctx, D] bf16 tensor per block; columns start..start+T are written
-//     scores_mask [B, 1, T, start+T] bf16, added to the attention scores (0 or -inf)
+//     scores_mask [B, 1, T, start+T] bf16, added to the attention scores (0 or -inf); None: T = 1 and no
+//              cached column is padding, so the one new query sees every column
 //     eps      one per LayerNorm (2 per block); post_op, algorithm: the MLP's activation as a oneDNN
 //              post-op of its first product ("gelu", "tanh" / "relu", "" / "swish", "")
 //   returns the last block's output [B*T, C] float32.
@@ -89,8 +90,8 @@ std::tuple<Tensor, Tensor> add_layer_norm(const Tensor& x, const Tensor& y, cons
 // qkv [B*T, 3C] bf16 -> the attention's output [B*T, C] bf16; the new keys and values copied into the
 // cache columns start..start+T first.
 Tensor attention(const Tensor& qkv, const Tensor& k_cache, const Tensor& v_cache, int64_t start,
-                 const Tensor& scores_mask, int64_t n_head) {
-  const int64_t B = scores_mask.size(0), T = scores_mask.size(2), C = qkv.size(1) / 3;
+                 const std::optional<Tensor>& scores_mask, int64_t n_head) {
+  const int64_t B = k_cache.size(0), T = qkv.size(0) / B, C = qkv.size(1) / 3;
   const Tensor h = qkv.view({B, T, 3, n_head, C / n_head}).permute({2, 0, 3, 1, 4});  // [3, B, H, T, D]
   k_cache.narrow(2, start, T).copy_(h[1]);
   v_cache.narrow(2, start, T).copy_(h[2]);
@@ -100,19 +101,22 @@ Tensor attention(const Tensor& qkv, const Tensor& k_cache, const Tensor& v_cache
 }
 
 void check_args(const Tensor& x, at::TensorList params, at::TensorList k_cache, at::TensorList v_cache,
-                int64_t start, const Tensor& scores_mask, int64_t n_head, at::ArrayRef<double> eps) {
+                int64_t start, const std::optional<Tensor>& scores_mask, int64_t n_head,
+                at::ArrayRef<double> eps) {
   const size_t n = k_cache.size();
   TORCH_CHECK(params.size() == kPerBlock * n && v_cache.size() == n && eps.size() == 2 * n,
               "gpt1_fast::cpu_decode_blocks: ", n, " cache layers need ", kPerBlock * n, " params and ", 2 * n,
               " eps, got ", params.size(), ", ", eps.size(), " (and ", v_cache.size(), " value caches)");
   TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kFloat, "gpt1_fast::cpu_decode_blocks: x must be float32 "
               "[B*T, C], got ", x.scalar_type(), " ", x.sizes());
-  TORCH_CHECK(scores_mask.dim() == 4, "gpt1_fast::cpu_decode_blocks: scores_mask must be [B, 1, T, start+T], got ",
-              scores_mask.sizes());
-  const int64_t B = scores_mask.size(0), T = scores_mask.size(2), C = x.size(1);
-  TORCH_CHECK(B * T == x.size(0) && scores_mask.size(3) == start + T && n_head > 0 && C % n_head == 0,
-              "gpt1_fast::cpu_decode_blocks: x ", x.sizes(), ", scores_mask ", scores_mask.sizes(), ", start ", start,
-              " and n_head ", n_head, " disagree");
+  TORCH_CHECK(n > 0 && k_cache[0].dim() == 4 && k_cache[0].size(0) > 0,
+              "gpt1_fast::cpu_decode_blocks: expected [B, H, n_ctx, D] caches");
+  const int64_t B = k_cache[0].size(0), T = x.size(0) / B, C = x.size(1);
+  // no mask: one new column a row, every cached column seen
+  const std::vector<int64_t> mask = scores_mask ? scores_mask->sizes().vec() : std::vector<int64_t>{B, 1, 1, start + 1};
+  TORCH_CHECK(B * T == x.size(0) && mask.size() == 4 && mask[0] == B && mask[2] == T && mask[3] == start + T &&
+              n_head > 0 && C % n_head == 0, "gpt1_fast::cpu_decode_blocks: x ", x.sizes(), ", scores_mask ",
+              at::IntArrayRef(mask), ", start ", start, ", ", B, " cache rows and n_head ", n_head, " disagree");
   for (size_t i = 0; i < n; ++i)
     for (const Tensor& c : {k_cache[i], v_cache[i]})
       TORCH_CHECK(c.dim() == 4 && c.size(0) == B && c.size(1) == n_head && c.size(3) == C / n_head &&
@@ -121,7 +125,7 @@ void check_args(const Tensor& x, at::TensorList params, at::TensorList k_cache, 
 }
 
 Tensor cpu_decode_blocks(const Tensor& x_in, at::TensorList params, at::TensorList k_cache,
-                         at::TensorList v_cache, int64_t start, const Tensor& scores_mask, int64_t n_head,
+                         at::TensorList v_cache, int64_t start, const std::optional<Tensor>& scores_mask, int64_t n_head,
                          at::ArrayRef<double> eps, c10::string_view post_op, c10::string_view algorithm) {
   check_args(x_in, params, k_cache, v_cache, start, scores_mask, n_head, eps);
   at::AutoDispatchBelowADInplaceOrView guard;  // inference: no autograd bookkeeping for the ops below
@@ -173,7 +177,7 @@ Tensor transpose_to_bf16(const Tensor& w) {
 TORCH_LIBRARY_FRAGMENT(gpt1_fast, m) {
   m.def(
       "cpu_decode_blocks(Tensor x, Tensor[] params, Tensor(a!)[] k_cache, Tensor(b!)[] v_cache, int start, "
-      "Tensor scores_mask, int n_head, float[] eps, str post_op, str algorithm) -> Tensor");
+      "Tensor? scores_mask, int n_head, float[] eps, str post_op, str algorithm) -> Tensor");
   m.def("transpose_to_bf16(Tensor w) -> Tensor");
 }
 
