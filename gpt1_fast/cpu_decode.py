@@ -156,8 +156,8 @@ class PackedDecoder:
         if T == 1 and bool(key_mask.all()):
             return None
         allowed = ops.step_mask(T, key_mask.size(1), key_mask, key_mask.device)
-        return torch.zeros(allowed.shape, dtype=torch.bfloat16, device=key_mask.device).masked_fill_(~allowed,
-                                                                                                       float("-inf"))
+        scores = torch.zeros(allowed.shape, dtype=torch.bfloat16, device=key_mask.device)
+        return scores.masked_fill_(~allowed, float("-inf"))
 
     def _block(self, x, blk: _Block, k_cache, v_cache, start: int, T: int, scores_mask) -> torch.Tensor:
         """One block on x [B*T, C] float32: the new keys and values written to cache columns start..start+T;
