@@ -109,9 +109,11 @@ def sha256_file(path) -> str:
 
 @contextlib.contextmanager
 def interrupts_deferred():
-    """Ctrl-C (SIGINT) during the block waits until it ends, then raises KeyboardInterrupt: for writes
-    of several files that are only consistent together (a model folder's weights and config). In the
-    main thread only (signals are delivered there); elsewhere the block runs as it is."""
+    """Ctrl-C (SIGINT) during the block waits until it ends, then goes to the handler that was there
+    before (Python's: KeyboardInterrupt; ignored where the process ignores SIGINT, as a job started in
+    the background does): for writes of several files that are only consistent together (a model
+    folder's weights and config). In the main thread only (signals are delivered there); elsewhere the
+    block runs as it is."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -122,4 +124,4 @@ def interrupts_deferred():
     finally:
         signal.signal(signal.SIGINT, previous)
     if received:
-        raise KeyboardInterrupt
+        signal.raise_signal(signal.SIGINT)

@@ -69,12 +69,22 @@ def test_interrupts_deferred_holds_ctrl_c_until_the_block_ends(tmp_path):
 
     from gpt1_fast.fileio import atomic_write_text, interrupts_deferred
 
-    done = []
-    with pytest.raises(KeyboardInterrupt):
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # whatever the runner was started with
+    try:
+        done = []
+        with pytest.raises(KeyboardInterrupt):
+            with interrupts_deferred():
+                atomic_write_text(tmp_path / "a", "1")
+                os.kill(os.getpid(), signal.SIGINT)  # arrives here, mid-block
+                atomic_write_text(tmp_path / "b", "2")
+                done.append(True)
+        assert done and (tmp_path / "b").read_text() == "2"
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+        # a process that ignores SIGINT (a job started in the background) still ignores it after the block
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         with interrupts_deferred():
-            atomic_write_text(tmp_path / "a", "1")
-            os.kill(os.getpid(), signal.SIGINT)  # arrives here, mid-block
-            atomic_write_text(tmp_path / "b", "2")
+            os.kill(os.getpid(), signal.SIGINT)
             done.append(True)
-    assert done and (tmp_path / "b").read_text() == "2"
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+        assert done == [True, True] and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
