@@ -16,9 +16,10 @@ def _say(msg):
     print(f"gpt1_fast: {msg}", file=sys.stderr, flush=True)
 
 
-# --- gpt1_fast._C (fused OpenAI-Adam, the CPU decoding step; gpt1_fast/csrc/): optional. CPU always; CUDA when nvcc and a CUDA torch
-# are present. If torch is not importable here, or the build fails, the package still installs and
-# gpt1_fast/_ext.py builds the extension just in time on first use (or falls back to the unfused step).
+# --- gpt1_fast._C (fused OpenAI-Adam, the CPU decoding step; gpt1_fast/csrc/): optional. CPU always; CUDA
+# when nvcc and a CUDA torch are present. If torch is not importable here, or the build fails, the package
+# still installs and gpt1_fast/_ext.py builds the extension just in time on first use (or falls back to
+# the unfused step and the Python decoding blocks).
 def _extension_build():
     later = "it is built just in time on first use instead (needs a C++ compiler; ninja comes with gpt1_fast)"
     if os.environ.get("GPT1_FAST_NO_EXT"):

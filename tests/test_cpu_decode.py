@@ -218,7 +218,8 @@ def test_transpose_to_bf16_is_the_cast_of_the_transpose(shape):
     tile edges, infinities and ties (rounded to even); NaN stays NaN."""
     w = torch.randn(shape, generator=torch.Generator().manual_seed(0)) * 3
     nans = torch.tensor([0x7F800001, 0x7FFFFFFF], dtype=torch.int32).view(torch.float32)  # would round to inf, -0
-    special = torch.cat([torch.tensor([1 + 2 ** -8, 1 + 3 * 2 ** -8, -(1 + 2 ** -8), float("inf"), -float("inf")]), nans])
+    ties = [1 + 2 ** -8, 1 + 3 * 2 ** -8, -(1 + 2 ** -8)]  # halfway between two bf16 values
+    special = torch.cat([torch.tensor(ties + [float("inf"), -float("inf")]), nans])
     w.view(-1)[:len(special)] = special[:w.numel()]
     got, want = torch.ops.gpt1_fast.transpose_to_bf16(w), w.t().to(torch.bfloat16)
     assert got.is_contiguous() and got.shape == want.shape

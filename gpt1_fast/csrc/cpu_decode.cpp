@@ -113,7 +113,8 @@ void check_args(const Tensor& x, at::TensorList params, at::TensorList k_cache, 
               "gpt1_fast::cpu_decode_blocks: expected [B, H, n_ctx, D] caches");
   const int64_t B = k_cache[0].size(0), T = x.size(0) / B, C = x.size(1);
   // no mask: one new column a row, every cached column seen
-  const std::vector<int64_t> mask = scores_mask ? scores_mask->sizes().vec() : std::vector<int64_t>{B, 1, 1, start + 1};
+  const std::vector<int64_t> mask =
+      scores_mask ? scores_mask->sizes().vec() : std::vector<int64_t>{B, 1, 1, start + 1};
   TORCH_CHECK(B * T == x.size(0) && mask.size() == 4 && mask[0] == B && mask[2] == T && mask[3] == start + T &&
               n_head > 0 && C % n_head == 0, "gpt1_fast::cpu_decode_blocks: x ", x.sizes(), ", scores_mask ",
               at::IntArrayRef(mask), ", start ", start, ", ", B, " cache rows and n_head ", n_head, " disagree");
@@ -125,8 +126,9 @@ void check_args(const Tensor& x, at::TensorList params, at::TensorList k_cache, 
 }
 
 Tensor cpu_decode_blocks(const Tensor& x_in, at::TensorList params, at::TensorList k_cache,
-                         at::TensorList v_cache, int64_t start, const std::optional<Tensor>& scores_mask, int64_t n_head,
-                         at::ArrayRef<double> eps, c10::string_view post_op, c10::string_view algorithm) {
+                         at::TensorList v_cache, int64_t start, const std::optional<Tensor>& scores_mask,
+                         int64_t n_head, at::ArrayRef<double> eps, c10::string_view post_op,
+                         c10::string_view algorithm) {
   check_args(x_in, params, k_cache, v_cache, start, scores_mask, n_head, eps);
   at::AutoDispatchBelowADInplaceOrView guard;  // inference: no autograd bookkeeping for the ops below
   const std::optional<c10::string_view> alg =
