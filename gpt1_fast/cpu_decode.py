@@ -112,7 +112,7 @@ class PackedDecoder:
 
     def __init__(self, transformer, rows: int, native: bool | None = None):
         self.blocks = [_Block.of(b, rows) for b in transformer.h]
-        reason = _ext.unavailable_reason("cpu", "cpu_decode_blocks")
+        reason = None if native is False else _ext.unavailable_reason("cpu", "cpu_decode_blocks")  # no build asked
         if native and reason:
             raise RuntimeError(f"the C++ decoding step is unavailable: {reason}")
         self.native = reason is None if native is None else native

@@ -156,7 +156,10 @@ def test_a_step_without_padding_reads_no_mask(native):
 
 
 def test_without_the_extension_the_python_blocks_run(monkeypatch):
-    monkeypatch.setattr(_ext, "unavailable_reason", lambda *a: "no compiler here")
+    asked = []
+    monkeypatch.setattr(_ext, "unavailable_reason", lambda *a: asked.append(a) or "no compiler here")
+    assert not cpu_decode.PackedDecoder(lm().transformer, 1, native=False).native
+    assert ("cpu", "cpu_decode_blocks") not in asked  # native=False: no load (nor build) of the extension asked
     assert not cpu_decode.PackedDecoder(lm().transformer, 1).native
     with pytest.raises(RuntimeError, match="C\\+\\+ decoding step is unavailable: no compiler here"):
         cpu_decode.PackedDecoder(lm().transformer, 1, native=True)
